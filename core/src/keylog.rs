@@ -1,0 +1,187 @@
+//! NSS key log lines (WIRE.md §7) from OpenSSL 3.0 and Go secret records.
+//!
+//! TLS 1.2: `CLIENT_RANDOM <random> <master secret>`. TLS 1.3: the handshake
+//! traffic secrets are derived with HKDF-Expand-Label from the handshake
+//! secret and transcript hash (RFC 8446 §7.1, OPENSSL-3.0.md); the
+//! application traffic and exporter secrets are the stored arrays.
+//! All-zero secrets are skipped. Nothing here allocates beyond `out`'s capacity.
+
+use crate::records::{GoTlsKeyRecord, MasterSecretRecord};
+use hkdf::Hkdf;
+use sha2::{Sha256, Sha384};
+
+/// Upper bound of the key log text of one record (five TLS 1.3 lines).
+pub const MAX_KEYLOG_BYTES: usize = 1024;
+
+/// `SSL3_VERSION`-style wire version of TLS 1.3.
+pub const TLS1_3_VERSION: u32 = 0x0304;
+
+/// Appends the key log lines of an OpenSSL 3.0 secret record to `out`.
+pub fn master_secret_lines(m: &MasterSecretRecord, out: &mut Vec<u8>) {
+    if m.version < TLS1_3_VERSION {
+        let key = &m.master_key[..(m.master_key_len as usize).min(48)];
+        push_line(out, b"CLIENT_RANDOM", &m.client_random, key);
+        return;
+    }
+    let l = tls13_hash_len(m.cipher_id);
+    let hs = &m.handshake_secret[..l];
+    let hash = &m.handshake_traffic_hash[..l];
+    let mut derived = [0u8; 48];
+    for (label, hkdf_label) in [
+        (
+            &b"CLIENT_HANDSHAKE_TRAFFIC_SECRET"[..],
+            &b"c hs traffic"[..],
+        ),
+        (b"SERVER_HANDSHAKE_TRAFFIC_SECRET", b"s hs traffic"),
+    ] {
+        if !is_zero(hs) && expand_label(hs, hkdf_label, hash, &mut derived[..l]) {
+            push_line(out, label, &m.client_random, &derived[..l]);
+        }
+    }
+    push_line(
+        out,
+        b"CLIENT_TRAFFIC_SECRET_0",
+        &m.client_random,
+        &m.client_app_traffic_secret[..l],
+    );
+    push_line(
+        out,
+        b"SERVER_TRAFFIC_SECRET_0",
+        &m.client_random,
+        &m.server_app_traffic_secret[..l],
+    );
+    push_line(
+        out,
+        b"EXPORTER_SECRET",
+        &m.client_random,
+        &m.exporter_master_secret[..l],
+    );
+}
+
+/// Appends the key log line of a Go `writeKeyLog` call to `out`.
+pub fn gotls_line(k: &GoTlsKeyRecord, out: &mut Vec<u8>) {
+    let label = &k.label[..(k.label_len as usize).min(k.label.len())];
+    let secret = &k.secret[..(k.secret_len as usize).min(k.secret.len())];
+    if label
+        .iter()
+        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'_')
+    {
+        push_line(out, label, &k.client_random, secret);
+    }
+}
+
+/// TLS 1.3 hash length from the cipher id: SHA-384 for TLS_AES_256_GCM_SHA384.
+pub fn tls13_hash_len(cipher_id: u32) -> usize {
+    if cipher_id & 0xFFFF == 0x1302 { 48 } else { 32 }
+}
+
+/// HKDF-Expand-Label(secret, label, context, out.len()) with the hash picked
+/// by the secret's length (32 → SHA-256, 48 → SHA-384).
+pub fn expand_label(secret: &[u8], label: &[u8], context: &[u8], out: &mut [u8]) -> bool {
+    let mut info = [0u8; 2 + 1 + 6 + 32 + 1 + 64];
+    let full_label_len = 6 + label.len();
+    if label.len() > 32 || context.len() > 64 || out.len() > u16::MAX as usize {
+        return false;
+    }
+    info[..2].copy_from_slice(&(out.len() as u16).to_be_bytes());
+    info[2] = full_label_len as u8;
+    info[3..9].copy_from_slice(b"tls13 ");
+    info[9..9 + label.len()].copy_from_slice(label);
+    let mut n = 9 + label.len();
+    info[n] = context.len() as u8;
+    n += 1;
+    info[n..n + context.len()].copy_from_slice(context);
+    n += context.len();
+    let info = &info[..n];
+    match secret.len() {
+        32 => Hkdf::<Sha256>::from_prk(secret).is_ok_and(|h| h.expand(info, out).is_ok()),
+        48 => Hkdf::<Sha384>::from_prk(secret).is_ok_and(|h| h.expand(info, out).is_ok()),
+        _ => false,
+    }
+}
+
+fn is_zero(b: &[u8]) -> bool {
+    b.iter().all(|&x| x == 0)
+}
+
+fn push_line(out: &mut Vec<u8>, label: &[u8], random: &[u8], secret: &[u8]) {
+    if secret.is_empty() || is_zero(secret) || is_zero(random) {
+        return;
+    }
+    out.extend_from_slice(label);
+    out.push(b' ');
+    push_hex(out, random);
+    out.push(b' ');
+    push_hex(out, secret);
+    out.push(b'\n');
+}
+
+/// Appends lower-case hex.
+pub fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for &b in bytes {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 15)]);
+    }
+}
+
+/// `(label, client_random_hex)` of each line of key log text.
+pub fn line_keys(text: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    text.split(|&b| b == b'\n').filter_map(|line| {
+        let mut parts = line.splitn(3, |&b| b == b' ');
+        let label = parts.next()?;
+        let random = parts.next()?;
+        parts.next()?;
+        Some((label, random))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// RFC 8448 §3 (simple 1-RTT handshake), SHA-256: handshake secret and
+    /// transcript hash → client/server handshake traffic secrets.
+    #[test]
+    fn rfc8448_handshake_traffic_secrets() {
+        let hs = hex("1dc826e93606aa6fdc0aadc12f741b01046aa6b99f691ed221a9f0ca043fbeac");
+        let th = hex("860c06edc07858ee8e78f0e7428c58edd6b43f2ca3e6e95f02ed063cf0e1cad8");
+        let mut c = [0u8; 32];
+        assert!(expand_label(&hs, b"c hs traffic", &th, &mut c));
+        assert_eq!(
+            c.to_vec(),
+            hex("b3eddb126e067f35a780b3abf45e2d8f3b1a950738f52e9600746a0e27a55a21")
+        );
+        let mut s = [0u8; 32];
+        assert!(expand_label(&hs, b"s hs traffic", &th, &mut s));
+        assert_eq!(
+            s.to_vec(),
+            hex("b67b7d690cc16c4e75e54213cb2d37b4e9c912bcded9105d42befd59d391ad38")
+        );
+    }
+
+    #[test]
+    fn tls12_line_and_zero_skip() {
+        let mut m: MasterSecretRecord = bytemuck::Zeroable::zeroed();
+        m.version = 0x0303;
+        m.client_random = [0xab; 32];
+        m.master_key_len = 48;
+        let mut out = Vec::new();
+        master_secret_lines(&m, &mut out);
+        assert!(out.is_empty(), "all-zero master key must be skipped");
+        m.master_key = [0x11; 48];
+        master_secret_lines(&m, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            format!("CLIENT_RANDOM {} {}\n", "ab".repeat(32), "11".repeat(48))
+        );
+    }
+}

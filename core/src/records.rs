@@ -1,0 +1,342 @@
+//! `#[repr(C)]` mirrors of `ebpf/include/records.h`, with compile-time layout checks.
+//!
+//! Every type here is `Pod`: no implicit padding, any bit pattern valid. The
+//! decoders in [`crate::decode`] copy these fixed parts out of a record with
+//! `bytemuck::pod_read_unaligned` and borrow the payload that follows.
+
+use bytemuck::{Pod, Zeroable};
+use std::mem::{offset_of, size_of};
+
+/// Record kinds, `rc_hdr.kind` (`enum rc_kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum RecordKind {
+    /// OpenSSL `SSL_read`/`SSL_write` plaintext ([`DataRecord`]).
+    TlsData = 1,
+    /// OpenSSL 3.0 secrets ([`MasterSecretRecord`]).
+    MasterSecret = 2,
+    /// GnuTLS plaintext ([`DataRecord`]).
+    GnutlsData = 3,
+    /// NSS/NSPR plaintext ([`DataRecord`]).
+    NssData = 4,
+    /// Go crypto/tls plaintext ([`DataRecord`]).
+    GotlsData = 5,
+    /// Go crypto/tls key log arguments ([`GoTlsKeyRecord`]).
+    GotlsKey = 6,
+    /// bash command line or status ([`BashRecord`]).
+    Bash = 7,
+    /// MySQL/MariaDB query ([`QueryRecord`]).
+    MysqlQuery = 8,
+    /// PostgreSQL query ([`QueryRecord`]).
+    PgQuery = 9,
+    /// Connection opened or closed ([`ConnRecord`]).
+    Conn = 10,
+    /// tc packet ([`PacketRecord`]).
+    Packet = 11,
+}
+
+impl RecordKind {
+    /// Every kind, in numeric order.
+    pub const ALL: [RecordKind; 11] = [
+        Self::TlsData,
+        Self::MasterSecret,
+        Self::GnutlsData,
+        Self::NssData,
+        Self::GotlsData,
+        Self::GotlsKey,
+        Self::Bash,
+        Self::MysqlQuery,
+        Self::PgQuery,
+        Self::Conn,
+        Self::Packet,
+    ];
+
+    /// The kind with this numeric value, if any.
+    pub fn from_u16(v: u16) -> Option<Self> {
+        Self::ALL.get(usize::from(v).wrapping_sub(1)).copied()
+    }
+
+    /// Size of the fixed part of this kind's record (payload follows it).
+    pub fn fixed_size(self) -> usize {
+        match self {
+            Self::TlsData | Self::GnutlsData | Self::NssData | Self::GotlsData => {
+                size_of::<DataRecord>()
+            }
+            Self::MasterSecret => size_of::<MasterSecretRecord>(),
+            Self::GotlsKey => size_of::<GoTlsKeyRecord>(),
+            Self::Bash => size_of::<BashRecord>(),
+            Self::MysqlQuery | Self::PgQuery => size_of::<QueryRecord>(),
+            Self::Conn => size_of::<ConnRecord>(),
+            Self::Packet => size_of::<PacketRecord>(),
+        }
+    }
+
+    /// Whether records of this kind carry a [`Chunk`] and a payload.
+    pub fn has_payload(self) -> bool {
+        !matches!(self, Self::MasterSecret | Self::GotlsKey | Self::Conn)
+    }
+}
+
+/// `RC_F_FIRST`: first record of a payload.
+pub const FLAG_FIRST: u16 = 0x1;
+/// `RC_F_LAST`: last record of a payload.
+pub const FLAG_LAST: u16 = 0x2;
+/// `RC_CHUNK_MAX`: largest payload slice in one record.
+pub const CHUNK_MAX: usize = 16384;
+/// `RC_DIR_RECV`.
+pub const DIR_RECV: u8 = 0;
+/// `RC_DIR_SEND`.
+pub const DIR_SEND: u8 = 1;
+/// `AF_INET` as carried in [`Tuple::family`].
+pub const FAMILY_INET: u16 = 2;
+/// `AF_INET6` as carried in [`Tuple::family`].
+pub const FAMILY_INET6: u16 = 10;
+/// `RC_CONN_CONNECT`, `RC_CONN_ACCEPT`, `RC_CONN_CLOSE`.
+pub const CONN_CONNECT: u8 = 0;
+/// See [`CONN_CONNECT`].
+pub const CONN_ACCEPT: u8 = 1;
+/// See [`CONN_CONNECT`].
+pub const CONN_CLOSE: u8 = 2;
+/// `rc_data.fd` when the fd is unknown.
+pub const FD_UNKNOWN: u32 = u32::MAX;
+
+/// `struct rc_hdr`: 40 bytes at offset 0 of every record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable, Default)]
+#[repr(C)]
+pub struct RecordHeader {
+    pub kind: u16,
+    pub flags: u16,
+    pub uid: u32,
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: [u8; 16],
+}
+
+/// `struct rc_chunk`: where a record's payload bytes sit in the whole call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable, Default)]
+#[repr(C)]
+pub struct Chunk {
+    pub total_len: u32,
+    pub offset: u32,
+    pub len: u32,
+    pub call_seq: u32,
+}
+
+/// `struct rc_tuple`: a connection's addresses (local = src).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable, Default)]
+#[repr(C)]
+pub struct Tuple {
+    pub family: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub _pad: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+/// `struct rc_data`: TLS plaintext of OpenSSL, GnuTLS, NSS and Go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable, Default)]
+#[repr(C)]
+pub struct DataRecord {
+    pub hdr: RecordHeader,
+    pub chunk: Chunk,
+    pub sock: u64,
+    pub fd: u32,
+    pub direction: u8,
+    pub _pad: [u8; 3],
+    pub tuple: Tuple,
+}
+
+/// `struct rc_master_secret`: OpenSSL 3.0 secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
+#[repr(C)]
+pub struct MasterSecretRecord {
+    pub hdr: RecordHeader,
+    pub version: u32,
+    pub cipher_id: u32,
+    pub client_random: [u8; 32],
+    pub master_key_len: u32,
+    pub master_key: [u8; 48],
+    pub handshake_secret: [u8; 64],
+    pub handshake_traffic_hash: [u8; 64],
+    pub client_app_traffic_secret: [u8; 64],
+    pub server_app_traffic_secret: [u8; 64],
+    pub exporter_master_secret: [u8; 64],
+    pub _pad: [u8; 4],
+}
+
+/// `struct rc_gotls_key`: arguments of Go's `(*Config).writeKeyLog`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
+#[repr(C)]
+pub struct GoTlsKeyRecord {
+    pub hdr: RecordHeader,
+    pub label_len: u32,
+    pub secret_len: u32,
+    pub label: [u8; 32],
+    pub client_random: [u8; 32],
+    pub secret: [u8; 64],
+}
+
+/// `struct rc_bash`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable, Default)]
+#[repr(C)]
+pub struct BashRecord {
+    pub hdr: RecordHeader,
+    pub chunk: Chunk,
+    pub bash_type: u32,
+    pub retval: i32,
+}
+
+/// `struct rc_query`: MySQL/MariaDB and PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable, Default)]
+#[repr(C)]
+pub struct QueryRecord {
+    pub hdr: RecordHeader,
+    pub chunk: Chunk,
+    pub retval: i32,
+    pub _pad: u32,
+}
+
+/// `struct rc_conn`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable, Default)]
+#[repr(C)]
+pub struct ConnRecord {
+    pub hdr: RecordHeader,
+    pub sock: u64,
+    pub fd: u32,
+    pub event: u8,
+    pub _pad: [u8; 3],
+    pub tuple: Tuple,
+}
+
+/// `struct rc_packet`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable, Default)]
+#[repr(C)]
+pub struct PacketRecord {
+    pub hdr: RecordHeader,
+    pub chunk: Chunk,
+    pub ifindex: u32,
+    pub direction: u8,
+    pub _pad: [u8; 3],
+}
+
+/// `struct rc_filter`: the live filter map value (0 = any).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable, Default)]
+#[repr(C)]
+pub struct FilterValue {
+    pub pid: u32,
+    pub uid: u32,
+}
+
+/// `struct rc_counters`: per-CPU kernel-side counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable, Default)]
+#[repr(C)]
+pub struct KernelCounters {
+    pub emitted: u64,
+    pub lost: u64,
+    pub lost_bytes: u64,
+    pub filtered: u64,
+}
+
+/// Offset of the payload's [`Chunk`] in every record kind that has one.
+pub const CHUNK_OFFSET: usize = size_of::<RecordHeader>();
+
+/// `(C struct name, size, [(field, offset)])`.
+pub type LayoutRow = (&'static str, usize, Vec<(&'static str, usize)>);
+
+/// `(type name, size, [(field, offset)])` for every struct of records.h: the
+/// layout test compares this table with what a C compiler says.
+pub fn layout_table() -> Vec<LayoutRow> {
+    macro_rules! t {
+        ($c:literal, $t:ty, [$($f:ident),*]) => {
+            ($c, size_of::<$t>(), vec![$((stringify!($f), offset_of!($t, $f))),*])
+        };
+    }
+    vec![
+        t!(
+            "rc_hdr",
+            RecordHeader,
+            [kind, flags, uid, ts_ns, pid, tid, comm]
+        ),
+        t!("rc_chunk", Chunk, [total_len, offset, len, call_seq]),
+        t!(
+            "rc_tuple",
+            Tuple,
+            [family, sport, dport, _pad, saddr, daddr]
+        ),
+        t!(
+            "rc_data",
+            DataRecord,
+            [hdr, chunk, sock, fd, direction, _pad, tuple]
+        ),
+        t!(
+            "rc_master_secret",
+            MasterSecretRecord,
+            [
+                hdr,
+                version,
+                cipher_id,
+                client_random,
+                master_key_len,
+                master_key,
+                handshake_secret,
+                handshake_traffic_hash,
+                client_app_traffic_secret,
+                server_app_traffic_secret,
+                exporter_master_secret,
+                _pad
+            ]
+        ),
+        t!(
+            "rc_gotls_key",
+            GoTlsKeyRecord,
+            [hdr, label_len, secret_len, label, client_random, secret]
+        ),
+        t!("rc_bash", BashRecord, [hdr, chunk, bash_type, retval]),
+        t!("rc_query", QueryRecord, [hdr, chunk, retval, _pad]),
+        t!("rc_conn", ConnRecord, [hdr, sock, fd, event, _pad, tuple]),
+        t!(
+            "rc_packet",
+            PacketRecord,
+            [hdr, chunk, ifindex, direction, _pad]
+        ),
+        t!("rc_filter", FilterValue, [pid, uid]),
+        t!(
+            "rc_counters",
+            KernelCounters,
+            [emitted, lost, lost_bytes, filtered]
+        ),
+    ]
+}
+
+const _: () = {
+    assert!(size_of::<RecordHeader>() == 40);
+    assert!(offset_of!(RecordHeader, ts_ns) == 8);
+    assert!(offset_of!(RecordHeader, comm) == 24);
+    assert!(size_of::<Chunk>() == 16);
+    assert!(size_of::<Tuple>() == 40);
+    assert!(offset_of!(Tuple, saddr) == 8);
+    assert!(size_of::<DataRecord>() == 112);
+    assert!(offset_of!(DataRecord, chunk) == CHUNK_OFFSET);
+    assert!(offset_of!(DataRecord, sock) == 56);
+    assert!(offset_of!(DataRecord, fd) == 64);
+    assert!(offset_of!(DataRecord, direction) == 68);
+    assert!(offset_of!(DataRecord, tuple) == 72);
+    assert!(size_of::<MasterSecretRecord>() == 456);
+    assert!(offset_of!(MasterSecretRecord, client_random) == 48);
+    assert!(offset_of!(MasterSecretRecord, master_key) == 84);
+    assert!(offset_of!(MasterSecretRecord, exporter_master_secret) == 388);
+    assert!(size_of::<GoTlsKeyRecord>() == 176);
+    assert!(offset_of!(GoTlsKeyRecord, secret) == 112);
+    assert!(size_of::<BashRecord>() == 64);
+    assert!(offset_of!(BashRecord, chunk) == CHUNK_OFFSET);
+    assert!(size_of::<QueryRecord>() == 64);
+    assert!(offset_of!(QueryRecord, chunk) == CHUNK_OFFSET);
+    assert!(size_of::<ConnRecord>() == 96);
+    assert!(offset_of!(ConnRecord, tuple) == 56);
+    assert!(size_of::<PacketRecord>() == 64);
+    assert!(offset_of!(PacketRecord, chunk) == CHUNK_OFFSET);
+    assert!(size_of::<FilterValue>() == 8);
+    assert!(size_of::<KernelCounters>() == 32);
+};

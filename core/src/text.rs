@@ -1,0 +1,214 @@
+//! The text output of WIRE.md §8: one block per event, a blank line between.
+//!
+//! `2026-11-26T05:08:48.123456789Z tls pid=4242 tid=4242 comm=curl fd=5
+//! 127.0.0.1:52814->127.0.0.1:8443 send 79 bytes`, then the payload with
+//! printable ASCII, newline and tab as is and other bytes as `\xNN`, or a hex
+//! dump with `--hex`. Rendered into a reusable buffer; no allocation.
+
+use crate::event::{EventFields, EventKind};
+use std::io::Write;
+
+/// How payloads are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PayloadStyle {
+    /// Printable ASCII as is, other bytes escaped.
+    #[default]
+    Escaped,
+    /// `hexdump -C`-like lines.
+    Hex,
+}
+
+/// Upper bound of the rendered size of an event.
+pub fn text_max_len(e: &EventFields<'_>) -> usize {
+    256 + e.uuid.len() + e.pname.len() + e.src_ip.len() + e.dst_ip.len() + 5 * e.payload.len()
+}
+
+/// Appends the block of one event to `out`.
+pub fn write_text(e: &EventFields<'_>, kind: EventKind, style: PayloadStyle, out: &mut Vec<u8>) {
+    write_rfc3339_nanos(e.timestamp, out);
+    let what = match kind {
+        EventKind::Data if e.r#type == 1 => "send",
+        EventKind::Data => "recv",
+        other => other.name(),
+    };
+    let addr = |ip: &str, port: u32, out: &mut Vec<u8>| {
+        if ip.contains(':') {
+            let _ = write!(out, "[{ip}]:{port}");
+        } else {
+            let _ = write!(out, "{ip}:{port}");
+        }
+    };
+    let _ = write!(
+        out,
+        " {} pid={} tid={} comm={} fd={} ",
+        e.module, e.pid, e.tid, e.pname, e.fd
+    );
+    addr(e.src_ip, e.src_port, out);
+    out.extend_from_slice(b"->");
+    addr(e.dst_ip, e.dst_port, out);
+    let _ = write!(out, " {what} {} bytes", e.length());
+    if e.truncated > 0 {
+        let _ = write!(out, " ({} more bytes not captured)", e.truncated);
+    }
+    out.push(b'\n');
+    match style {
+        PayloadStyle::Escaped => escaped(e.payload, out),
+        PayloadStyle::Hex => hex_dump(e.payload, out),
+    }
+    if out.last() != Some(&b'\n') {
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+}
+
+fn escaped(p: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut start = 0;
+    for (i, &b) in p.iter().enumerate() {
+        if matches!(b, b'\n' | b'\t' | 0x20..=0x7e) && b != b'\\' {
+            continue;
+        }
+        out.extend_from_slice(&p[start..i]);
+        if b == b'\\' {
+            out.extend_from_slice(b"\\\\");
+        } else {
+            out.extend_from_slice(&[
+                b'\\',
+                b'x',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 15)],
+            ]);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&p[start..]);
+}
+
+fn hex_dump(p: &[u8], out: &mut Vec<u8>) {
+    for (n, line) in p.chunks(16).enumerate() {
+        let _ = write!(out, "{:08x} ", n * 16);
+        for i in 0..16 {
+            if i == 8 {
+                out.push(b' ');
+            }
+            match line.get(i) {
+                Some(b) => {
+                    let _ = write!(out, " {b:02x}");
+                }
+                None => out.extend_from_slice(b"   "),
+            }
+        }
+        out.extend_from_slice(b"  |");
+        for &b in line {
+            out.push(if (0x20..=0x7e).contains(&b) { b } else { b'.' });
+        }
+        out.extend_from_slice(b"|\n");
+    }
+}
+
+/// Appends `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` for Unix-epoch nanoseconds.
+pub fn write_rfc3339_nanos(unix_ns: i64, out: &mut Vec<u8>) {
+    let secs = unix_ns.div_euclid(1_000_000_000);
+    let nanos = unix_ns.rem_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let _ = write!(
+        out,
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    );
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
+/// (H. Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(payload: &[u8]) -> EventFields<'_> {
+        EventFields {
+            timestamp: 1_764_134_928_123_456_789,
+            uuid: "u",
+            src_ip: "127.0.0.1",
+            src_port: 52814,
+            dst_ip: "127.0.0.1",
+            dst_port: 8443,
+            pid: 4242,
+            pname: "curl",
+            r#type: 1,
+            payload,
+            tid: 4242,
+            module: "tls",
+            fd: 5,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn wire_example_line() {
+        let mut out = Vec::new();
+        write_text(
+            &ev(b"GET / HTTP/1.1\r\n\x00\\"),
+            EventKind::Data,
+            PayloadStyle::Escaped,
+            &mut out,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "2025-11-26T05:28:48.123456789Z tls pid=4242 tid=4242 comm=curl fd=5 \
+             127.0.0.1:52814->127.0.0.1:8443 send 18 bytes\nGET / HTTP/1.1\\x0d\n\\x00\\\\\n\n"
+        );
+    }
+
+    #[test]
+    fn ipv6_truncated_and_hex() {
+        let mut e = ev(b"0123456789abcdefXY");
+        e.src_ip = "::1";
+        e.r#type = 0;
+        e.truncated = 7;
+        let mut out = Vec::new();
+        write_text(&e, EventKind::Data, PayloadStyle::Hex, &mut out);
+        let s = String::from_utf8(out).unwrap();
+        assert!(
+            s.contains(" [::1]:52814->127.0.0.1:8443 recv 18 bytes (7 more bytes not captured)\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains(
+                "00000000  30 31 32 33 34 35 36 37  38 39 61 62 63 64 65 66  |0123456789abcdef|\n"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.ends_with("00000010  58 59                                             |XY|\n\n"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn dates() {
+        let mut out = Vec::new();
+        write_rfc3339_nanos(0, &mut out);
+        write_rfc3339_nanos(951_782_400_000_000_001, &mut out); // 2000-02-29
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "1970-01-01T00:00:00.000000000Z2000-02-29T00:00:00.000000001Z"
+        );
+    }
+}

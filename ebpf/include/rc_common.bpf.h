@@ -1,0 +1,255 @@
+/* SPDX-License-Identifier: (MIT OR Apache-2.0) */
+/*
+ * rc_common.bpf.h — maps, read-only globals and helpers shared by every
+ * rcapture BPF program: the per-CPU ring buffers, counters and live filter,
+ * header filling, socket lookup from an fd, and chunked payload output.
+ * Include after vmlinux.h, the libbpf headers and records.h.
+ */
+#ifndef RCAPTURE_COMMON_BPF_H
+#define RCAPTURE_COMMON_BPF_H
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+#define RC_S_IFMT 0170000
+#define RC_S_IFSOCK 0140000
+#define RC_FD_UNKNOWN 0xffffffffU
+
+/* Capture limit per call: bytes beyond it are not sent. */
+const volatile __u32 max_payload = 1 << 20;
+/* Ring backlog (bytes) above which an output wakes the consumer. */
+const volatile __u32 wakeup_bytes = 64 * 1024;
+
+/* One ring buffer per CPU; user space creates and inserts them. */
+struct rc_inner_ring {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1); /* set to the number of possible CPUs by the loader */
+	__type(key, __u32);
+	__array(values, struct rc_inner_ring);
+} rc_rings SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rc_counters);
+} rc_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rc_filter);
+} rc_filter SEC(".maps");
+
+/* Per-CPU scratch for payload records. */
+struct rc_data_scratch {
+	__u32 call_seq;
+	__u32 _pad;
+	struct rc_data rec;
+	__u8 payload[RC_CHUNK_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rc_data_scratch);
+} rc_data_scratch SEC(".maps");
+
+static __always_inline struct rc_counters *rc_counters_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&rc_counters, &zero);
+}
+
+/* The ring buffer of this CPU, or NULL if user space has not set it. */
+static __always_inline void *rc_ring(void)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+
+	return bpf_map_lookup_elem(&rc_rings, &cpu);
+}
+
+/* Outputs one record, counting it as emitted or lost; true on success. */
+static __always_inline bool rc_output(void *ring, void *rec, __u64 size, __u64 payload_len)
+{
+	struct rc_counters *cnt = rc_counters_get();
+	__u64 flags;
+
+	if (ring) {
+		flags = bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) >= wakeup_bytes ?
+				BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+		if (bpf_ringbuf_output(ring, rec, size, flags) == 0) {
+			if (cnt)
+				cnt->emitted++;
+			return true;
+		}
+	}
+	if (cnt) {
+		cnt->lost++;
+		cnt->lost_bytes += payload_len;
+	}
+	return false;
+}
+
+/* Live pid/uid filter; counts skipped calls. */
+static __always_inline bool rc_filter_pass(__u64 pid_tgid)
+{
+	__u32 zero = 0;
+	struct rc_filter *f = bpf_map_lookup_elem(&rc_filter, &zero);
+	struct rc_counters *cnt;
+
+	if (!f)
+		return true;
+	if ((f->pid && f->pid != (__u32)(pid_tgid >> 32)) ||
+	    (f->uid && f->uid != (__u32)bpf_get_current_uid_gid())) {
+		cnt = rc_counters_get();
+		if (cnt)
+			cnt->filtered++;
+		return false;
+	}
+	return true;
+}
+
+static __always_inline void rc_fill_hdr(struct rc_hdr *hdr, __u16 kind, __u64 pid_tgid)
+{
+	hdr->kind = kind;
+	hdr->flags = 0;
+	hdr->uid = (__u32)bpf_get_current_uid_gid();
+	hdr->ts_ns = bpf_ktime_get_boot_ns();
+	hdr->pid = (__u32)(pid_tgid >> 32);
+	hdr->tid = (__u32)pid_tgid;
+	__builtin_memset(hdr->comm, 0, sizeof(hdr->comm));
+	bpf_get_current_comm(hdr->comm, sizeof(hdr->comm));
+}
+
+/*
+ * The kernel socket behind fd in the current task, with its addresses in
+ * *tuple (family 0 if not an inet socket). Returns the struct sock address,
+ * 0 if fd is not a socket.
+ */
+static __always_inline __u64 rc_sock_of_fd(__s32 fd, struct rc_tuple *tuple)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt;
+	struct file **fds;
+	struct file *file = NULL;
+	struct socket *sock;
+	struct sock *sk;
+	__u16 family, mode;
+
+	__builtin_memset(tuple, 0, sizeof(*tuple));
+	if (fd < 0)
+		return 0;
+	fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || (__u32)fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+		return 0;
+	mode = BPF_CORE_READ(file, f_inode, i_mode);
+	if ((mode & RC_S_IFMT) != RC_S_IFSOCK)
+		return 0;
+	sock = BPF_CORE_READ(file, private_data);
+	if (!sock)
+		return 0;
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return 0;
+
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family == AF_INET) {
+		/* BPF_CORE_READ_INTO would copy sizeof(*dst) = 1 byte into an array. */
+		bpf_core_read(tuple->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(tuple->daddr, 4, &sk->__sk_common.skc_daddr);
+	} else if (family == AF_INET6) {
+		bpf_core_read(tuple->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(tuple->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+	} else {
+		return (__u64)sk;
+	}
+	tuple->family = family;
+	tuple->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	tuple->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	return (__u64)sk;
+}
+
+struct rc_chunk_loop {
+	__u64 buf;      /* user address of the call's bytes */
+	__u32 send_len; /* bytes to send: min(total_len, max_payload) */
+};
+
+static long rc_emit_chunk(__u32 i, struct rc_chunk_loop *lc)
+{
+	__u32 zero = 0;
+	struct rc_data_scratch *s = bpf_map_lookup_elem(&rc_data_scratch, &zero);
+	__u32 off, len;
+
+	if (!s)
+		return 1;
+	off = i * RC_CHUNK_MAX;
+	if (off >= lc->send_len)
+		return 1;
+	len = lc->send_len - off;
+	if (len > RC_CHUNK_MAX)
+		len = RC_CHUNK_MAX;
+	s->rec.chunk.offset = off;
+	s->rec.chunk.len = len;
+	s->rec.hdr.flags = (i == 0 ? RC_F_FIRST : 0) | (len >= lc->send_len - off ? RC_F_LAST : 0);
+	if (bpf_probe_read_user(s->payload, len, (void *)(lc->buf + off))) {
+		/* unreadable user memory: counted as lost, the offsets show the hole */
+		struct rc_counters *cnt = rc_counters_get();
+
+		if (cnt) {
+			cnt->lost++;
+			cnt->lost_bytes += len;
+		}
+		return 0;
+	}
+	rc_output(rc_ring(), &s->rec, sizeof(struct rc_data) + len, len);
+	return 0;
+}
+
+/*
+ * Emits a payload of total_len bytes at user address buf as one or more
+ * struct rc_data records (same tid and call_seq, increasing offsets).
+ */
+static __always_inline void rc_emit_data(__u64 pid_tgid, __u16 kind, __u8 direction, __s32 fd,
+					 __u64 buf, __u32 total_len)
+{
+	__u32 zero = 0;
+	struct rc_data_scratch *s = bpf_map_lookup_elem(&rc_data_scratch, &zero);
+	struct rc_chunk_loop lc = {};
+	__u32 nr;
+
+	if (!s)
+		return;
+	rc_fill_hdr(&s->rec.hdr, kind, pid_tgid);
+	s->call_seq++;
+	s->rec.chunk.total_len = total_len;
+	s->rec.chunk.call_seq = s->call_seq;
+	s->rec.direction = direction;
+	s->rec._pad[0] = 0;
+	s->rec._pad[1] = 0;
+	s->rec._pad[2] = 0;
+	s->rec.sock = rc_sock_of_fd(fd, &s->rec.tuple);
+	s->rec.fd = fd < 0 ? RC_FD_UNKNOWN : (__u32)fd;
+
+	lc.buf = buf;
+	lc.send_len = total_len < max_payload ? total_len : max_payload;
+	nr = (__u32)(((__u64)lc.send_len + RC_CHUNK_MAX - 1) / RC_CHUNK_MAX);
+	if (nr)
+		bpf_loop(nr, rc_emit_chunk, &lc, 0);
+}
+
+#endif /* RCAPTURE_COMMON_BPF_H */

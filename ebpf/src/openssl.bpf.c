@@ -1,0 +1,343 @@
+// SPDX-License-Identifier: (MIT OR Apache-2.0)
+/*
+ * openssl.bpf.c — OpenSSL 3.0 plaintext and secrets.
+ *
+ * Hooks (see ebpf/README.md):
+ *  - uprobe + uretprobe on SSL_write, SSL_write_ex, SSL_read, SSL_read_ex:
+ *    arguments are saved at entry keyed by pid_tgid (Debian's build zeroes the
+ *    argument registers before `ret`), the bytes actually moved are emitted at
+ *    return as struct rc_data records (RC_KIND_TLS_DATA), split into chunks of
+ *    at most RC_CHUNK_MAX bytes, up to `max_payload` bytes per call;
+ *  - at entry, once per (SSL *, client_random) after the handshake: struct
+ *    rc_master_secret (RC_KIND_MASTER_SECRET);
+ *  - uprobe on SSL_set_fd / SSL_set_rfd / SSL_set_wfd: fd per SSL pointer;
+ *  - raw tracepoint sys_enter (write/sendto/sendmsg, read/recvfrom/recvmsg
+ *    only): the fd of the socket syscall a thread makes inside a TLS call
+ *    (custom BIOs, e.g. curl's, hide the fd from the SSL object).
+ *
+ * Offsets are those of OpenSSL 3.0.x (shared/spec/OPENSSL-3.0.md); user space
+ * refuses any other version before attaching.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+
+#include "records.h"
+#include "rc_common.bpf.h"
+
+/* OpenSSL 3.0.x layout. */
+#define SSL_VERSION_OFF 0x0
+#define SSL_RBIO_OFF 0x10
+#define SSL_WBIO_OFF 0x18
+#define SSL_HAND_STATE_OFF 0x5c
+#define SSL_CLIENT_RANDOM_OFF 0x160
+#define SSL_HANDSHAKE_SECRET_OFF 0x584
+#define SSL_HANDSHAKE_TRAFFIC_HASH_OFF 0x704
+#define SSL_CLIENT_APP_TRAFFIC_SECRET_OFF 0x744
+#define SSL_SERVER_APP_TRAFFIC_SECRET_OFF 0x784
+#define SSL_EXPORTER_MASTER_SECRET_OFF 0x7c4
+#define SSL_SESSION_OFF 0x918
+#define SESSION_MASTER_KEY_LENGTH_OFF 0x8
+#define SESSION_MASTER_KEY_OFF 0x50
+#define SESSION_CIPHER_OFF 0x2f8
+#define CIPHER_ID_OFF 0x18
+#define BIO_METHOD_OFF 0x8
+#define BIO_NUM_OFF 0x38
+#define BIO_TYPE_FD 0x504
+#define BIO_TYPE_SOCKET 0x505
+#define TLS_ST_OK 1
+
+/* A TLS call in flight, saved at entry (key: pid_tgid). */
+struct rc_call {
+	__u64 ssl;
+	__u64 buf;
+	__u64 len_ptr;  /* _ex: size_t *written / *readbytes; 0 otherwise */
+	__s32 fd;       /* from the BIO or a syscall inside the call; -1 unknown */
+	__u8 direction; /* RC_DIR_* */
+	__u8 fd_from_syscall;
+	__u8 _pad[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct rc_call);
+} rc_active SEC(".maps");
+
+/* fd per SSL pointer, for calls that make no syscall (buffered reads). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __s32);
+} rc_ssl_fd SEC(".maps");
+
+struct rc_secret_key {
+	__u64 ssl;
+	__u8 client_random[32];
+};
+
+/* (SSL pointer, client_random) pairs whose secrets were sent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct rc_secret_key);
+	__type(value, __u8);
+} rc_secret_seen SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rc_master_secret);
+} rc_secret_scratch SEC(".maps");
+
+static __always_inline __s32 bio_fd(__u64 ssl, __u32 bio_off)
+{
+	__u64 bio = 0, method = 0;
+	__s32 type = 0, num = -1;
+
+	if (bpf_probe_read_user(&bio, sizeof(bio), (void *)(ssl + bio_off)) || !bio)
+		return -1;
+	if (bpf_probe_read_user(&method, sizeof(method), (void *)(bio + BIO_METHOD_OFF)) || !method)
+		return -1;
+	if (bpf_probe_read_user(&type, sizeof(type), (void *)method))
+		return -1;
+	if (type != BIO_TYPE_SOCKET && type != BIO_TYPE_FD)
+		return -1;
+	if (bpf_probe_read_user(&num, sizeof(num), (void *)(bio + BIO_NUM_OFF)))
+		return -1;
+	return num < 0 ? -1 : num;
+}
+
+static __always_inline void emit_secret(__u64 ssl, __u64 pid_tgid)
+{
+	struct rc_secret_key key = {};
+	struct rc_master_secret *ms;
+	__u64 session = 0, cipher = 0, mkl = 0;
+	__s32 state = 0;
+	__u32 zero = 0;
+	void *ring;
+	__u8 one = 1;
+
+	if (bpf_probe_read_user(&state, sizeof(state), (void *)(ssl + SSL_HAND_STATE_OFF)) ||
+	    state != TLS_ST_OK)
+		return;
+	if (bpf_probe_read_user(&session, sizeof(session), (void *)(ssl + SSL_SESSION_OFF)) ||
+	    !session)
+		return;
+	key.ssl = ssl;
+	if (bpf_probe_read_user(key.client_random, sizeof(key.client_random),
+				(void *)(ssl + SSL_CLIENT_RANDOM_OFF)))
+		return;
+	if (bpf_map_lookup_elem(&rc_secret_seen, &key))
+		return;
+
+	ms = bpf_map_lookup_elem(&rc_secret_scratch, &zero);
+	if (!ms)
+		return;
+	rc_fill_hdr(&ms->hdr, RC_KIND_MASTER_SECRET, pid_tgid);
+	__builtin_memcpy(ms->client_random, key.client_random, sizeof(ms->client_random));
+	ms->version = 0;
+	bpf_probe_read_user(&ms->version, sizeof(ms->version), (void *)(ssl + SSL_VERSION_OFF));
+	ms->cipher_id = 0;
+	if (!bpf_probe_read_user(&cipher, sizeof(cipher), (void *)(session + SESSION_CIPHER_OFF)) &&
+	    cipher)
+		bpf_probe_read_user(&ms->cipher_id, sizeof(ms->cipher_id),
+				    (void *)(cipher + CIPHER_ID_OFF));
+	bpf_probe_read_user(&mkl, sizeof(mkl), (void *)(session + SESSION_MASTER_KEY_LENGTH_OFF));
+	ms->master_key_len = mkl > sizeof(ms->master_key) ? sizeof(ms->master_key) : (__u32)mkl;
+	bpf_probe_read_user(ms->master_key, sizeof(ms->master_key),
+			    (void *)(session + SESSION_MASTER_KEY_OFF));
+	bpf_probe_read_user(ms->handshake_secret, sizeof(ms->handshake_secret),
+			    (void *)(ssl + SSL_HANDSHAKE_SECRET_OFF));
+	bpf_probe_read_user(ms->handshake_traffic_hash, sizeof(ms->handshake_traffic_hash),
+			    (void *)(ssl + SSL_HANDSHAKE_TRAFFIC_HASH_OFF));
+	bpf_probe_read_user(ms->client_app_traffic_secret, sizeof(ms->client_app_traffic_secret),
+			    (void *)(ssl + SSL_CLIENT_APP_TRAFFIC_SECRET_OFF));
+	bpf_probe_read_user(ms->server_app_traffic_secret, sizeof(ms->server_app_traffic_secret),
+			    (void *)(ssl + SSL_SERVER_APP_TRAFFIC_SECRET_OFF));
+	bpf_probe_read_user(ms->exporter_master_secret, sizeof(ms->exporter_master_secret),
+			    (void *)(ssl + SSL_EXPORTER_MASTER_SECRET_OFF));
+	__builtin_memset(ms->_pad, 0, sizeof(ms->_pad));
+
+	ring = rc_ring();
+	if (!rc_output(ring, ms, sizeof(*ms), 0))
+		return; /* not marked: retried at the next call */
+	bpf_map_update_elem(&rc_secret_seen, &key, &one, BPF_ANY);
+}
+
+static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr, __u8 direction)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct rc_call call = {};
+
+	if (!ssl)
+		return 0;
+	if (!rc_filter_pass(pid_tgid))
+		return 0;
+	emit_secret(ssl, pid_tgid);
+
+	call.ssl = ssl;
+	call.buf = buf;
+	call.len_ptr = len_ptr;
+	call.direction = direction;
+	call.fd = bio_fd(ssl, direction == RC_DIR_SEND ? SSL_WBIO_OFF : SSL_RBIO_OFF);
+	bpf_map_update_elem(&rc_active, &pid_tgid, &call, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int on_return(struct pt_regs *ctx, bool ex)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct rc_call *saved, call;
+	long ret = PT_REGS_RC(ctx);
+	__u64 len = 0;
+	__s32 *known;
+
+	saved = bpf_map_lookup_elem(&rc_active, &pid_tgid);
+	if (!saved)
+		return 0;
+	call = *saved;
+	bpf_map_delete_elem(&rc_active, &pid_tgid);
+
+	if (ex) {
+		if ((int)ret != 1 || !call.len_ptr)
+			return 0;
+		if (bpf_probe_read_user(&len, sizeof(len), (void *)call.len_ptr))
+			return 0;
+	} else {
+		if ((int)ret <= 0)
+			return 0;
+		len = (__u32)(int)ret;
+	}
+	if (!len)
+		return 0;
+
+	if (call.fd >= 0) {
+		if (call.fd_from_syscall)
+			bpf_map_update_elem(&rc_ssl_fd, &call.ssl, &call.fd, BPF_ANY);
+	} else {
+		known = bpf_map_lookup_elem(&rc_ssl_fd, &call.ssl);
+		if (known)
+			call.fd = *known;
+	}
+	rc_emit_data(pid_tgid, RC_KIND_TLS_DATA, call.direction, call.fd, call.buf,
+		     len > 0xffffffffULL ? 0xffffffffU : (__u32)len);
+	return 0;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(rc_ssl_write_entry, void *ssl, const void *buf, int num)
+{
+	return on_entry((__u64)ssl, (__u64)buf, 0, RC_DIR_SEND);
+}
+
+SEC("uretprobe")
+int rc_ssl_write_return(struct pt_regs *ctx)
+{
+	return on_return(ctx, false);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(rc_ssl_write_ex_entry, void *ssl, const void *buf, size_t num, size_t *written)
+{
+	return on_entry((__u64)ssl, (__u64)buf, (__u64)written, RC_DIR_SEND);
+}
+
+SEC("uretprobe")
+int rc_ssl_write_ex_return(struct pt_regs *ctx)
+{
+	return on_return(ctx, true);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(rc_ssl_read_entry, void *ssl, void *buf, int num)
+{
+	return on_entry((__u64)ssl, (__u64)buf, 0, RC_DIR_RECV);
+}
+
+SEC("uretprobe")
+int rc_ssl_read_return(struct pt_regs *ctx)
+{
+	return on_return(ctx, false);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(rc_ssl_read_ex_entry, void *ssl, void *buf, size_t num, size_t *readbytes)
+{
+	return on_entry((__u64)ssl, (__u64)buf, (__u64)readbytes, RC_DIR_RECV);
+}
+
+SEC("uretprobe")
+int rc_ssl_read_ex_return(struct pt_regs *ctx)
+{
+	return on_return(ctx, true);
+}
+
+/* SSL_set_fd(ssl, fd), SSL_set_rfd, SSL_set_wfd: remember the fd. */
+SEC("uprobe")
+int BPF_KPROBE(rc_ssl_set_fd, void *ssl, int fd)
+{
+	__u64 key = (__u64)ssl;
+	__s32 val = fd;
+
+	if (ssl && fd >= 0)
+		bpf_map_update_elem(&rc_ssl_fd, &key, &val, BPF_ANY);
+	return 0;
+}
+
+/* x86_64 syscall numbers of the socket I/O a TLS library makes. */
+#define RC_NR_READ 0
+#define RC_NR_WRITE 1
+#define RC_NR_SENDTO 44
+#define RC_NR_RECVFROM 45
+#define RC_NR_SENDMSG 46
+#define RC_NR_RECVMSG 47
+
+/*
+ * Every syscall entry: if this thread is inside a TLS call whose fd is not
+ * known yet, the fd of its first socket send (for SSL_write*) or receive (for
+ * SSL_read*) syscall is the connection's. Cheap for everything else: a
+ * syscall-number test, then one hash lookup for socket I/O syscalls only.
+ */
+SEC("raw_tp/sys_enter")
+int rc_sys_enter(struct bpf_raw_tracepoint_args *ctx)
+{
+	/* args[0] = struct pt_regs *, args[1] = syscall number. A plain array:
+	 * CO-RE relocations on the flexible args[] are refused by aya. */
+	const __u64 *args = (const __u64 *)ctx;
+	long nr = (long)args[1];
+	struct pt_regs *regs;
+	struct rc_call *call;
+	__u64 pid_tgid;
+	__u8 direction;
+
+	switch (nr) {
+	case RC_NR_WRITE:
+	case RC_NR_SENDTO:
+	case RC_NR_SENDMSG:
+		direction = RC_DIR_SEND;
+		break;
+	case RC_NR_READ:
+	case RC_NR_RECVFROM:
+	case RC_NR_RECVMSG:
+		direction = RC_DIR_RECV;
+		break;
+	default:
+		return 0;
+	}
+	pid_tgid = bpf_get_current_pid_tgid();
+	call = bpf_map_lookup_elem(&rc_active, &pid_tgid);
+	if (!call || call->fd >= 0 || call->direction != direction)
+		return 0;
+	regs = (struct pt_regs *)args[0];
+	call->fd = (__s32)PT_REGS_PARM1_CORE_SYSCALL(regs);
+	call->fd_from_syscall = 1;
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";

@@ -1,0 +1,7 @@
+//! End-to-end tests: the real `rcapture` binary against real TLS programs.
+//!
+//! They need root and BPF; without them they print why and skip, unless
+//! `RCAPTURE_REQUIRE_BPF=1` (set by `.ci/run`), which turns a skip into a failure.
+
+mod testutil;
+mod tls;

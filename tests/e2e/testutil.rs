@@ -1,0 +1,251 @@
+//! Helpers: privilege checks, a temp dir, TLS servers, the rcapture process.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// True when BPF tests can run; otherwise prints why (or panics in CI).
+pub fn bpf_available(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        return true;
+    }
+    if std::env::var("RCAPTURE_REQUIRE_BPF").as_deref() == Ok("1") {
+        panic!("{test}: needs root for BPF and RCAPTURE_REQUIRE_BPF=1 forbids skipping");
+    }
+    eprintln!("skipping test {test} - needs root for BPF");
+    false
+}
+
+/// A directory removed at drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!(
+            "rcapture-e2e-{tag}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+/// A self-signed certificate and key in `dir`.
+pub fn make_cert(dir: &TempDir) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.path("cert.pem"), dir.path("key.pem"));
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("running openssl req");
+    assert!(st.success());
+    (cert, key)
+}
+
+pub fn support(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support")
+        .join(name)
+}
+
+/// A child killed at drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+/// The Python TLS HTTP server; returns it and its port.
+pub fn python_server(dir: &TempDir, tls12: bool) -> (Proc, u16) {
+    let (cert, key) = make_cert(dir);
+    let mut cmd = Command::new("python3");
+    cmd.arg(support("tls_server.py")).arg(&cert).arg(&key);
+    if tls12 {
+        cmd.arg("--tls12");
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting python3 TLS server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("server printed {line:?}"));
+    (Proc(child), port)
+}
+
+/// A running `rcapture` whose stderr said `rcapture: ready`.
+pub struct Rcapture {
+    child: Proc,
+    stderr_lines: mpsc::Receiver<String>,
+    pub stderr: Vec<String>,
+}
+
+impl Rcapture {
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rcapture"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting rcapture");
+        let err = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut me = Self {
+            child: Proc(child),
+            stderr_lines: rx,
+            stderr: Vec::new(),
+        };
+        loop {
+            match me.stderr_lines.recv_timeout(Duration::from_secs(60)) {
+                Ok(l) => {
+                    let ready = l == "rcapture: ready";
+                    me.stderr.push(l);
+                    if ready {
+                        break;
+                    }
+                }
+                Err(_) => panic!("rcapture never became ready; stderr: {:#?}", me.stderr),
+            }
+        }
+        me
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    /// SIGINT, then wait: returns stdout; asserts exit status 0.
+    pub fn stop(mut self) -> String {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGINT) };
+        let mut out = String::new();
+        self.child
+            .0
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        let st = self.child.0.wait().unwrap();
+        while let Ok(l) = self.stderr_lines.recv_timeout(Duration::from_secs(5)) {
+            self.stderr.push(l);
+        }
+        assert!(
+            st.success(),
+            "rcapture exited with {st}; stderr: {:#?}",
+            self.stderr
+        );
+        out
+    }
+}
+
+/// One event block of the text output.
+#[derive(Debug, Clone)]
+pub struct Block {
+    pub header: String,
+    pub body: String,
+}
+
+impl Block {
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.header
+            .split(' ')
+            .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+    }
+    pub fn pid(&self) -> u32 {
+        self.field("pid").unwrap().parse().unwrap()
+    }
+    /// `send`, `recv`, `masterkey`...
+    pub fn what(&self) -> &str {
+        self.header.split(' ').rev().nth(2).unwrap()
+    }
+    pub fn addrs(&self) -> &str {
+        self.header.split(' ').find(|w| w.contains("->")).unwrap()
+    }
+}
+
+/// Splits text output into blocks at header lines.
+pub fn blocks(out: &str) -> Vec<Block> {
+    let is_header = |l: &str| {
+        l.len() > 31
+            && l.as_bytes()[4] == b'-'
+            && l.as_bytes()[10] == b'T'
+            && l.contains(" pid=")
+            && l.contains(" comm=")
+    };
+    let mut v: Vec<Block> = Vec::new();
+    for line in out.split_inclusive('\n') {
+        if is_header(line) {
+            v.push(Block {
+                header: line.trim_end().to_string(),
+                body: String::new(),
+            });
+        } else if let Some(b) = v.last_mut() {
+            b.body.push_str(line);
+        }
+    }
+    v
+}
+
+/// Runs a command to completion, asserting success; returns stdout.
+pub fn run_ok(cmd: &mut Command) -> (u32, String) {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (pid, String::from_utf8_lossy(&out.stdout).into_owned())
+}
