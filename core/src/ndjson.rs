@@ -10,7 +10,8 @@ use base64::engine::general_purpose::STANDARD;
 
 /// Upper bound of the line length for an event (escaping at most 6× per byte).
 pub fn ndjson_line_max_len(e: &EventFields<'_>) -> usize {
-    256 + 6 * (e.uuid.len() + e.src_ip.len() + e.dst_ip.len() + e.pname.len() + e.module.len())
+    // 174 bytes of keys and punctuation, at most 140 digits of numbers.
+    320 + 6 * (e.uuid.len() + e.src_ip.len() + e.dst_ip.len() + e.pname.len() + e.module.len())
         + e.payload.len().div_ceil(3) * 4
 }
 
