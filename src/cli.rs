@@ -52,4 +52,41 @@ pub struct TlsArgs {
     /// Ring buffer size per CPU, in KiB.
     #[arg(long, value_name = "KIB", default_value_t = 8192)]
     pub per_cpu_map_size: usize,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// The event server (WebSocket stream, HTTP API, metrics).
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address of the API and event stream, or `none` to run without them.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:28256")]
+    pub listen: String,
+    /// Also serve the event stream alone on this address (eCaptureQ's default is 127.0.0.1:28257).
+    #[arg(long, value_name = "ADDR")]
+    pub ecaptureq: Option<std::net::SocketAddr>,
+    /// Seconds between WebSocket heartbeats.
+    #[arg(long, value_name = "SECS", default_value_t = 15)]
+    pub heartbeat_secs: u64,
+    /// Require `Authorization: Bearer TOKEN` (or `?token=` on the WebSocket upgrade).
+    #[arg(long, value_name = "TOKEN")]
+    pub auth_token: Option<String>,
+    /// Allow a non-loopback --listen address without --auth-token.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Most simultaneous connections to the server.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// HTTP requests per second allowed per client address (429 beyond).
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub max_requests_per_sec: u32,
+    /// Entries queued per WebSocket client before its newest are dropped.
+    #[arg(long, value_name = "N", default_value_t = 8192)]
+    pub client_queue_frames: usize,
+    /// Bytes queued per WebSocket client before its newest are dropped.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
+    pub client_queue_bytes: usize,
+    /// Seconds a WebSocket client may stay full before it is closed (1008).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub slow_client_secs: u64,
 }

@@ -1,6 +1,7 @@
 //! rcapture: eBPF capture of TLS plaintext and secrets, delivered as text and key logs.
 
 mod cli;
+mod control;
 mod tls;
 
 use clap::Parser;

@@ -1,17 +1,66 @@
 //! `rcapture tls`: load the OpenSSL probes, run one pinned worker per CPU,
-//! write text or a key log, and on SIGINT/SIGTERM detach, drain and exit 0.
+//! write text or a key log, serve the event stream and API, and on
+//! SIGINT/SIGTERM detach, drain and exit 0.
 
-use crate::cli::{TlsArgs, TlsMode};
+use crate::cli::{ServerArgs, TlsArgs, TlsMode};
+use crate::control::TlsControl;
 use anyhow::{Context, bail};
 use rcapture_core::event::Clock;
 use rcapture_core::output::{FramePoolConfig, StreamOutput};
-use rcapture_core::text::PayloadStyle;
-use rcapture_core::worker::{LiveFilter, Worker, WorkerConfig};
+use rcapture_core::worker::{EventSink, LiveFilter, Worker, WorkerConfig};
 use rcapture_ebpf::{OpensslTarget, TlsProbeOptions, TlsProbes};
+use rcapture_net::config::StartSettings;
+use rcapture_net::control::LiveSettings;
+use rcapture_net::{Limits, Server, ServerConfig};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use std::io::Write;
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The server settings, validated.
+fn server_config(
+    a: &ServerArgs,
+    start: StartSettings,
+    initial: LiveSettings,
+) -> anyhow::Result<Option<ServerConfig>> {
+    if a.listen == "none" {
+        return Ok(None);
+    }
+    let listen: SocketAddr = a
+        .listen
+        .parse()
+        .with_context(|| format!("--listen {:?} is not IP:PORT or `none`", a.listen))?;
+    for addr in std::iter::once(listen).chain(a.ecaptureq) {
+        if !addr.ip().is_loopback() && a.auth_token.is_none() && !a.insecure {
+            bail!(
+                "listening on {addr}, which is not a loopback address, needs --auth-token TOKEN (or --insecure to serve it unauthenticated)"
+            );
+        }
+    }
+    if a.heartbeat_secs == 0 {
+        bail!("--heartbeat-secs must be at least 1");
+    }
+    let mut limits = Limits {
+        max_connections: a.max_connections.max(1),
+        requests_per_sec: a.max_requests_per_sec.max(1),
+        stuck_deadline: Duration::from_secs(a.slow_client_secs),
+        ..Limits::default()
+    };
+    limits.client_queue.frames = a.client_queue_frames.max(1);
+    limits.client_queue.bytes = a.client_queue_bytes.max(1024);
+    Ok(Some(ServerConfig {
+        listen,
+        ecaptureq: a.ecaptureq,
+        heartbeat: Duration::from_secs(a.heartbeat_secs),
+        auth_token: a.auth_token.clone(),
+        limits,
+        pool: Default::default(),
+        start,
+        initial,
+    }))
+}
 
 pub fn run(args: TlsArgs) -> anyhow::Result<()> {
     let keylog_path = match (args.mode, &args.keylogfile) {
@@ -26,6 +75,16 @@ pub fn run(args: TlsArgs) -> anyhow::Result<()> {
     if args.per_cpu_map_size < 4 {
         bail!("--per-cpu-map-size must be at least 4 KiB");
     }
+    let initial = LiveSettings {
+        pid: args.pid,
+        uid: args.uid,
+        hex: args.hex,
+    };
+    let start = StartSettings {
+        per_cpu_map_size: args.per_cpu_map_size as u64,
+        truncate_size: u64::from(args.max_payload),
+    };
+    let server_cfg = server_config(&args.server, start, initial)?;
     // Signals are routed to a dedicated iterator before any thread starts.
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .context("installing SIGINT/SIGTERM handlers")?;
@@ -42,7 +101,10 @@ pub fn run(args: TlsArgs) -> anyhow::Result<()> {
         eprintln!("rcapture: warning: {w}");
     }
     let rings = probes.take_rings();
+    let probe_count = probes.probe_count();
+    let probes = Arc::new(Mutex::new(probes));
     let workers = rings.len();
+    let hex = Arc::new(AtomicBool::new(args.hex));
     let pool = FramePoolConfig::default();
     let mut output = match &keylog_path {
         Some(path) => {
@@ -53,14 +115,7 @@ pub fn run(args: TlsArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("opening key log file {}", path.display()))?;
             StreamOutput::keylog(Box::new(file), workers, pool)
         }
-        None => {
-            let style = if args.hex {
-                PayloadStyle::Hex
-            } else {
-                PayloadStyle::Escaped
-            };
-            StreamOutput::text(Box::new(std::io::stdout()), style, workers, pool)
-        }
+        None => StreamOutput::text(Box::new(std::io::stdout()), Arc::clone(&hex), workers, pool),
     };
     let filter = Arc::new(LiveFilter::new(args.pid, args.uid));
     let clock = Clock::now();
@@ -69,16 +124,50 @@ pub fn run(args: TlsArgs) -> anyhow::Result<()> {
         max_payload: args.max_payload as usize,
         ..WorkerConfig::default()
     };
+
+    let mut sinks: Vec<Vec<Box<dyn EventSink>>> = std::mem::take(&mut output.sinks)
+        .into_iter()
+        .map(|s| vec![s])
+        .collect();
+    let mut worker_list = Vec::with_capacity(workers);
     let mut stats = Vec::with_capacity(workers);
-    let mut threads = Vec::with_capacity(workers);
-    for (ring, sink) in rings.into_iter().zip(std::mem::take(&mut output.sinks)) {
-        let cpu = rcapture_core::ring::RecordRing::cpu(&ring);
-        let worker = Worker::new(ring, config, clock, Arc::clone(&filter), vec![sink]);
+    let mut server = None;
+    if let Some(cfg) = server_cfg {
+        // The control needs the worker counters, which exist once the workers do;
+        // so the workers are built first, then the server, then the threads.
+        let (srv, publishers) = build_server(cfg, &probes, probe_count, &filter, &hex, workers)?;
+        for (s, p) in sinks.iter_mut().zip(publishers) {
+            s.push(Box::new(p));
+        }
+        server = Some(srv);
+    }
+    for (ring, sinks) in rings.into_iter().zip(sinks) {
+        let worker = Worker::new(ring, config, clock, Arc::clone(&filter), sinks);
         stats.push(worker.stats());
+        worker_list.push(worker);
+    }
+    let mut server_thread = None;
+    if let Some((srv, ctl)) = server {
+        ctl.set_workers(stats.clone());
+        eprintln!("rcapture: listening on {}", srv.local_addr());
+        if let Some(a) = srv.ecaptureq_addr() {
+            eprintln!("rcapture: eCaptureQ stream on {a}");
+        }
+        let handle = srv.handle();
+        server_thread = Some((
+            handle,
+            std::thread::Builder::new()
+                .name("rcapture-server".into())
+                .spawn(move || srv.run())
+                .context("starting the server thread")?,
+        ));
+    }
+    let mut threads = Vec::with_capacity(workers);
+    for worker in worker_list {
         let stop = Arc::clone(&stop);
         threads.push(
             std::thread::Builder::new()
-                .name(format!("rcapture-cpu{cpu}"))
+                .name("rcapture-worker".into())
                 .spawn(move || worker.run(&stop))
                 .context("starting a worker thread")?,
         );
@@ -87,14 +176,14 @@ pub fn run(args: TlsArgs) -> anyhow::Result<()> {
         "rcapture: probing {} (OpenSSL {}) with {} probes, {} workers",
         target.libssl().display(),
         target.version(),
-        probes.probe_count(),
+        probe_count,
         workers
     );
     eprintln!("rcapture: ready");
 
     let sig = signals.forever().next();
     // Stop new records first, then let the workers drain what is already in the rings.
-    probes.detach();
+    lock(&probes).detach();
     stop.store(true, Ordering::Release);
     for t in threads {
         if t.join().is_err() {
@@ -103,8 +192,16 @@ pub fn run(args: TlsArgs) -> anyhow::Result<()> {
     }
     let out_stats = output.finish().context("writing the output")?;
     std::io::stdout().flush().ok();
+    if let Some((handle, t)) = server_thread {
+        handle.stop();
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("rcapture: the server failed: {e}"),
+            Err(_) => eprintln!("rcapture: the server thread panicked"),
+        }
+    }
 
-    let kernel = probes.counters().unwrap_or_default();
+    let kernel = lock(&probes).counters().unwrap_or_default();
     let lost: u64 = kernel.iter().map(|c| c.lost).sum();
     let sum = |f: fn(&rcapture_core::worker::WorkerStats) -> &std::sync::atomic::AtomicU64| -> u64 {
         stats.iter().map(|s| f(s).load(Ordering::Relaxed)).sum()
@@ -124,4 +221,32 @@ pub fn run(args: TlsArgs) -> anyhow::Result<()> {
         sum(|s| &s.filtered),
     );
     Ok(())
+}
+
+fn lock(p: &Mutex<TlsProbes>) -> std::sync::MutexGuard<'_, TlsProbes> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+type Built = (
+    (Server, Arc<TlsControl>),
+    Vec<rcapture_net::publish::Publisher>,
+);
+
+fn build_server(
+    cfg: ServerConfig,
+    probes: &Arc<Mutex<TlsProbes>>,
+    probe_count: usize,
+    filter: &Arc<LiveFilter>,
+    hex: &Arc<AtomicBool>,
+    workers: usize,
+) -> anyhow::Result<Built> {
+    let ctl = Arc::new(TlsControl {
+        probes: Arc::clone(probes),
+        probe_count,
+        filter: Arc::clone(filter),
+        hex: Arc::clone(hex),
+        workers: Mutex::new(Vec::new()),
+    });
+    let (srv, publishers) = Server::bind(cfg, Arc::clone(&ctl) as _, workers)?;
+    Ok(((srv, ctl), publishers))
 }

@@ -1,7 +1,7 @@
 //! Allocation-free protobuf encoding of `LogEntry` (WIRE.md §1, §3).
 //!
-//! Writes straight from borrowed [`EventFields`] with prost's encoding
-//! primitives into a caller's buffer. Lengths are computed first
+//! Writes straight from borrowed [`EventFields`] into a caller's buffer, in
+//! prost's field order and omission rules (byte-identical to prost). Lengths are computed first
 //! ([`event_entry_len`]) so pooled buffers can be sized exactly. Fields equal
 //! to their proto3 default are omitted, as prost does; oneof members are
 //! always written (presence). `seq` is a separate prefix ([`encode_seq_prefix`]):
@@ -10,7 +10,7 @@
 
 use crate::event::EventFields;
 use bytes::BufMut;
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use prost::encoding::{WireType, key_len};
 
 /// `LogType` values.
 pub const LOG_TYPE_HEARTBEAT: u64 = 0;
@@ -21,14 +21,22 @@ pub const LOG_TYPE_EVENT: u64 = 2;
 
 const SEQ_TAG: u32 = 5;
 
+/// Length of `v` as a varint (prost's formula, branch-free).
+#[inline(always)]
+fn varint_len(v: u64) -> usize {
+    ((((v | 1).leading_zeros() ^ 63) * 9 + 73) / 64) as usize
+}
+
+#[inline(always)]
 fn varint_field_len(tag: u32, v: u64) -> usize {
     if v == 0 {
         0
     } else {
-        key_len(tag) + encoded_len_varint(v)
+        key_len(tag) + varint_len(v)
     }
 }
 
+#[inline(always)]
 fn bytes_field_len(tag: u32, b: &[u8]) -> usize {
     if b.is_empty() {
         0
@@ -37,30 +45,129 @@ fn bytes_field_len(tag: u32, b: &[u8]) -> usize {
     }
 }
 
+#[inline(always)]
 fn message_field_len(tag: u32, len: usize) -> usize {
-    key_len(tag) + encoded_len_varint(len as u64) + len
+    key_len(tag) + varint_len(len as u64) + len
 }
 
-fn put_varint(tag: u32, v: u64, buf: &mut impl BufMut) {
-    if v != 0 {
-        encode_key(tag, WireType::Varint, buf);
-        encode_varint(v, buf);
+/// Where the field writers below put bytes: a stack buffer ([`Stack`]) on
+/// the fast path, the caller's `BufMut` otherwise.
+trait Out {
+    fn byte(&mut self, b: u8);
+    fn slice(&mut self, b: &[u8]);
+
+    #[inline(always)]
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.byte(v as u8 | 0x80);
+            v >>= 7;
+        }
+        self.byte(v as u8);
+    }
+
+    #[inline(always)]
+    fn key(&mut self, tag: u32, wire_type: WireType) {
+        self.varint(u64::from(tag << 3 | wire_type as u32));
+    }
+
+    #[inline(always)]
+    fn varint_field(&mut self, tag: u32, v: u64) {
+        if v != 0 {
+            self.key(tag, WireType::Varint);
+            self.varint(v);
+        }
+    }
+
+    /// Key and length of a length-delimited field (the bytes follow).
+    #[inline(always)]
+    fn len_header(&mut self, tag: u32, len: usize) {
+        self.key(tag, WireType::LengthDelimited);
+        self.varint(len as u64);
+    }
+
+    #[inline(always)]
+    fn bytes_field(&mut self, tag: u32, b: &[u8]) {
+        if !b.is_empty() {
+            self.len_header(tag, b.len());
+            self.slice(b);
+        }
     }
 }
 
-fn put_bytes(tag: u32, b: &[u8], buf: &mut impl BufMut) {
-    if !b.is_empty() {
-        put_len_delimited(tag, b, buf);
+/// A small inline buffer; callers size `N` for what they write (writing
+/// past it panics, which the size checks in this module rule out).
+struct Stack<const N: usize> {
+    n: usize,
+    b: [u8; N],
+}
+
+impl<const N: usize> Stack<N> {
+    #[inline(always)]
+    fn new() -> Self {
+        Self { n: 0, b: [0; N] }
+    }
+
+    #[inline(always)]
+    fn bytes(&self) -> &[u8] {
+        &self.b[..self.n]
     }
 }
 
-fn put_len_delimited(tag: u32, b: &[u8], buf: &mut impl BufMut) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(b.len() as u64, buf);
-    buf.put_slice(b);
+impl<const N: usize> Out for Stack<N> {
+    #[inline(always)]
+    fn byte(&mut self, b: u8) {
+        self.b[self.n] = b;
+        self.n += 1;
+    }
+
+    #[inline(always)]
+    fn slice(&mut self, b: &[u8]) {
+        self.b[self.n..self.n + b.len()].copy_from_slice(b);
+        self.n += b.len();
+    }
+
+    /// Unrolled for the common short values (ports, lengths, pids).
+    #[inline(always)]
+    fn varint(&mut self, v: u64) {
+        if v < 0x80 {
+            self.byte(v as u8);
+        } else if v < 0x4000 {
+            self.slice(&[v as u8 | 0x80, (v >> 7) as u8]);
+        } else {
+            let mut v = v;
+            while v >= 0x80 {
+                self.byte(v as u8 | 0x80);
+                v >>= 7;
+            }
+            self.byte(v as u8);
+        }
+    }
+}
+
+/// Writes straight into a `BufMut` (the fallback for oversized text fields).
+struct Direct<'a, B: BufMut>(&'a mut B);
+
+impl<B: BufMut> Out for Direct<'_, B> {
+    #[inline]
+    fn byte(&mut self, b: u8) {
+        self.0.put_u8(b);
+    }
+
+    #[inline]
+    fn slice(&mut self, b: &[u8]) {
+        self.0.put_slice(b);
+    }
+
+    #[inline]
+    fn varint(&mut self, v: u64) {
+        let mut s = Stack::<10>::new();
+        s.varint(v);
+        self.0.put_slice(s.bytes());
+    }
 }
 
 /// Encoded length of the `Event` message body.
+#[inline]
 pub fn event_len(e: &EventFields<'_>) -> usize {
     varint_field_len(1, e.timestamp as u64)
         + bytes_field_len(2, e.uuid.as_bytes())
@@ -80,36 +187,85 @@ pub fn event_len(e: &EventFields<'_>) -> usize {
         + varint_field_len(16, u64::from(e.truncated))
 }
 
-fn encode_event(e: &EventFields<'_>, buf: &mut impl BufMut) {
-    put_varint(1, e.timestamp as u64, buf);
-    put_bytes(2, e.uuid.as_bytes(), buf);
-    put_bytes(3, e.src_ip.as_bytes(), buf);
-    put_varint(4, u64::from(e.src_port), buf);
-    put_bytes(5, e.dst_ip.as_bytes(), buf);
-    put_varint(6, u64::from(e.dst_port), buf);
-    put_varint(7, e.pid as u64, buf);
-    put_bytes(8, e.pname.as_bytes(), buf);
-    put_varint(9, u64::from(e.r#type), buf);
-    put_varint(10, u64::from(e.length()), buf);
-    put_bytes(11, e.payload, buf);
-    put_varint(12, u64::from(e.tid), buf);
-    put_varint(13, u64::from(e.uid), buf);
-    put_bytes(14, e.module.as_bytes(), buf);
-    put_varint(15, u64::from(e.fd), buf);
-    put_varint(16, u64::from(e.truncated), buf);
+/// `LogEntry` head and `Event` fields 1–10, then the key and length of
+/// field 11 (payload) when there is one. `body_len` is [`event_len`].
+#[inline(always)]
+fn put_event_head(e: &EventFields<'_>, body_len: usize, o: &mut impl Out) {
+    o.varint_field(1, LOG_TYPE_EVENT);
+    o.len_header(2, body_len);
+    o.varint_field(1, e.timestamp as u64);
+    o.bytes_field(2, e.uuid.as_bytes());
+    o.bytes_field(3, e.src_ip.as_bytes());
+    o.varint_field(4, u64::from(e.src_port));
+    o.bytes_field(5, e.dst_ip.as_bytes());
+    o.varint_field(6, u64::from(e.dst_port));
+    o.varint_field(7, e.pid as u64);
+    o.bytes_field(8, e.pname.as_bytes());
+    o.varint_field(9, u64::from(e.r#type));
+    o.varint_field(10, u64::from(e.length()));
+    if !e.payload.is_empty() {
+        o.len_header(11, e.payload.len());
+    }
 }
 
+/// `Event` fields 12–16.
+#[inline(always)]
+fn put_event_tail(e: &EventFields<'_>, o: &mut impl Out) {
+    o.varint_field(12, u64::from(e.tid));
+    o.varint_field(13, u64::from(e.uid));
+    o.bytes_field(14, e.module.as_bytes());
+    o.varint_field(15, u64::from(e.fd));
+    o.varint_field(16, u64::from(e.truncated));
+}
+
+/// Text bytes (uuid, addresses, name) the stack head has room for.
+const HEAD_TEXT: usize = 384;
+/// Everything in the head but its text: 7 varint fields (key ≤ 2 bytes,
+/// value ≤ 10) and 6 length headers (entry, 4 strings, payload; ≤ 1 + 10).
+const HEAD_FIXED: usize = 7 * 12 + 6 * 11;
+/// Module name bytes the stack tail has room for.
+const TAIL_TEXT: usize = 32;
+/// Everything in the tail but the module name: 4 varint fields and the
+/// module's length header.
+const TAIL_FIXED: usize = 4 * 12 + 11;
+
 /// Exact encoded length of an event `LogEntry` without `seq`.
+#[inline]
 pub fn event_entry_len(e: &EventFields<'_>) -> usize {
-    varint_field_len(1, LOG_TYPE_EVENT) + message_field_len(2, event_len(e))
+    entry_len_of_body(event_len(e))
+}
+
+#[inline(always)]
+fn entry_len_of_body(body_len: usize) -> usize {
+    varint_field_len(1, LOG_TYPE_EVENT) + message_field_len(2, body_len)
 }
 
 /// Writes an event `LogEntry` (without `seq`); exactly [`event_entry_len`] bytes.
+///
+/// Keys, varints and text are assembled on the stack and handed to `buf` as
+/// three slices (head, payload, tail), so the payload is copied once and
+/// the buffer's capacity is checked three times, not once per byte.
 pub fn encode_event_entry(e: &EventFields<'_>, buf: &mut impl BufMut) {
-    put_varint(1, LOG_TYPE_EVENT, buf);
-    encode_key(2, WireType::LengthDelimited, buf);
-    encode_varint(event_len(e) as u64, buf);
-    encode_event(e, buf);
+    let body_len = event_len(e);
+    let text = e.uuid.len() + e.src_ip.len() + e.dst_ip.len() + e.pname.len();
+    #[cfg(debug_assertions)]
+    let (want, start_room) = (entry_len_of_body(body_len), buf.remaining_mut());
+    if text <= HEAD_TEXT && e.module.len() <= TAIL_TEXT {
+        let mut head = Stack::<{ HEAD_TEXT + HEAD_FIXED }>::new();
+        put_event_head(e, body_len, &mut head);
+        buf.put_slice(head.bytes());
+        buf.put_slice(e.payload);
+        let mut tail = Stack::<{ TAIL_TEXT + TAIL_FIXED }>::new();
+        put_event_tail(e, &mut tail);
+        buf.put_slice(tail.bytes());
+    } else {
+        let mut o = Direct(buf);
+        put_event_head(e, body_len, &mut o);
+        o.slice(e.payload);
+        put_event_tail(e, &mut o);
+    }
+    #[cfg(debug_assertions)]
+    debug_assert_eq!(start_room - buf.remaining_mut(), want);
 }
 
 /// Length of the `seq` prefix (0 for seq 0).
@@ -122,16 +278,17 @@ pub const MAX_SEQ_PREFIX: usize = 11;
 
 /// Writes `LogEntry.seq` as a prefix; written before an entry body, the two
 /// decode as one `LogEntry`.
+#[inline]
 pub fn encode_seq_prefix(seq: u64, buf: &mut impl BufMut) {
-    put_varint(SEQ_TAG, seq, buf);
+    let (b, n) = seq_prefix(seq);
+    buf.put_slice(&b[..n]);
 }
 
 /// The `seq` prefix in a small inline array (for vectored writes).
 pub fn seq_prefix(seq: u64) -> ([u8; MAX_SEQ_PREFIX], usize) {
-    let mut out = [0u8; MAX_SEQ_PREFIX];
-    let n = seq_prefix_len(seq);
-    encode_seq_prefix(seq, &mut &mut out[..]);
-    (out, n)
+    let mut s = Stack::<MAX_SEQ_PREFIX>::new();
+    s.varint_field(SEQ_TAG, seq);
+    (s.b, s.n)
 }
 
 fn heartbeat_len(ts_secs: i64, count: i64, message: &str) -> usize {
@@ -147,11 +304,11 @@ pub fn heartbeat_entry_len(ts_secs: i64, count: i64, message: &str) -> usize {
 
 /// Writes a heartbeat `LogEntry` (`log_type` 0 is the default, so omitted).
 pub fn encode_heartbeat_entry(ts_secs: i64, count: i64, message: &str, buf: &mut impl BufMut) {
-    encode_key(3, WireType::LengthDelimited, buf);
-    encode_varint(heartbeat_len(ts_secs, count, message) as u64, buf);
-    put_varint(1, ts_secs as u64, buf);
-    put_varint(2, count as u64, buf);
-    put_bytes(3, message.as_bytes(), buf);
+    let mut o = Direct(buf);
+    o.len_header(3, heartbeat_len(ts_secs, count, message));
+    o.varint_field(1, ts_secs as u64);
+    o.varint_field(2, count as u64);
+    o.bytes_field(3, message.as_bytes());
 }
 
 /// Exact length of a process-log `LogEntry`.
@@ -161,8 +318,10 @@ pub fn run_log_entry_len(message: &str) -> usize {
 
 /// Writes a process-log `LogEntry` (`run_log`).
 pub fn encode_run_log_entry(message: &str, buf: &mut impl BufMut) {
-    put_varint(1, LOG_TYPE_PROCESS_LOG, buf);
-    put_len_delimited(4, message.as_bytes(), buf);
+    let mut o = Direct(buf);
+    o.varint_field(1, LOG_TYPE_PROCESS_LOG);
+    o.len_header(4, message.len());
+    o.slice(message.as_bytes());
 }
 
 /// Length of one `LogBatch.entries` element wrapping an entry of `entry_len` bytes.
@@ -172,6 +331,5 @@ pub fn batch_item_len(entry_len: usize) -> usize {
 
 /// Writes the `LogBatch.entries` key and length; the entry bytes follow.
 pub fn encode_batch_item_header(entry_len: usize, buf: &mut impl BufMut) {
-    encode_key(1, WireType::LengthDelimited, buf);
-    encode_varint(entry_len as u64, buf);
+    Direct(buf).len_header(1, entry_len);
 }

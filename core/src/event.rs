@@ -8,8 +8,7 @@ use crate::decode::Record;
 use crate::keylog;
 use crate::records::{DIR_SEND, FD_UNKNOWN, RecordHeader, RecordKind, Tuple};
 use crate::textbuf::TextBuf;
-use crate::tuple::{Endpoint, endpoints, write_tuple};
-use std::fmt::Write;
+use crate::tuple::{Endpoint, endpoints};
 
 /// Capture modules (`Event.module`, filters, metric labels).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -180,12 +179,21 @@ impl EventFields<'_> {
 }
 
 /// Reusable text and payload space for building [`EventFields`].
+///
+/// The text fields (uuid, addresses, ports, name) depend only on a record's
+/// identity ([`IdKey`]: kind, pid, tid, uid, comm, fd, direction, sock,
+/// tuple, ifindex), so they are kept from one event to the next and only
+/// formatted again when that identity changes: a burst of calls on one
+/// connection formats them once.
 #[derive(Debug, Default)]
 pub struct EventScratch {
     uuid: TextBuf<320>,
     src_ip: TextBuf<48>,
     dst_ip: TextBuf<48>,
     pname: TextBuf<64>,
+    ports: (u16, u16),
+    /// Identity the text fields above were formatted for; `None` = stale.
+    key: Option<IdKey>,
     /// Key log lines of a master-secret event.
     keylog: Vec<u8>,
 }
@@ -200,6 +208,55 @@ impl EventScratch {
     }
 }
 
+/// Everything the cached text fields of an event are derived from. Fields a
+/// kind does not use stay zero; equal keys give identical text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct IdKey {
+    kind: u16,
+    direction: u8,
+    pid: u32,
+    tid: u32,
+    uid: u32,
+    /// fd (data, conn) or ifindex (packet).
+    num: u32,
+    sock: u64,
+    comm: [u8; 16],
+    tuple: Tuple,
+}
+
+impl IdKey {
+    /// The identity of a record whose text fields can be cached (`None` for
+    /// key records, whose uuid is the client random).
+    #[inline]
+    fn of(rec: &Record<'_>, kind: RecordKind) -> Option<Self> {
+        let h = rec.header();
+        let mut k = Self {
+            kind: kind as u16,
+            pid: h.pid,
+            tid: h.tid,
+            uid: h.uid,
+            comm: h.comm,
+            ..Self::default()
+        };
+        match rec {
+            Record::Data(v) => {
+                k.direction = v.rec.direction;
+                k.num = v.rec.fd;
+                k.sock = v.rec.sock;
+                k.tuple = v.rec.tuple;
+            }
+            Record::Conn(c) => {
+                k.num = c.fd;
+                k.tuple = c.tuple;
+            }
+            Record::Packet(v) => k.num = v.rec.ifindex,
+            Record::Bash(_) | Record::Query(_) => {}
+            Record::MasterSecret(_) | Record::GoTlsKey(_) => return None,
+        }
+        Some(k)
+    }
+}
+
 /// Builds the event of a record (or a joined call, whose `payload` is the
 /// whole captured call). `truncated` is the bytes of the call not captured.
 pub fn event_fields<'s, 'r: 's>(
@@ -210,81 +267,48 @@ pub fn event_fields<'s, 'r: 's>(
 ) -> EventFields<'s> {
     let kind = rec.kind();
     let h = rec.header();
-    s.uuid.clear();
-    s.pname.clear();
-    // Overflow of a TextBuf keeps a prefix; every buffer is sized for the
-    // longest text it can receive, so the results below are never cut.
-    let _ = s.pname.push_lossy(comm(h));
-    s.keylog.clear();
-    let payload: &'r [u8] = rec.payload();
+    let key = IdKey::of(rec, kind);
+    if key.is_none() || s.key != key {
+        s.key = None;
+        format_text(rec, kind, s);
+        s.key = key;
+    }
     let mut r#type = 0;
     let mut fd = 0;
-    let mut addrs = (Endpoint::LOCAL_ZERO, Endpoint::LOCAL_ZERO);
+    let mut payload: &'s [u8] = rec.payload();
     match rec {
         Record::Data(v) => {
-            let d = &v.rec;
-            r#type = u32::from(d.direction);
-            fd = d.fd;
-            if kind == RecordKind::TlsData {
-                let _ = write!(
-                    s.uuid,
-                    "sock:{}_{}_{}_{}_{}_",
-                    h.pid, h.tid, s.pname, d.fd as i32, d.direction
-                );
-                let _ = write_tuple(&d.tuple, &mut s.uuid);
-                let _ = write!(s.uuid, "_{}", d.sock);
-            } else {
-                let _ = write!(s.uuid, "{}_{}_{}_{}", h.pid, h.tid, s.pname, d.direction);
-            }
-            addrs = directed(&d.tuple, d.direction, Endpoint::LOCAL_ZERO);
+            r#type = u32::from(v.rec.direction);
+            fd = v.rec.fd;
         }
         Record::MasterSecret(m) => {
             r#type = m.version;
-            let _ = write_upper_hex(&mut s.uuid, &m.client_random);
+            s.keylog.clear();
             keylog::master_secret_lines(m, &mut s.keylog);
+            payload = &s.keylog;
         }
         Record::GoTlsKey(k) => {
-            r#type = 0;
-            let _ = write_upper_hex(&mut s.uuid, &k.client_random);
+            s.keylog.clear();
             keylog::gotls_line(k, &mut s.keylog);
+            payload = &s.keylog;
         }
-        Record::Bash(v) => {
-            r#type = v.rec.bash_type;
-            let _ = write!(s.uuid, "{}_{}_{}", h.pid, h.uid, s.pname);
-        }
+        Record::Bash(v) => r#type = v.rec.bash_type,
         Record::Query(v) => {
             // mysqld's dispatch_command returns an int8: sign-extend to u32.
-            r#type = if kind == RecordKind::MysqlQuery {
-                i32::from(v.rec.retval as i8) as u32
-            } else {
-                0
-            };
-            let _ = write!(s.uuid, "{}_{}", h.pid, s.pname);
+            if kind == RecordKind::MysqlQuery {
+                r#type = i32::from(v.rec.retval as i8) as u32;
+            }
         }
-        Record::Conn(c) => {
-            fd = c.fd;
-            let _ = write!(s.uuid, "{}_{}_{}_{}", h.pid, h.tid, s.pname, c.fd as i32);
-            addrs = endpoints(&c.tuple).unwrap_or((Endpoint::UNSPECIFIED, Endpoint::UNSPECIFIED));
-        }
-        Record::Packet(v) => {
-            let _ = write!(s.uuid, "{}_{}_{}", h.pid, v.rec.ifindex, s.pname);
-        }
+        Record::Conn(c) => fd = c.fd,
+        Record::Packet(_) => {}
     }
-    s.src_ip.clear();
-    s.dst_ip.clear();
-    let _ = write!(s.src_ip, "{}", addrs.0.ip);
-    let _ = write!(s.dst_ip, "{}", addrs.1.ip);
-    let payload: &'s [u8] = match kind {
-        RecordKind::MasterSecret | RecordKind::GotlsKey => &s.keylog,
-        _ => payload,
-    };
     EventFields {
         timestamp: clock.to_unix_ns(h.ts_ns),
         uuid: s.uuid.as_str(),
         src_ip: s.src_ip.as_str(),
-        src_port: u32::from(addrs.0.port),
+        src_port: u32::from(s.ports.0),
         dst_ip: s.dst_ip.as_str(),
-        dst_port: u32::from(addrs.1.port),
+        dst_port: u32::from(s.ports.1),
         pid: i64::from(h.pid),
         pname: s.pname.as_str(),
         r#type,
@@ -295,6 +319,92 @@ pub fn event_fields<'s, 'r: 's>(
         fd: if fd == FD_UNKNOWN { 0 } else { fd },
         truncated,
     }
+}
+
+/// Formats the identity-derived text fields (uuid, name, addresses, ports)
+/// into the scratch, without `core::fmt` except for IPv6 addresses.
+///
+/// Overflow of a TextBuf keeps a prefix; every buffer is sized for the
+/// longest text it can receive, so the results are never cut.
+#[inline(never)]
+fn format_text(rec: &Record<'_>, kind: RecordKind, s: &mut EventScratch) {
+    let h = rec.header();
+    s.uuid.clear();
+    s.pname.clear();
+    let _ = s.pname.push_lossy(comm(h));
+    let pname = s.pname.as_str();
+    let u = &mut s.uuid;
+    let mut addrs = (Endpoint::LOCAL_ZERO, Endpoint::LOCAL_ZERO);
+    match rec {
+        Record::Data(v) => {
+            let d = &v.rec;
+            if kind == RecordKind::TlsData {
+                u.push_str("sock:");
+                id3(u, h.pid, h.tid, pname);
+                u.push_str("_");
+                u.push_int(d.fd as i32);
+                u.push_str("_");
+                u.push_int(d.direction);
+                u.push_str("_");
+                let (l, r) =
+                    endpoints(&d.tuple).unwrap_or((Endpoint::UNSPECIFIED, Endpoint::UNSPECIFIED));
+                push_endpoint(u, l);
+                u.push_str("-");
+                push_endpoint(u, r);
+                u.push_str("_");
+                u.push_int(d.sock);
+            } else {
+                id3(u, h.pid, h.tid, pname);
+                u.push_str("_");
+                u.push_int(d.direction);
+            }
+            addrs = directed(&d.tuple, d.direction, Endpoint::LOCAL_ZERO);
+        }
+        Record::MasterSecret(m) => {
+            u.push_upper_hex(&m.client_random);
+        }
+        Record::GoTlsKey(k) => {
+            u.push_upper_hex(&k.client_random);
+        }
+        Record::Bash(_) => id3(u, h.pid, h.uid, pname),
+        Record::Query(_) => {
+            u.push_int(h.pid);
+            u.push_str("_");
+            u.push_str(pname);
+        }
+        Record::Conn(c) => {
+            id3(u, h.pid, h.tid, pname);
+            u.push_str("_");
+            u.push_int(c.fd as i32);
+            addrs = endpoints(&c.tuple).unwrap_or((Endpoint::UNSPECIFIED, Endpoint::UNSPECIFIED));
+        }
+        Record::Packet(v) => id3(u, h.pid, v.rec.ifindex, pname),
+    }
+    s.src_ip.clear();
+    s.dst_ip.clear();
+    s.src_ip.push_ip(addrs.0.ip);
+    s.dst_ip.push_ip(addrs.1.ip);
+    s.ports = (addrs.0.port, addrs.1.port);
+}
+
+/// `A_B_NAME`: the common uuid head.
+fn id3(u: &mut TextBuf<320>, a: u32, b: u32, name: &str) {
+    u.push_int(a);
+    u.push_str("_");
+    u.push_int(b);
+    u.push_str("_");
+    u.push_str(name);
+}
+
+/// `IP:PORT`, IPv6 as `[IP]:PORT` (as `Endpoint`'s `Display`).
+fn push_endpoint(u: &mut TextBuf<320>, e: Endpoint) {
+    let v6 = e.ip.is_ipv6();
+    if v6 {
+        u.push_str("[");
+    }
+    u.push_ip(e.ip);
+    u.push_str(if v6 { "]:" } else { ":" });
+    u.push_int(e.port);
 }
 
 /// Source and destination of data flowing in `direction` on a connection
@@ -314,9 +424,226 @@ pub fn comm(h: &RecordHeader) -> &[u8] {
     &h.comm[..end]
 }
 
-fn write_upper_hex(out: &mut impl Write, bytes: &[u8]) -> std::fmt::Result {
-    for b in bytes {
-        write!(out, "{b:02X}")?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::decode;
+    use crate::records::DIR_RECV;
+    use crate::synth;
+
+    fn v4(a: &str, b: &str) -> Tuple {
+        synth::tuple(a.parse().unwrap(), b.parse().unwrap())
     }
-    Ok(())
+
+    /// Records that differ in exactly one identity field each, plus other
+    /// kinds, with the uuid each must get (built with `format!`).
+    fn identities() -> Vec<(Vec<u8>, String)> {
+        let t1 = v4("10.1.2.3:52814", "93.184.216.34:443");
+        let t2 = v4("10.1.2.3:52815", "93.184.216.34:443");
+        let t6 = synth::tuple(
+            "[2001:db8::1]:40000".parse().unwrap(),
+            "[::ffff:10.0.0.1]:443".parse().unwrap(),
+        );
+        let h = |kind, pid, tid, uid, comm: &str| synth::header(kind, pid, tid, uid, comm, 1);
+        let tls = |hdr, fd, dir, sock, t| synth::single(synth::data(hdr, fd, dir, sock, t), b"x");
+        let mut out = Vec::new();
+        let base = h(RecordKind::TlsData, 10, 11, 0, "curl");
+        for (raw, want) in [
+            (
+                tls(base, 5, DIR_SEND, 7, t1),
+                "sock:10_11_curl_5_1_10.1.2.3:52814-93.184.216.34:443_7",
+            ),
+            (
+                tls(base, 5, DIR_RECV, 7, t1),
+                "sock:10_11_curl_5_0_10.1.2.3:52814-93.184.216.34:443_7",
+            ),
+            (
+                tls(base, 6, DIR_SEND, 7, t1),
+                "sock:10_11_curl_6_1_10.1.2.3:52814-93.184.216.34:443_7",
+            ),
+            (
+                tls(base, u32::MAX, DIR_SEND, 7, t1),
+                "sock:10_11_curl_-1_1_10.1.2.3:52814-93.184.216.34:443_7",
+            ),
+            (
+                tls(base, 5, DIR_SEND, 8, t1),
+                "sock:10_11_curl_5_1_10.1.2.3:52814-93.184.216.34:443_8",
+            ),
+            (
+                tls(base, 5, DIR_SEND, 7, t2),
+                "sock:10_11_curl_5_1_10.1.2.3:52815-93.184.216.34:443_7",
+            ),
+            (
+                tls(base, 5, DIR_SEND, 7, t6),
+                "sock:10_11_curl_5_1_[2001:db8::1]:40000-[::ffff:10.0.0.1]:443_7",
+            ),
+            (
+                tls(base, 5, DIR_SEND, 7, Tuple::default()),
+                "sock:10_11_curl_5_1_0.0.0.0:0-0.0.0.0:0_7",
+            ),
+            (
+                tls(
+                    h(RecordKind::TlsData, 12, 11, 0, "curl"),
+                    5,
+                    DIR_SEND,
+                    7,
+                    t1,
+                ),
+                "sock:12_11_curl_5_1_10.1.2.3:52814-93.184.216.34:443_7",
+            ),
+            (
+                tls(
+                    h(RecordKind::TlsData, 10, 13, 0, "curl"),
+                    5,
+                    DIR_SEND,
+                    7,
+                    t1,
+                ),
+                "sock:10_13_curl_5_1_10.1.2.3:52814-93.184.216.34:443_7",
+            ),
+            (
+                tls(
+                    h(RecordKind::TlsData, 10, 11, 0, "wget"),
+                    5,
+                    DIR_SEND,
+                    7,
+                    t1,
+                ),
+                "sock:10_11_wget_5_1_10.1.2.3:52814-93.184.216.34:443_7",
+            ),
+            (
+                tls(
+                    h(RecordKind::TlsData, 10, 11, 0, "cu\u{e9}l"),
+                    5,
+                    DIR_SEND,
+                    7,
+                    t1,
+                ),
+                "sock:10_11_cu\u{e9}l_5_1_10.1.2.3:52814-93.184.216.34:443_7",
+            ),
+            (
+                tls(
+                    h(RecordKind::GnutlsData, 10, 11, 0, "curl"),
+                    5,
+                    DIR_SEND,
+                    7,
+                    t1,
+                ),
+                "10_11_curl_1",
+            ),
+            (
+                tls(
+                    h(RecordKind::NssData, 10, 11, 0, "curl"),
+                    5,
+                    DIR_RECV,
+                    7,
+                    t1,
+                ),
+                "10_11_curl_0",
+            ),
+            (
+                synth::single(
+                    synth::bash(h(RecordKind::Bash, 10, 10, 0, "bash"), 0, 0),
+                    b"ls",
+                ),
+                "10_0_bash",
+            ),
+            (
+                synth::single(
+                    synth::bash(h(RecordKind::Bash, 10, 10, 1000, "bash"), 0, 0),
+                    b"ls",
+                ),
+                "10_1000_bash",
+            ),
+            (
+                synth::single(
+                    synth::query(h(RecordKind::MysqlQuery, 10, 11, 0, "mysqld"), -3),
+                    b"q",
+                ),
+                "10_mysqld",
+            ),
+            (
+                synth::single(
+                    synth::query(h(RecordKind::PgQuery, 10, 11, 0, "postgres"), 0),
+                    b"q",
+                ),
+                "10_postgres",
+            ),
+            (
+                synth::single(
+                    synth::packet(h(RecordKind::Packet, 10, 11, 0, "curl"), 2, 0),
+                    b"p",
+                ),
+                "10_2_curl",
+            ),
+            (
+                synth::single(
+                    synth::packet(h(RecordKind::Packet, 10, 11, 0, "curl"), 3, 0),
+                    b"p",
+                ),
+                "10_3_curl",
+            ),
+            (
+                synth::conn(h(RecordKind::Conn, 10, 11, 0, "curl"), 5, 0, 7, t1),
+                "10_11_curl_5",
+            ),
+            (
+                synth::conn(h(RecordKind::Conn, 10, 11, 0, "curl"), 5, 0, 7, t6),
+                "10_11_curl_5",
+            ),
+            (
+                synth::master_secret(
+                    h(RecordKind::MasterSecret, 10, 11, 0, "curl"),
+                    0x0303,
+                    0x0300_c02f,
+                    [0xab; 32],
+                    1,
+                ),
+                &"AB".repeat(32),
+            ),
+            (
+                synth::master_secret(
+                    h(RecordKind::MasterSecret, 10, 11, 0, "curl"),
+                    0x0303,
+                    0x0300_c02f,
+                    [0x01; 32],
+                    1,
+                ),
+                &"01".repeat(32),
+            ),
+        ] {
+            out.push((raw, want.to_owned()));
+        }
+        out
+    }
+
+    #[test]
+    fn cached_text_matches_fresh_text_for_alternating_identities() {
+        let recs = identities();
+        let clock = Clock::from_offset(0);
+        let fresh: Vec<String> = recs
+            .iter()
+            .map(|(raw, want)| {
+                let rec = decode(raw).unwrap();
+                let mut fresh = EventScratch::new();
+                let ev = event_fields(&rec, 0, &clock, &mut fresh);
+                assert_eq!(&ev.uuid, want);
+                format!("{ev:?}")
+            })
+            .collect();
+        // One scratch across a sequence that repeats and alternates identities.
+        let mut s = EventScratch::new();
+        let mut x = 12345u32;
+        for step in 0..2000 {
+            let i = if step % 3 == 0 {
+                step / 3 % recs.len()
+            } else {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (x >> 16) as usize % recs.len()
+            };
+            let rec = decode(&recs[i].0).unwrap();
+            let ev = event_fields(&rec, 0, &clock, &mut s);
+            assert_eq!(format!("{ev:?}"), fresh[i], "record {i} at step {step}");
+        }
+    }
 }

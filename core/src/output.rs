@@ -14,7 +14,7 @@ use crate::worker::EventSink;
 use std::collections::HashSet;
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
@@ -54,9 +54,10 @@ struct Frame {
 }
 
 /// What an output makes of an event.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Render {
-    Text(PayloadStyle),
+    /// Text blocks; hex dumps while the flag is set (it can change live).
+    Text(Arc<AtomicBool>),
     Keylog,
 }
 
@@ -109,8 +110,15 @@ impl EventSink for FrameSink {
         let Some(f) = self.current.as_mut() else {
             return;
         };
-        match self.render {
-            Render::Text(style) => write_text(ev, kind, style, &mut f.buf),
+        match &self.render {
+            Render::Text(hex) => {
+                let style = if hex.load(Relaxed) {
+                    PayloadStyle::Hex
+                } else {
+                    PayloadStyle::Escaped
+                };
+                write_text(ev, kind, style, &mut f.buf)
+            }
             Render::Keylog => f.buf.extend_from_slice(ev.payload),
         }
         f.events += 1;
@@ -141,14 +149,15 @@ impl std::fmt::Debug for dyn EventSink {
 }
 
 impl StreamOutput {
-    /// Text blocks (WIRE.md §8) written to `out`.
+    /// Text blocks (WIRE.md §8) written to `out`; payloads as hex dumps
+    /// while `hex` is set.
     pub fn text(
         out: Box<dyn Write + Send>,
-        style: PayloadStyle,
+        hex: Arc<AtomicBool>,
         workers: usize,
         pool: FramePoolConfig,
     ) -> Self {
-        Self::start(out, Render::Text(style), workers, pool)
+        Self::start(out, Render::Text(hex), workers, pool)
     }
 
     /// NSS key log lines written to `out`, each (label, client random) once,
@@ -176,7 +185,7 @@ impl StreamOutput {
             returns.push(free_tx);
             sinks.push(Box::new(FrameSink {
                 worker,
-                render,
+                render: render.clone(),
                 frame_bytes: pool.frame_bytes,
                 tx: tx.clone(),
                 free: free_rx,
@@ -192,7 +201,7 @@ impl StreamOutput {
                 let mut seen: HashSet<Vec<u8>> = HashSet::new();
                 let mut line = Vec::new();
                 for mut f in rx {
-                    let res = match render {
+                    let res = match &render {
                         Render::Text(_) => out.write_all(&f.buf),
                         Render::Keylog => {
                             line.clear();

@@ -6,7 +6,6 @@ use rcapture_core::output::{FramePoolConfig, StreamOutput};
 use rcapture_core::records::{DIR_SEND, RecordKind};
 use rcapture_core::ring::RecordRing;
 use rcapture_core::synth;
-use rcapture_core::text::PayloadStyle;
 use rcapture_core::worker::{LiveFilter, Worker, WorkerConfig};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -88,7 +87,7 @@ fn drains_joins_filters_and_flushes_before_returning() {
     let sink = Shared::default();
     let out = StreamOutput::text(
         Box::new(sink.clone()),
-        PayloadStyle::Escaped,
+        Arc::new(AtomicBool::new(false)),
         1,
         FramePoolConfig {
             frames: 2,

@@ -117,12 +117,18 @@ pub struct Rcapture {
     child: Proc,
     stderr_lines: mpsc::Receiver<String>,
     pub stderr: Vec<String>,
+    /// The API/stream address announced on stderr (`--listen 127.0.0.1:0` by default).
+    pub addr: Option<String>,
 }
 
 impl Rcapture {
     pub fn start(args: &[&str]) -> Self {
+        let mut all: Vec<&str> = args.to_vec();
+        if !args.contains(&"--listen") {
+            all.extend(["--listen", "127.0.0.1:0"]);
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_rcapture"))
-            .args(args)
+            .args(&all)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -140,11 +146,15 @@ impl Rcapture {
             child: Proc(child),
             stderr_lines: rx,
             stderr: Vec::new(),
+            addr: None,
         };
         loop {
             match me.stderr_lines.recv_timeout(Duration::from_secs(60)) {
                 Ok(l) => {
                     let ready = l == "rcapture: ready";
+                    if let Some(a) = l.strip_prefix("rcapture: listening on ") {
+                        me.addr = Some(a.to_string());
+                    }
                     me.stderr.push(l);
                     if ready {
                         break;

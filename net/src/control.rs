@@ -1,0 +1,58 @@
+//! The capture side as the server sees it: status, counters, live settings.
+//!
+//! The binary implements [`Control`] over the loaded probes and workers; the
+//! server never touches BPF itself.
+
+/// One capture module's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleStatus {
+    pub name: &'static str,
+    pub probes: usize,
+    pub attached: bool,
+}
+
+/// Counters of the capture side (summed over workers and CPUs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CaptureCounters {
+    /// Events produced by the workers (before any output).
+    pub captured: u64,
+    /// Records the kernel could not write, per CPU (cpu, lost).
+    pub lost_kernel_per_cpu: Vec<(u32, u64)>,
+    /// Events whose call was cut, and the bytes cut.
+    pub truncated_events: u64,
+    pub truncated_bytes: u64,
+    /// Events dropped by the live pid/uid filter (kernel and user space).
+    pub filtered: u64,
+    /// Malformed records.
+    pub malformed: u64,
+    /// Calls with a lost record.
+    pub incomplete_calls: u64,
+}
+
+impl CaptureCounters {
+    /// Lost in the kernel, all CPUs.
+    pub fn lost_kernel(&self) -> u64 {
+        self.lost_kernel_per_cpu.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// Settings that can change while capturing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LiveSettings {
+    /// Only this pid (`None` = all).
+    pub pid: Option<u32>,
+    /// Only this uid (`None` = all).
+    pub uid: Option<u32>,
+    /// Text output as hex dumps.
+    pub hex: bool,
+}
+
+/// What the server may ask of the capture side.
+pub trait Control: Send + Sync {
+    /// The modules and their probes.
+    fn modules(&self) -> Vec<ModuleStatus>;
+    /// Current counters.
+    fn counters(&self) -> CaptureCounters;
+    /// Applies new live settings (kernel filter map, worker filter, output style).
+    fn apply(&self, settings: LiveSettings) -> Result<(), String>;
+}

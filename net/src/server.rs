@@ -1,0 +1,896 @@
+//! The mio event loop: listeners, connections, fan-out of worker batches,
+//! heartbeats, limits and timeouts. One thread; nothing here blocks.
+
+use crate::api::{self, ApiContext, ApiResponse};
+use crate::config::{CaptureConfig, StartSettings};
+use crate::conn::{Conn, Enqueue, Flush, QueueLimits, WsStream};
+use crate::control::{Control, LiveSettings};
+use crate::filter::{ClientFilter, parse_subscribe};
+use crate::http::{self, Parsed, Request, RequestLimits, parse_request};
+use crate::metrics::ServerMetrics;
+use crate::publish::{Batch, BatchPoolConfig, PublishStats, Publisher, Wake};
+use crate::ws;
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use rcapture_core::encode;
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const LISTEN: Token = Token(0);
+const ECAPTUREQ: Token = Token(1);
+const WAKER: Token = Token(2);
+const FIRST_CONN: usize = 16;
+
+/// Limits of the server.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub request: RequestLimits,
+    /// A request must arrive whole within this time (slowloris).
+    pub request_timeout: Duration,
+    /// An HTTP connection with no request in progress is closed after this.
+    pub idle_timeout: Duration,
+    /// Requests per second per client address (burst: twice that).
+    pub requests_per_sec: u32,
+    pub client_queue: QueueLimits,
+    /// A WebSocket client whose queue stays full this long is closed with 1008.
+    pub stuck_deadline: Duration,
+    /// Largest client WebSocket message.
+    pub max_client_message: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            request: RequestLimits::default(),
+            request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            requests_per_sec: 200,
+            client_queue: QueueLimits {
+                frames: 8192,
+                bytes: 16 << 20,
+            },
+            stuck_deadline: Duration::from_secs(10),
+            max_client_message: 64 * 1024,
+        }
+    }
+}
+
+/// How the server is set up.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub ecaptureq: Option<SocketAddr>,
+    pub heartbeat: Duration,
+    pub auth_token: Option<String>,
+    pub limits: Limits,
+    pub pool: BatchPoolConfig,
+    pub start: StartSettings,
+    pub initial: LiveSettings,
+}
+
+/// Stops a running server from another thread.
+#[derive(Clone)]
+pub struct ServerHandle {
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerHandle")
+    }
+}
+
+impl ServerHandle {
+    /// Asks the loop to deliver what it holds and return.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        Wake::wake(&*self.waker);
+    }
+}
+
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// The event server.
+pub struct Server {
+    poll: Poll,
+    listener: TcpListener,
+    ecaptureq: Option<TcpListener>,
+    conns: Vec<Option<Conn>>,
+    open: usize,
+    next_id: u64,
+    rx: Receiver<Batch>,
+    returns: Vec<SyncSender<Batch>>,
+    slots: Vec<Rc<Batch>>,
+    cfg: ServerConfig,
+    config: CaptureConfig,
+    control: Arc<dyn Control>,
+    metrics: ServerMetrics,
+    publish: Arc<PublishStats>,
+    buckets: HashMap<IpAddr, Bucket>,
+    started: Instant,
+    handle: ServerHandle,
+    /// Entries written to WebSocket clients that have since disconnected.
+    closed_sent: u64,
+}
+
+// SAFETY: the only non-Send parts are the `Rc`s in `slots` and in the queued
+// items of `conns`. Both are empty until `run` starts, and `run` takes the
+// server by value, so from then on it stays on one thread; no other method
+// creates an `Rc`.
+unsafe impl Send for Server {}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("listen", &self.local_addr())
+            .finish()
+    }
+}
+
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot listen on {addr}: {e} (choose another address with --listen, or --listen none)"),
+        )
+    })
+}
+
+impl Server {
+    /// Binds the listeners; returns the server and one publisher per worker.
+    pub fn bind(
+        cfg: ServerConfig,
+        control: Arc<dyn Control>,
+        workers: usize,
+    ) -> io::Result<(Server, Vec<Publisher>)> {
+        let poll = Poll::new()?;
+        let mut listener = bind(cfg.listen)?;
+        poll.registry()
+            .register(&mut listener, LISTEN, Interest::READABLE)?;
+        let ecaptureq = match cfg.ecaptureq {
+            Some(a) => {
+                let mut l = bind(a)?;
+                poll.registry()
+                    .register(&mut l, ECAPTUREQ, Interest::READABLE)?;
+                Some(l)
+            }
+            None => None,
+        };
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = sync_channel(workers.max(1) * cfg.pool.batches);
+        let publish = Arc::new(PublishStats::default());
+        let mut returns = Vec::with_capacity(workers);
+        let mut publishers = Vec::with_capacity(workers);
+        for w in 0..workers {
+            let (free_tx, free_rx) = sync_channel(cfg.pool.batches);
+            for _ in 0..cfg.pool.batches {
+                let _ = free_tx.send(Batch {
+                    worker: w,
+                    buf: Vec::with_capacity(cfg.pool.batch_bytes + 64 * 1024),
+                    entries: Vec::with_capacity(cfg.pool.batch_entries),
+                });
+            }
+            returns.push(free_tx);
+            publishers.push(Publisher::new(
+                w,
+                tx.clone(),
+                free_rx,
+                Arc::clone(&waker) as Arc<dyn Wake>,
+                Arc::clone(&publish),
+                cfg.pool,
+            ));
+        }
+        let config = CaptureConfig {
+            live: cfg.initial,
+            start: cfg.start.clone(),
+        };
+        let handle = ServerHandle {
+            stop: Arc::new(AtomicBool::new(false)),
+            waker,
+        };
+        Ok((
+            Server {
+                poll,
+                listener,
+                ecaptureq,
+                conns: Vec::new(),
+                open: 0,
+                next_id: 1,
+                rx,
+                returns,
+                slots: Vec::new(),
+                cfg,
+                config,
+                control,
+                metrics: ServerMetrics::default(),
+                publish,
+                buckets: HashMap::new(),
+                started: Instant::now(),
+                handle,
+                closed_sent: 0,
+            },
+            publishers,
+        ))
+    }
+
+    /// The address the API and stream listen on (the real port with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.cfg.listen)
+    }
+
+    /// The `--ecaptureq` address, if any.
+    pub fn ecaptureq_addr(&self) -> Option<SocketAddr> {
+        self.ecaptureq.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// A handle to stop the loop.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// Runs until stopped; then delivers what it holds (bounded) and returns.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut last_tick = Instant::now();
+        let mut stop_at: Option<Instant> = None;
+        loop {
+            let timeout = Duration::from_millis(if stop_at.is_some() { 10 } else { 100 });
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                return Err(e);
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTEN => self.accept(false),
+                    ECAPTUREQ => self.accept(true),
+                    WAKER => {}
+                    Token(t) => self.conn_event(t - FIRST_CONN, ev.is_readable()),
+                }
+            }
+            self.take_batches();
+            self.flush_all();
+            self.reclaim();
+            let now = Instant::now();
+            if now.duration_since(last_tick) >= Duration::from_millis(100) {
+                last_tick = now;
+                self.tick(now);
+            }
+            if self.handle.stop.load(Ordering::Acquire) {
+                let deadline = *stop_at.get_or_insert(now + Duration::from_secs(2));
+                let pending = self.conns.iter().flatten().any(|c| {
+                    c.staged.pending() > 0 || c.ws.as_ref().is_some_and(|w| w.queued() > 0)
+                });
+                if !pending || now >= deadline {
+                    break;
+                }
+            }
+        }
+        for i in 0..self.conns.len() {
+            if let Some(c) = self.conns[i].as_mut() {
+                if c.ws.is_some() {
+                    ws::push_close(&mut c.staged.buf, 1001, "rcapture is stopping");
+                }
+                let _ = c.flush();
+            }
+            self.close(i);
+        }
+        Ok(())
+    }
+
+    fn accept(&mut self, stream_only: bool) {
+        loop {
+            let l = if stream_only {
+                match self.ecaptureq.as_ref() {
+                    Some(l) => l,
+                    None => return,
+                }
+            } else {
+                &self.listener
+            };
+            let (mut sock, peer) = match l.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    eprintln!("rcapture: accept failed: {e}");
+                    return;
+                }
+            };
+            if self.open >= self.cfg.limits.max_connections {
+                let mut out = Vec::new();
+                let body = http::envelope(
+                    6,
+                    "",
+                    &format!(
+                        "too many connections (limit {})",
+                        self.cfg.limits.max_connections
+                    ),
+                    serde_json::Value::Null,
+                );
+                http::write_response(
+                    &mut out,
+                    (503, "Service Unavailable"),
+                    "application/json",
+                    &[],
+                    &body,
+                    false,
+                );
+                let _ = io::Write::write(&mut sock, &out);
+                continue;
+            }
+            let idx = match self.conns.iter().position(Option::is_none) {
+                Some(i) => i,
+                None => {
+                    self.conns.push(None);
+                    self.conns.len() - 1
+                }
+            };
+            if self
+                .poll
+                .registry()
+                .register(
+                    &mut sock,
+                    Token(idx + FIRST_CONN),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .is_err()
+            {
+                continue;
+            }
+            let _ = sock.set_nodelay(true);
+            self.conns[idx] = Some(Conn::new(
+                sock,
+                peer,
+                stream_only,
+                Instant::now(),
+                self.next_id,
+            ));
+            self.next_id += 1;
+            self.open += 1;
+        }
+    }
+
+    fn close(&mut self, i: usize) {
+        if let Some(mut c) = self.conns.get_mut(i).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(&mut c.sock);
+            self.open -= 1;
+            if let Some(w) = c.ws {
+                self.closed_sent += w.sent;
+            }
+        }
+    }
+
+    fn conn_event(&mut self, i: usize, readable: bool) {
+        if readable {
+            let limit = self.cfg.limits.request.max_header_bytes
+                + self.cfg.limits.request.max_body_bytes
+                + 64 * 1024;
+            let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+                return;
+            };
+            let alive = c.read_available(limit);
+            c.last_activity = Instant::now();
+            if c.ws.is_some() {
+                self.ws_input(i);
+            } else {
+                self.http_input(i);
+            }
+            if !alive {
+                self.close(i);
+                return;
+            }
+        }
+        self.flush_one(i);
+    }
+
+    fn flush_one(&mut self, i: usize) {
+        let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        if c.flush() == Flush::Close {
+            self.close(i);
+        }
+    }
+
+    fn flush_all(&mut self) {
+        for i in 0..self.conns.len() {
+            let busy = self.conns[i].as_ref().is_some_and(|c| {
+                c.staged.pending() > 0
+                    || c.ws.as_ref().is_some_and(|w| w.queued() > 0)
+                    || c.close_after_flush
+            });
+            if busy {
+                self.flush_one(i);
+            }
+        }
+    }
+
+    fn rate_ok(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let rate = f64::from(self.cfg.limits.requests_per_sec.max(1));
+        let b = self.buckets.entry(ip).or_insert(Bucket {
+            tokens: 2.0 * rate,
+            last: now,
+        });
+        b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * rate).min(2.0 * rate);
+        b.last = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn respond(&mut self, i: usize, r: ApiResponse, keep_alive: bool) {
+        *self.metrics.http_responses.entry(r.status).or_default() += 1;
+        let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        http::write_response(
+            &mut c.staged.buf,
+            (r.status, http::reason(r.status)),
+            r.content_type,
+            &r.extra,
+            &r.body,
+            keep_alive,
+        );
+        if !keep_alive {
+            c.close_after_flush = true;
+        }
+    }
+
+    fn http_input(&mut self, i: usize) {
+        loop {
+            let now = Instant::now();
+            let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+                return;
+            };
+            if c.close_after_flush || c.rbuf.is_empty() {
+                if c.rbuf.is_empty() {
+                    c.request_started = None;
+                }
+                return;
+            }
+            c.request_started.get_or_insert(now);
+            let parsed = parse_request(&c.rbuf, self.cfg.limits.request);
+            let (req, used) = match parsed {
+                Ok(Parsed::Partial) => return,
+                Ok(Parsed::Complete(r, n)) => (r, n),
+                Err(e) => {
+                    let (status, _) = e.status();
+                    c.rbuf.clear();
+                    self.respond(i, ApiResponse::error(status, 1, &e.to_string()), false);
+                    return;
+                }
+            };
+            c.rbuf.drain(..used);
+            c.request_started = None;
+            let peer = c.peer.ip();
+            if !self.rate_ok(peer, now) {
+                let mut r = ApiResponse::error(
+                    429,
+                    6,
+                    &format!(
+                        "rate limited: more than {} requests per second from {peer}",
+                        self.cfg.limits.requests_per_sec
+                    ),
+                );
+                r.extra.push(("Retry-After", "1".into()));
+                self.respond(i, r, req.keep_alive());
+                continue;
+            }
+            if let Some(r) = self.check_auth(&req) {
+                self.respond(i, r, false);
+                return;
+            }
+            let upgrade = req.header_has_token("upgrade", "websocket");
+            let stream_only = self.conns[i].as_ref().is_some_and(|c| c.stream_only);
+            if upgrade && (stream_only || req.path == "/" || req.path == "/ws") {
+                self.upgrade(i, &req);
+                return;
+            }
+            if stream_only {
+                self.respond(
+                    i,
+                    ApiResponse::error(
+                        404,
+                        3,
+                        "this address serves only the WebSocket event stream",
+                    ),
+                    false,
+                );
+                return;
+            }
+            let r = self.api(&req);
+            self.respond(i, r, req.keep_alive());
+        }
+    }
+
+    fn check_auth(&self, req: &Request) -> Option<ApiResponse> {
+        let token = self.cfg.auth_token.as_deref()?;
+        let bearer = req
+            .header("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let ok = bearer == Some(token)
+            || (req.header_has_token("upgrade", "websocket")
+                && req.query_param("token") == Some(token));
+        if ok {
+            return None;
+        }
+        let mut r = ApiResponse::error(
+            401,
+            1,
+            if bearer.is_some() || req.query_param("token").is_some() {
+                "invalid token"
+            } else {
+                "missing token: send Authorization: Bearer TOKEN (or ?token= on the WebSocket upgrade)"
+            },
+        );
+        r.extra.push(("WWW-Authenticate", "Bearer".into()));
+        Some(r)
+    }
+
+    fn ws_client_list(&self) -> Vec<(String, u64)> {
+        self.conns
+            .iter()
+            .flatten()
+            .filter_map(|c| {
+                c.ws.as_ref()
+                    .map(|w| (format!("{}#{}", c.peer, c.id), w.dropped))
+            })
+            .collect()
+    }
+
+    fn api(&mut self, req: &Request) -> ApiResponse {
+        let ws_clients = self.ws_client_list();
+        self.metrics.ws_sent = self.closed_sent
+            + self
+                .conns
+                .iter()
+                .flatten()
+                .filter_map(|c| c.ws.as_ref())
+                .map(|w| w.sent)
+                .sum::<u64>();
+        let mut ctx = ApiContext {
+            control: &*self.control,
+            config: &mut self.config,
+            metrics: &self.metrics,
+            started: self.started,
+            connections: self.open,
+            ws_clients: &ws_clients,
+            publish_dropped: self.publish.dropped.load(Ordering::Relaxed),
+        };
+        api::route(req, &mut ctx)
+    }
+
+    fn upgrade(&mut self, i: usize, req: &Request) {
+        if let Some(origin) = req.header("origin")
+            && !origin_allowed(origin)
+        {
+            self.respond(
+                i,
+                ApiResponse::error(
+                    403,
+                    1,
+                    &format!("Origin {origin} is not allowed (only localhost origins)"),
+                ),
+                false,
+            );
+            return;
+        }
+        let filter = match ClientFilter::from_query(&req.query) {
+            Ok(f) => f,
+            Err(e) => {
+                self.respond(
+                    i,
+                    ApiResponse::error(400, 5, &format!("bad stream filter: {e}")),
+                    false,
+                );
+                return;
+            }
+        };
+        let up = match ws::accept_upgrade(req) {
+            Ok(u) => u,
+            Err(e) => {
+                self.respond(i, ApiResponse::error(400, 1, &e), false);
+                return;
+            }
+        };
+        let now = Instant::now();
+        let heartbeat = self.cfg.heartbeat;
+        let limits = self.cfg.limits.client_queue;
+        let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        c.staged.buf.extend_from_slice(&up.response);
+        let mut w = WsStream::new(filter, limits, up.deflate, now);
+        push_heartbeat(&mut c.staged.buf, &mut w);
+        w.next_heartbeat = now + heartbeat;
+        c.ws = Some(w);
+        c.request_started = None;
+        // Frames the client sent right behind the upgrade request.
+        self.ws_input(i);
+    }
+
+    fn ws_input(&mut self, i: usize) {
+        let max = self.cfg.limits.max_client_message;
+        let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(w) = c.ws.as_mut() else { return };
+        loop {
+            if c.close_after_flush {
+                c.rbuf.clear();
+                return;
+            }
+            let (frame, used) = match ws::read_frame(&c.rbuf, max) {
+                Ok(Some(x)) => x,
+                Ok(None) => return,
+                Err(e) => {
+                    w.clear();
+                    ws::push_close(&mut c.staged.buf, e.code, &e.reason);
+                    c.close_after_flush = true;
+                    c.hard_deadline = Some(Instant::now() + Duration::from_secs(2));
+                    c.rbuf.clear();
+                    return;
+                }
+            };
+            c.rbuf.drain(..used);
+            let message = match frame.opcode {
+                ws::OP_PING => {
+                    ws::push_frame(&mut c.staged.buf, ws::OP_PONG, &frame.payload);
+                    None
+                }
+                ws::OP_PONG => None,
+                ws::OP_CLOSE => {
+                    let code = match frame.payload.get(..2) {
+                        Some(b) => u16::from_be_bytes([b[0], b[1]]),
+                        None => ws::CLOSE_NORMAL,
+                    };
+                    w.clear();
+                    ws::push_close(&mut c.staged.buf, code, "");
+                    c.close_after_flush = true;
+                    c.hard_deadline = Some(Instant::now() + Duration::from_secs(2));
+                    None
+                }
+                0 => match w.fragment.as_mut() {
+                    Some((_, _, buf)) if buf.len() + frame.payload.len() <= max => {
+                        buf.extend_from_slice(&frame.payload);
+                        if frame.fin { w.fragment.take() } else { None }
+                    }
+                    Some(_) => Some((0xff, false, Vec::new())),
+                    None => Some((0xfe, false, Vec::new())),
+                },
+                op => {
+                    if frame.fin {
+                        Some((op, frame.rsv1, frame.payload))
+                    } else {
+                        w.fragment = Some((op, frame.rsv1, frame.payload));
+                        None
+                    }
+                }
+            };
+            let Some((op, compressed, payload)) = message else {
+                continue;
+            };
+            let fail = |c: &mut Conn, code: u16, reason: &str| {
+                if let Some(w) = c.ws.as_mut() {
+                    w.clear();
+                }
+                ws::push_close(&mut c.staged.buf, code, reason);
+                c.close_after_flush = true;
+                c.hard_deadline = Some(Instant::now() + Duration::from_secs(2));
+            };
+            let payload = if compressed {
+                match w.deflate.as_mut().map(|d| d.decompress(&payload, max)) {
+                    Some(Ok(p)) => p,
+                    Some(Err(e)) => return fail(c, e.code, &e.reason),
+                    None => {
+                        return fail(
+                            c,
+                            ws::CLOSE_PROTOCOL,
+                            "compressed frame without permessage-deflate",
+                        );
+                    }
+                }
+            } else {
+                payload
+            };
+            match op {
+                0xff => return fail(c, ws::CLOSE_TOO_BIG, "fragmented message exceeds the limit"),
+                0xfe => {
+                    return fail(
+                        c,
+                        ws::CLOSE_PROTOCOL,
+                        "continuation frame without a message",
+                    );
+                }
+                ws::OP_TEXT => {
+                    let reply = match std::str::from_utf8(&payload)
+                        .map_err(|_| "text message is not UTF-8".to_string())
+                        .and_then(parse_subscribe)
+                    {
+                        Ok(f) => {
+                            let v = serde_json::json!({"op": "subscribed", "filter": f.to_json()});
+                            w.filter = f;
+                            v
+                        }
+                        Err(e) => serde_json::json!({"op": "error", "message": e}),
+                    };
+                    let text = reply.to_string();
+                    ws::push_frame(&mut c.staged.buf, ws::OP_TEXT, text.as_bytes());
+                }
+                _ => {
+                    let text = serde_json::json!({"op": "error", "message": "binary messages are not understood; send a subscribe text message"}).to_string();
+                    ws::push_frame(&mut c.staged.buf, ws::OP_TEXT, text.as_bytes());
+                }
+            }
+        }
+    }
+
+    /// Moves worker batches into slots and offers every entry to every client.
+    fn take_batches(&mut self) {
+        while let Ok(batch) = self.rx.try_recv() {
+            let now = Instant::now();
+            let wall = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i64)
+                .unwrap_or(0);
+            for m in &batch.entries {
+                self.metrics.event(m, (wall - m.timestamp) as f64 / 1e9);
+            }
+            let slot = self.store(batch);
+            let rc = Rc::clone(&self.slots[slot]);
+            for ci in 0..self.conns.len() {
+                let Some(c) = self.conns[ci].as_mut() else {
+                    continue;
+                };
+                if c.close_after_flush {
+                    continue;
+                }
+                let Some(w) = c.ws.as_mut() else { continue };
+                for idx in 0..rc.entries.len() {
+                    match w.offer(&rc, idx, &mut c.staged, now) {
+                        Enqueue::Full | Enqueue::RateLimited => self.metrics.ws_dropped += 1,
+                        Enqueue::Queued | Enqueue::Filtered => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Puts a batch into a free slot (the slot's own storage is reused).
+    fn store(&mut self, batch: Batch) -> usize {
+        let free = self
+            .slots
+            .iter_mut()
+            .position(|s| Rc::get_mut(s).is_some_and(|b| b.entries.is_empty()));
+        match free {
+            Some(i) => {
+                if let Some(b) = Rc::get_mut(&mut self.slots[i]) {
+                    *b = batch;
+                }
+                i
+            }
+            None => {
+                self.slots.push(Rc::new(batch));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    /// Returns every batch no client holds any more to its worker.
+    fn reclaim(&mut self) {
+        for s in &mut self.slots {
+            if let Some(b) = Rc::get_mut(s)
+                && !b.entries.is_empty()
+            {
+                let done = std::mem::replace(
+                    b,
+                    Batch {
+                        worker: usize::MAX,
+                        buf: Vec::new(),
+                        entries: Vec::new(),
+                    },
+                );
+                if let Some(tx) = self.returns.get(done.worker) {
+                    // The worker's pool has room for every batch it owns.
+                    let _ = tx.try_send(done);
+                }
+            }
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        let limits = self.cfg.limits;
+        let heartbeat = self.cfg.heartbeat;
+        let mut to_close = Vec::new();
+        for (i, slot) in self.conns.iter_mut().enumerate() {
+            let Some(c) = slot.as_mut() else { continue };
+            if c.hard_deadline.is_some_and(|d| now >= d) {
+                to_close.push(i);
+                continue;
+            }
+            match c.ws.as_mut() {
+                Some(w) => {
+                    if now >= w.next_heartbeat && !c.close_after_flush {
+                        push_heartbeat(&mut c.staged.buf, w);
+                        w.next_heartbeat = now + heartbeat;
+                    }
+                    if w.full_since
+                        .is_some_and(|t| now.duration_since(t) >= limits.stuck_deadline)
+                        && !c.close_after_flush
+                    {
+                        w.clear();
+                        ws::push_close(
+                            &mut c.staged.buf,
+                            ws::CLOSE_POLICY,
+                            "client too slow: send queue full",
+                        );
+                        c.close_after_flush = true;
+                        c.hard_deadline = Some(now + Duration::from_secs(2));
+                    }
+                }
+                None => {
+                    let slow = c
+                        .request_started
+                        .is_some_and(|t| now.duration_since(t) >= limits.request_timeout);
+                    let idle = c.request_started.is_none()
+                        && c.staged.pending() == 0
+                        && now.duration_since(c.last_activity) >= limits.idle_timeout;
+                    if slow || idle {
+                        to_close.push(i);
+                    }
+                }
+            }
+        }
+        for i in to_close {
+            self.close(i);
+        }
+        self.buckets
+            .retain(|_, b| now.duration_since(b.last) < Duration::from_secs(60));
+    }
+}
+
+fn origin_allowed(origin: &str) -> bool {
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    matches!(host, "localhost" | "127.0.0.1" | "::1")
+}
+
+fn push_heartbeat(out: &mut Vec<u8>, w: &mut WsStream) {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let msg = format!("heartbeat:{}", w.heartbeats);
+    let len = encode::heartbeat_entry_len(secs, w.heartbeats, &msg);
+    let mut h = [0u8; ws::MAX_HEADER];
+    let n = ws::frame_header(ws::OP_BINARY, false, len, &mut h);
+    out.extend_from_slice(&h[..n]);
+    encode::encode_heartbeat_entry(secs, w.heartbeats, &msg, out);
+    w.heartbeats += 1;
+}

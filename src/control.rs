@@ -1,0 +1,79 @@
+//! The capture side behind the event server's API: the loaded probes, the
+//! workers' counters, and the live settings (`rcapture_net::control::Control`).
+
+use crossbeam_utils::CachePadded;
+use rcapture_core::worker::{LiveFilter, WorkerStats};
+use rcapture_ebpf::TlsProbes;
+use rcapture_net::control::{CaptureCounters, Control, LiveSettings, ModuleStatus};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+/// Probes, workers and output flags of `rcapture tls`.
+pub struct TlsControl {
+    pub probes: Arc<Mutex<TlsProbes>>,
+    pub probe_count: usize,
+    pub filter: Arc<LiveFilter>,
+    pub hex: Arc<AtomicBool>,
+    /// Set once the workers exist.
+    pub workers: Mutex<Vec<Arc<CachePadded<WorkerStats>>>>,
+}
+
+impl TlsControl {
+    /// Gives the control the workers' counters.
+    pub fn set_workers(&self, w: Vec<Arc<CachePadded<WorkerStats>>>) {
+        *self.workers.lock().unwrap_or_else(|e| e.into_inner()) = w;
+    }
+
+    fn with_probes<R>(&self, f: impl FnOnce(&mut TlsProbes) -> R) -> R {
+        let mut g = match self.probes.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        f(&mut g)
+    }
+}
+
+impl Control for TlsControl {
+    fn modules(&self) -> Vec<ModuleStatus> {
+        let attached = self.with_probes(|p| p.probe_count()) > 0;
+        vec![ModuleStatus {
+            name: "tls",
+            probes: self.probe_count,
+            attached,
+        }]
+    }
+
+    fn counters(&self) -> CaptureCounters {
+        let workers = self
+            .workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let sum = |f: fn(&WorkerStats) -> u64| workers.iter().map(|w| f(w)).sum::<u64>();
+        let kernel = self.with_probes(|p| p.counters()).unwrap_or_default();
+        CaptureCounters {
+            captured: sum(|w| w.events.load(Relaxed)),
+            lost_kernel_per_cpu: kernel
+                .iter()
+                .enumerate()
+                .map(|(cpu, c)| (cpu as u32, c.lost))
+                .collect(),
+            truncated_events: sum(|w| w.truncated_events.load(Relaxed)),
+            truncated_bytes: sum(|w| w.truncated_bytes.load(Relaxed)),
+            filtered: sum(|w| w.filtered.load(Relaxed))
+                + kernel.iter().map(|c| c.filtered).sum::<u64>(),
+            malformed: sum(|w| w.decode_errors.load(Relaxed)),
+            incomplete_calls: sum(|w| w.incomplete_calls.load(Relaxed)),
+        }
+    }
+
+    fn apply(&self, s: LiveSettings) -> Result<(), String> {
+        // The kernel map filters pid and (non-root) uid early; the workers
+        // apply both exactly (uid 0 cannot be told from "any" in the map).
+        self.with_probes(|p| p.set_filter(s.pid.unwrap_or(0), s.uid.unwrap_or(0)))
+            .map_err(|e| e.to_string())?;
+        self.filter.set(s.pid, s.uid);
+        self.hex.store(s.hex, Relaxed);
+        Ok(())
+    }
+}
