@@ -256,23 +256,23 @@ impl Deflate {
         let mut out = Vec::with_capacity(data.len() * 2 + 64);
         let mut pos = 0;
         loop {
-            let before = self.decomp.total_in();
+            let (in_before, out_before) = (self.decomp.total_in(), self.decomp.total_out());
             out.reserve(4096);
             let st = self
                 .decomp
                 .decompress_vec(&input[pos..], &mut out, FlushDecompress::Sync)
                 .map_err(|e| ferr(CLOSE_PROTOCOL, format!("bad compressed message: {e}")))?;
-            pos += (self.decomp.total_in() - before) as usize;
+            let used = (self.decomp.total_in() - in_before) as usize;
+            let produced = self.decomp.total_out() - out_before;
+            pos += used;
             if out.len() > limit {
                 return Err(ferr(
                     CLOSE_TOO_BIG,
                     format!("message exceeds the {limit}-byte limit"),
                 ));
             }
-            if pos >= input.len()
-                || st == Status::StreamEnd
-                || (st == Status::BufError && out.len() < out.capacity())
-            {
+            let drained = pos >= input.len() && out.len() < out.capacity();
+            if st == Status::StreamEnd || drained || (used == 0 && produced == 0) {
                 break;
             }
         }
@@ -331,7 +331,12 @@ mod tests {
         let back = d.decompress(&out, 1 << 20).unwrap();
         let mut want = b"abc".to_vec();
         want.extend_from_slice(&[7u8; 5000]);
-        assert_eq!(back, want);
+        assert_eq!(back.len(), want.len(), "decompressed length");
+        assert!(back == want, "decompressed bytes differ");
+        // A second message on the same state (no context takeover).
+        out.clear();
+        d.compress(&[b"xyz"], &mut out);
+        assert_eq!(d.decompress(&out, 100).unwrap(), b"xyz");
     }
 
     #[test]
