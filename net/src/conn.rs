@@ -9,7 +9,7 @@ use rcapture_core::encode;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Largest per-message header: frame header + `seq` prefix.
@@ -20,7 +20,7 @@ const IOV_ITEMS: usize = 64;
 /// One queued event entry: a shared batch, the entry, and this client's header.
 #[derive(Debug)]
 pub struct Item {
-    batch: Rc<Batch>,
+    batch: Arc<Batch>,
     idx: u32,
     hdr: [u8; ITEM_HDR],
     hdr_len: u8,
@@ -102,7 +102,7 @@ impl WsStream {
     /// Offers entry `idx` of `batch`; `staged` receives compressed frames.
     pub fn offer(
         &mut self,
-        batch: &Rc<Batch>,
+        batch: &Arc<Batch>,
         idx: usize,
         staged: &mut Staged,
         now: Instant,
@@ -153,7 +153,7 @@ impl WsStream {
         hdr[..n].copy_from_slice(&h[..n]);
         hdr[n..n + plen].copy_from_slice(&prefix[..plen]);
         let item = Item {
-            batch: Rc::clone(batch),
+            batch: Arc::clone(batch),
             idx: idx as u32,
             hdr,
             hdr_len: (n + plen) as u8,

@@ -16,7 +16,6 @@ use rcapture_core::encode;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -112,7 +111,7 @@ pub struct Server {
     next_id: u64,
     rx: Receiver<Batch>,
     returns: Vec<SyncSender<Batch>>,
-    slots: Vec<Rc<Batch>>,
+    slots: Vec<Arc<Batch>>,
     cfg: ServerConfig,
     config: CaptureConfig,
     control: Arc<dyn Control>,
@@ -124,12 +123,6 @@ pub struct Server {
     /// Entries written to WebSocket clients that have since disconnected.
     closed_sent: u64,
 }
-
-// SAFETY: the only non-Send parts are the `Rc`s in `slots` and in the queued
-// items of `conns`. Both are empty until `run` starts, and `run` takes the
-// server by value, so from then on it stays on one thread; no other method
-// creates an `Rc`.
-unsafe impl Send for Server {}
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -754,7 +747,7 @@ impl Server {
                 self.metrics.event(m, (wall - m.timestamp) as f64 / 1e9);
             }
             let slot = self.store(batch);
-            let rc = Rc::clone(&self.slots[slot]);
+            let rc = Arc::clone(&self.slots[slot]);
             for ci in 0..self.conns.len() {
                 let Some(c) = self.conns[ci].as_mut() else {
                     continue;
@@ -778,16 +771,16 @@ impl Server {
         let free = self
             .slots
             .iter_mut()
-            .position(|s| Rc::get_mut(s).is_some_and(|b| b.entries.is_empty()));
+            .position(|s| Arc::get_mut(s).is_some_and(|b| b.entries.is_empty()));
         match free {
             Some(i) => {
-                if let Some(b) = Rc::get_mut(&mut self.slots[i]) {
+                if let Some(b) = Arc::get_mut(&mut self.slots[i]) {
                     *b = batch;
                 }
                 i
             }
             None => {
-                self.slots.push(Rc::new(batch));
+                self.slots.push(Arc::new(batch));
                 self.slots.len() - 1
             }
         }
@@ -796,7 +789,7 @@ impl Server {
     /// Returns every batch no client holds any more to its worker.
     fn reclaim(&mut self) {
         for s in &mut self.slots {
-            if let Some(b) = Rc::get_mut(s)
+            if let Some(b) = Arc::get_mut(s)
                 && !b.entries.is_empty()
             {
                 let done = std::mem::replace(
