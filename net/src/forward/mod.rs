@@ -1,0 +1,3 @@
+//! Forwarding of events to collectors (WIRE.md §5).
+
+pub mod config;
