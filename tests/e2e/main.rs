@@ -3,5 +3,6 @@
 //! They need root and BPF; without them they print why and skip, unless
 //! `RCAPTURE_REQUIRE_BPF=1` (set by `.ci/run`), which turns a skip into a failure.
 
+mod overflow;
 mod testutil;
 mod tls;

@@ -171,7 +171,12 @@ impl Rcapture {
     }
 
     /// SIGINT, then wait: returns stdout; asserts exit status 0.
-    pub fn stop(mut self) -> String {
+    pub fn stop(self) -> String {
+        self.stop_with_stderr().0
+    }
+
+    /// SIGINT, then wait: returns stdout and every stderr line; asserts exit status 0.
+    pub fn stop_with_stderr(mut self) -> (String, Vec<String>) {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.pid() as i32, libc::SIGINT) };
         let mut out = String::new();
@@ -191,7 +196,7 @@ impl Rcapture {
             "rcapture exited with {st}; stderr: {:#?}",
             self.stderr
         );
-        out
+        (out, std::mem::take(&mut self.stderr))
     }
 }
 
