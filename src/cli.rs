@@ -54,6 +54,64 @@ pub struct TlsArgs {
     pub per_cpu_map_size: usize,
     #[command(flatten)]
     pub server: ServerArgs,
+    #[command(flatten)]
+    pub forward: ForwardArgs,
+}
+
+/// Body format of forwarded batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ForwardFormatArg {
+    Protobuf,
+    Json,
+    HttpProxy,
+}
+
+/// Format of the event file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EventFileFormatArg {
+    Protobuf,
+    Json,
+}
+
+/// Forwarding to collectors and the event file (WIRE.md §5).
+#[derive(Debug, Args)]
+pub struct ForwardArgs {
+    /// POST batches of events to this collector URL (http:// or https://; the query string is kept).
+    #[arg(long, value_name = "URL")]
+    pub forward: Option<String>,
+    /// Body format of the batches.
+    #[arg(long, value_enum, default_value = "protobuf", requires = "forward")]
+    pub forward_format: ForwardFormatArg,
+    /// Events per batch.
+    #[arg(long, value_name = "N", default_value_t = 100, requires = "forward")]
+    pub batch_size: usize,
+    /// A batch is sent this long after its first event at the latest.
+    #[arg(long, value_name = "MS", default_value_t = 1000, requires = "forward")]
+    pub batch_timeout_ms: u64,
+    /// gzip the batch bodies (Content-Encoding: gzip).
+    #[arg(long, requires = "forward")]
+    pub gzip: bool,
+    /// An extra request header `K: V` (repeatable).
+    #[arg(long = "forward-header", value_name = "K: V", requires = "forward")]
+    pub forward_headers: Vec<String>,
+    /// Only these modules (comma-separated, e.g. tls,bash).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', requires = "forward")]
+    pub forward_modules: Vec<String>,
+    /// CA bundle (PEM) for an https:// collector; default: the system's roots.
+    #[arg(long, value_name = "FILE", requires = "forward")]
+    pub forward_ca: Option<PathBuf>,
+    /// Bytes of batches queued for the collector before the oldest are dropped.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, requires = "forward")]
+    pub forward_queue_bytes: usize,
+    /// Also write every event to this file.
+    #[arg(long, value_name = "PATH")]
+    pub event_file: Option<PathBuf>,
+    /// Format of the event file.
+    #[arg(long, value_enum, default_value = "protobuf", requires = "event_file")]
+    pub event_file_format: EventFileFormatArg,
+    /// Rotate the event file when it would grow past this many bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 256 << 20, requires = "event_file")]
+    pub event_file_max_bytes: u64,
 }
 
 /// The event server (WebSocket stream, HTTP API, metrics).

@@ -2,6 +2,7 @@
 
 mod cli;
 mod control;
+mod forward_args;
 mod tls;
 
 use clap::Parser;

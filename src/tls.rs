@@ -4,6 +4,7 @@
 
 use crate::cli::{ServerArgs, TlsArgs, TlsMode};
 use crate::control::TlsControl;
+use crate::forward_args::{event_file_config, forward_config};
 use anyhow::{Context, bail};
 use rcapture_core::event::Clock;
 use rcapture_core::output::{FramePoolConfig, StreamOutput};
@@ -11,6 +12,8 @@ use rcapture_core::worker::{EventSink, LiveFilter, Worker, WorkerConfig};
 use rcapture_ebpf::{OpensslTarget, TlsProbeOptions, TlsProbes};
 use rcapture_net::config::StartSettings;
 use rcapture_net::control::LiveSettings;
+use rcapture_net::eventfile::EventFileConfig;
+use rcapture_net::forward::config::ForwardConfig;
 use rcapture_net::{Limits, Server, ServerConfig};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use std::io::Write;
@@ -22,17 +25,25 @@ use std::time::Duration;
 /// The server settings, validated.
 fn server_config(
     a: &ServerArgs,
+    forward: Option<ForwardConfig>,
+    event_file: Option<EventFileConfig>,
     start: StartSettings,
     initial: LiveSettings,
 ) -> anyhow::Result<Option<ServerConfig>> {
-    if a.listen == "none" {
+    let listen: Option<SocketAddr> = match a.listen.as_str() {
+        "none" => None,
+        s => Some(
+            s.parse()
+                .with_context(|| format!("--listen {s:?} is not IP:PORT or `none`"))?,
+        ),
+    };
+    if listen.is_none() && a.ecaptureq.is_some() {
+        bail!("--ecaptureq needs the server: remove --listen none");
+    }
+    if listen.is_none() && forward.is_none() && event_file.is_none() {
         return Ok(None);
     }
-    let listen: SocketAddr = a
-        .listen
-        .parse()
-        .with_context(|| format!("--listen {:?} is not IP:PORT or `none`", a.listen))?;
-    for addr in std::iter::once(listen).chain(a.ecaptureq) {
+    for addr in listen.into_iter().chain(a.ecaptureq) {
         if !addr.ip().is_loopback() && a.auth_token.is_none() && !a.insecure {
             bail!(
                 "listening on {addr}, which is not a loopback address, needs --auth-token TOKEN (or --insecure to serve it unauthenticated)"
@@ -59,6 +70,8 @@ fn server_config(
         pool: Default::default(),
         start,
         initial,
+        forward,
+        event_file,
     }))
 }
 
@@ -84,7 +97,9 @@ pub fn run(args: TlsArgs) -> anyhow::Result<()> {
         per_cpu_map_size: args.per_cpu_map_size as u64,
         truncate_size: u64::from(args.max_payload),
     };
-    let server_cfg = server_config(&args.server, start, initial)?;
+    let forward = forward_config(&args.forward)?;
+    let event_file = event_file_config(&args.forward);
+    let server_cfg = server_config(&args.server, forward, event_file, start, initial)?;
     // Signals are routed to a dedicated iterator before any thread starts.
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .context("installing SIGINT/SIGTERM handlers")?;
@@ -149,7 +164,9 @@ pub fn run(args: TlsArgs) -> anyhow::Result<()> {
     let mut server_thread = None;
     if let Some((srv, ctl)) = server {
         ctl.set_workers(stats.clone());
-        eprintln!("rcapture: listening on {}", srv.local_addr());
+        if let Some(a) = srv.local_addr() {
+            eprintln!("rcapture: listening on {a}");
+        }
         if let Some(a) = srv.ecaptureq_addr() {
             eprintln!("rcapture: eCaptureQ stream on {a}");
         }

@@ -10,6 +10,7 @@
 
 use crate::event::EventFields;
 use bytes::BufMut;
+use bytes::buf::UninitSlice;
 use prost::encoding::{WireType, key_len};
 
 /// `LogType` values.
@@ -144,6 +145,41 @@ impl<const N: usize> Out for Stack<N> {
     }
 }
 
+/// Writes into a `BufMut`'s spare capacity (`chunk_mut`), which the caller
+/// checked is long enough; the `BufMut` is advanced afterwards.
+struct Spare<'a> {
+    n: usize,
+    b: &'a mut UninitSlice,
+}
+
+impl Out for Spare<'_> {
+    #[inline(always)]
+    fn byte(&mut self, b: u8) {
+        self.b.write_byte(self.n, b);
+        self.n += 1;
+    }
+
+    #[inline(always)]
+    fn slice(&mut self, b: &[u8]) {
+        self.b[self.n..self.n + b.len()].copy_from_slice(b);
+        self.n += b.len();
+    }
+
+    #[inline(always)]
+    fn varint(&mut self, v: u64) {
+        if v < 0x80 {
+            self.byte(v as u8);
+        } else if v < 0x4000 {
+            self.byte(v as u8 | 0x80);
+            self.byte((v >> 7) as u8);
+        } else {
+            let mut s = Stack::<10>::new();
+            s.varint(v);
+            self.slice(s.bytes());
+        }
+    }
+}
+
 /// Writes straight into a `BufMut` (the fallback for oversized text fields).
 struct Direct<'a, B: BufMut>(&'a mut B);
 
@@ -242,15 +278,44 @@ fn entry_len_of_body(body_len: usize) -> usize {
 
 /// Writes an event `LogEntry` (without `seq`); exactly [`event_entry_len`] bytes.
 ///
-/// Keys, varints and text are assembled on the stack and handed to `buf` as
-/// three slices (head, payload, tail), so the payload is copied once and
-/// the buffer's capacity is checked three times, not once per byte.
+/// When `buf` has that much contiguous spare capacity (the callers reserve
+/// [`event_entry_len`] first), the entry is written straight into it: the
+/// payload is copied once, nothing else is copied twice. Otherwise keys,
+/// varints and text are assembled on the stack and handed to `buf` as three
+/// slices (head, payload, tail). (`chunk_mut` of a full `Vec` or `BytesMut`
+/// grows it by 64 bytes; that only happens when the caller did not reserve.)
 pub fn encode_event_entry(e: &EventFields<'_>, buf: &mut impl BufMut) {
     let body_len = event_len(e);
-    let text = e.uuid.len() + e.src_ip.len() + e.dst_ip.len() + e.pname.len();
+    let total = entry_len_of_body(body_len);
     #[cfg(debug_assertions)]
-    let (want, start_room) = (entry_len_of_body(body_len), buf.remaining_mut());
-    if text <= HEAD_TEXT && e.module.len() <= TAIL_TEXT {
+    let start_room = buf.remaining_mut();
+    let spare = buf.chunk_mut();
+    if spare.len() >= total {
+        let mut o = Spare { n: 0, b: spare };
+        put_event_head(e, body_len, &mut o);
+        o.slice(e.payload);
+        put_event_tail(e, &mut o);
+        let n = o.n;
+        debug_assert_eq!(n, total);
+        // SAFETY: `Spare` wrote (initialised) exactly the first `n` bytes of
+        // `chunk_mut()` (its writes are bounds-checked against that chunk),
+        // and nothing touched `buf` in between.
+        unsafe { buf.advance_mut(n) };
+    } else {
+        encode_event_entry_slow(e, body_len, buf);
+    }
+    #[cfg(debug_assertions)]
+    debug_assert_eq!(start_room - buf.remaining_mut(), total);
+}
+
+/// [`encode_event_entry`] when `buf` lacks the contiguous room: via the
+/// stack, or field by field for oversized text.
+#[cold]
+#[inline(never)]
+fn encode_event_entry_slow(e: &EventFields<'_>, body_len: usize, buf: &mut impl BufMut) {
+    if e.uuid.len() + e.src_ip.len() + e.dst_ip.len() + e.pname.len() <= HEAD_TEXT
+        && e.module.len() <= TAIL_TEXT
+    {
         let mut head = Stack::<{ HEAD_TEXT + HEAD_FIXED }>::new();
         put_event_head(e, body_len, &mut head);
         buf.put_slice(head.bytes());
@@ -264,8 +329,6 @@ pub fn encode_event_entry(e: &EventFields<'_>, buf: &mut impl BufMut) {
         o.slice(e.payload);
         put_event_tail(e, &mut o);
     }
-    #[cfg(debug_assertions)]
-    debug_assert_eq!(start_room - buf.remaining_mut(), want);
 }
 
 /// Length of the `seq` prefix (0 for seq 0).
@@ -332,4 +395,105 @@ pub fn batch_item_len(entry_len: usize) -> usize {
 /// Writes the `LogBatch.entries` key and length; the entry bytes follow.
 pub fn encode_batch_item_header(entry_len: usize, buf: &mut impl BufMut) {
     Direct(buf).len_header(1, entry_len);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+    use rcapture_proto::{Event, LogEntry, LogType, log_entry::Payload};
+
+    fn prost_entry(e: &EventFields<'_>) -> Vec<u8> {
+        LogEntry {
+            log_type: LogType::Event as i32,
+            payload: Some(Payload::EventPayload(Event {
+                timestamp: e.timestamp,
+                uuid: e.uuid.to_owned(),
+                src_ip: e.src_ip.to_owned(),
+                src_port: e.src_port,
+                dst_ip: e.dst_ip.to_owned(),
+                dst_port: e.dst_port,
+                pid: e.pid,
+                pname: e.pname.to_owned(),
+                r#type: e.r#type,
+                length: e.length(),
+                payload: e.payload.to_vec(),
+                tid: e.tid,
+                uid: e.uid,
+                module: e.module.to_owned(),
+                fd: e.fd,
+                truncated: e.truncated,
+            })),
+            seq: 0,
+        }
+        .encode_to_vec()
+    }
+
+    /// Every write path (spare capacity, stack, direct) gives prost's bytes.
+    #[test]
+    fn every_path_matches_prost() {
+        let long = "u".repeat(HEAD_TEXT + 1);
+        let long_module = "m".repeat(TAIL_TEXT + 1);
+        let big = vec![7u8; 20_000];
+        let base = EventFields {
+            timestamp: 1_764_000_000_123_456_789,
+            uuid: "sock:1_2_curl_5_1_10.0.0.1:1-10.0.0.2:443_7",
+            src_ip: "10.0.0.1",
+            src_port: 1,
+            dst_ip: "10.0.0.2",
+            dst_port: 443,
+            pid: 1,
+            pname: "curl",
+            r#type: 1,
+            payload: b"GET / HTTP/1.1\r\n",
+            tid: 2,
+            uid: 1000,
+            module: "tls",
+            fd: 5,
+            truncated: 0,
+        };
+        let cases = [
+            base,
+            EventFields::default(),
+            EventFields {
+                timestamp: i64::MIN,
+                pid: -1,
+                src_port: u32::MAX,
+                dst_port: 0x3fff,
+                r#type: 0x4000,
+                tid: 0x7f,
+                uid: 0x80,
+                fd: u32::MAX,
+                truncated: u32::MAX,
+                payload: &big,
+                ..base
+            },
+            EventFields {
+                uuid: &long,
+                ..base
+            },
+            EventFields {
+                module: &long_module,
+                payload: &[],
+                ..base
+            },
+        ];
+        for e in &cases {
+            let want = prost_entry(e);
+            assert_eq!(event_entry_len(e), want.len());
+            let mut reserved = Vec::with_capacity(event_entry_len(e));
+            encode_event_entry(e, &mut reserved);
+            assert_eq!(reserved, want);
+            let mut unreserved = Vec::new();
+            encode_event_entry(e, &mut unreserved);
+            assert_eq!(unreserved, want);
+            let mut appended = vec![9u8; 3];
+            appended.reserve_exact(want.len() - 1);
+            encode_event_entry(e, &mut appended);
+            assert_eq!(appended[3..], want[..]);
+            let mut slice = vec![0u8; want.len()];
+            encode_event_entry(e, &mut &mut slice[..]);
+            assert_eq!(slice, want);
+        }
+    }
 }

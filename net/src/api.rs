@@ -3,6 +3,8 @@
 
 use crate::config::CaptureConfig;
 use crate::control::Control;
+use crate::eventfile::EventFile;
+use crate::forward::{ForwardConfig, ForwardStats, Forwarder};
 use crate::http::{Request, envelope};
 use crate::metrics::{MetricsView, ServerMetrics};
 use serde_json::{Value, json};
@@ -43,6 +45,9 @@ pub struct ApiContext<'a> {
     pub connections: usize,
     pub ws_clients: &'a [(String, u64)],
     pub publish_dropped: u64,
+    /// The forwarder in use (replaced by `POST /config` `event_forward`).
+    pub forwarder: &'a mut Option<Forwarder>,
+    pub event_file: Option<&'a EventFile>,
 }
 
 impl std::fmt::Debug for ApiContext<'_> {
@@ -79,7 +84,7 @@ pub fn route(req: &Request, ctx: &mut ApiContext<'_>) -> ApiResponse {
     };
     match path {
         "/config" => match method {
-            "GET" => ApiResponse::json(200, 0, "", "ok", ctx.config.to_json()),
+            "GET" => ApiResponse::json(200, 0, "", "ok", config_json(ctx)),
             "POST" => update_config(req, ctx, ""),
             _ => allow("GET, POST"),
         },
@@ -90,11 +95,15 @@ pub fn route(req: &Request, ctx: &mut ApiContext<'_>) -> ApiResponse {
         "/metrics" => match method {
             "GET" => {
                 let capture = ctx.control.counters();
+                let forward = ctx.forwarder.as_ref().map(Forwarder::stats);
+                let event_file = ctx.event_file.map(EventFile::stats);
                 let text = ctx.metrics.render(&MetricsView {
                     capture: &capture,
                     connections: ctx.connections,
                     ws_clients: ctx.ws_clients,
                     publish_dropped: ctx.publish_dropped,
+                    forward: forward.as_ref(),
+                    event_file: event_file.as_ref(),
                 });
                 ApiResponse {
                     status: 200,
@@ -124,9 +133,21 @@ pub fn route(req: &Request, ctx: &mut ApiContext<'_>) -> ApiResponse {
 }
 
 fn update_config(req: &Request, ctx: &mut ApiContext<'_>, module: &str) -> ApiResponse {
+    let fail = |e: crate::config::ConfigError| {
+        ApiResponse::json(400, e.code(), module, &e.to_string(), Value::Null)
+    };
     let next = match ctx.config.patched(&req.body) {
         Ok(n) => n,
-        Err(e) => return ApiResponse::json(400, e.code(), module, &e.to_string(), Value::Null),
+        Err(e) => return fail(e),
+    };
+    // `patched` accepted the body, so it is a JSON object.
+    let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+    let forward = match body.get("event_forward") {
+        Some(v) => match ForwardConfig::patched(ctx.forwarder.as_ref().map(Forwarder::config), v) {
+            Ok(f) => Some(f),
+            Err(e) => return fail(e),
+        },
+        None => None,
     };
     if next.live != ctx.config.live
         && let Err(e) = ctx.control.apply(next.live)
@@ -140,7 +161,50 @@ fn update_config(req: &Request, ctx: &mut ApiContext<'_>, module: &str) -> ApiRe
         );
     }
     *ctx.config = next;
-    ApiResponse::json(200, 0, module, "ok", ctx.config.to_json())
+    if let Some(wanted) = forward
+        && wanted.as_ref() != ctx.forwarder.as_ref().map(Forwarder::config)
+    {
+        if let Some(old) = ctx.forwarder.take() {
+            // Flush what the old setup holds, briefly: the loop waits meanwhile.
+            old.shutdown(std::time::Duration::from_millis(500));
+        }
+        if let Some(cfg) = wanted {
+            match Forwarder::start(cfg) {
+                Ok(f) => *ctx.forwarder = Some(f),
+                Err(e) => {
+                    return ApiResponse::json(
+                        500,
+                        2,
+                        module,
+                        &format!("starting the forwarder failed: {e}"),
+                        Value::Null,
+                    );
+                }
+            }
+        }
+    }
+    ApiResponse::json(200, 0, module, "ok", config_json(ctx))
+}
+
+fn config_json(ctx: &ApiContext<'_>) -> Value {
+    let mut v = ctx.config.to_json();
+    v["event_forward"] = ForwardConfig::to_json(ctx.forwarder.as_ref().map(Forwarder::config));
+    v
+}
+
+fn forward_json(s: &ForwardStats) -> Value {
+    json!({
+        "sent_events": s.sent_events,
+        "sent_batches": s.sent_batches,
+        "failed_batches": s.failed_batches,
+        "failed_events": s.failed_events,
+        "retries": s.retries,
+        "dropped_events": s.dropped_events,
+        "skipped_events": s.skipped_events,
+        "malformed_requests": s.malformed_requests,
+        "queue_bytes": s.queue_bytes,
+        "last_error": s.last_error,
+    })
 }
 
 fn status(ctx: &ApiContext<'_>) -> Value {
@@ -161,7 +225,12 @@ fn status(ctx: &ApiContext<'_>) -> Value {
             "ws_sent": ctx.metrics.ws_sent,
             "ws_dropped": ws_dropped,
             "server_queue_dropped": ctx.publish_dropped,
-            "forward": Value::Null,
+            "forward": ctx.forwarder.as_ref().map_or(Value::Null, |f| forward_json(&f.stats())),
+            "event_file": ctx.event_file.map_or(Value::Null, |f| {
+                let s = f.stats();
+                json!({"written_events": s.written_events, "dropped_events": s.dropped_events,
+                       "bytes": s.bytes, "files_rotated": s.files_rotated, "last_error": s.last_error})
+            }),
         },
     })
 }

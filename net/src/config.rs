@@ -134,15 +134,11 @@ impl CaptureConfig {
                     }
                 }
                 "event_forward" => {
+                    // Validated and applied by the forwarding setup (see api.rs).
                     if !v.is_object() {
                         return Err(ConfigError::Decode(format!(
                             "event_forward must be an object, got {v}"
                         )));
-                    }
-                    if v.get("enabled").and_then(Value::as_bool).unwrap_or(false) {
-                        return Err(ConfigError::Check(
-                            "event_forward: forwarding to collectors is not available in this build".into(),
-                        ));
                     }
                 }
                 other => {

@@ -15,7 +15,7 @@ use std::time::Instant;
 /// Largest per-message header: frame header + `seq` prefix.
 const ITEM_HDR: usize = ws::MAX_HEADER + encode::MAX_SEQ_PREFIX;
 /// Items written per `writev`.
-const IOV_ITEMS: usize = 64;
+const IOV_ITEMS: usize = 256;
 
 /// One queued event entry: a shared batch, the entry, and this client's header.
 #[derive(Debug)]
@@ -168,11 +168,20 @@ impl WsStream {
         self.queue.len()
     }
 
-    /// Drops everything queued (closing).
-    pub fn clear(&mut self) {
-        self.queue.clear();
-        self.queue_bytes = 0;
-        self.partial = 0;
+    /// Drops everything queued (closing) except a frame already partly
+    /// written, which must be finished before any other frame (a close) can
+    /// follow on the wire. The dropped entries are counted; returns how many.
+    pub fn clear(&mut self) -> u64 {
+        let keep = usize::from(self.partial > 0);
+        let mut n = 0;
+        while self.queue.len() > keep {
+            if let Some(item) = self.queue.pop_back() {
+                self.queue_bytes -= item.len();
+                n += 1;
+            }
+        }
+        self.dropped += n;
+        n
     }
 
     fn write_items(&mut self, sock: &mut TcpStream) -> io::Result<usize> {

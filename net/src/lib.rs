@@ -17,6 +17,7 @@ pub mod config;
 pub mod conn;
 pub mod control;
 pub mod entry;
+pub mod eventfile;
 pub mod filter;
 pub mod forward;
 pub mod http;

@@ -35,13 +35,13 @@ impl ServerMetrics {
     /// Counts one event handed over by a worker; `latency_s` from capture to now.
     pub fn event(&mut self, m: &EntryMeta, latency_s: f64) {
         self.received += 1;
-        let per_module = self.events.len();
-        match self.events.get_mut(&(m.module, m.pid)) {
-            Some(n) => *n += 1,
-            None if per_module < MAX_PID_LABELS * Module::ALL.len() => {
-                self.events.insert((m.module, m.pid), 1);
-            }
-            None => *self.other.entry(m.module).or_default() += 1,
+        let key = (m.module, m.pid);
+        if let Some(n) = self.events.get_mut(&key) {
+            *n += 1;
+        } else if self.events.keys().filter(|(k, _)| *k == m.module).count() < MAX_PID_LABELS {
+            self.events.insert(key, 1);
+        } else {
+            *self.other.entry(m.module).or_default() += 1;
         }
         *self.payload_bytes.entry(m.module).or_default() += u64::from(m.payload_len);
         let i = LATENCY_BUCKETS
@@ -254,4 +254,6 @@ pub struct MetricsView<'a> {
     /// (client id, dropped) of each connected WebSocket client.
     pub ws_clients: &'a [(String, u64)],
     pub publish_dropped: u64,
+    pub forward: Option<&'a crate::forward::ForwardStats>,
+    pub event_file: Option<&'a crate::eventfile::EventFileStats>,
 }

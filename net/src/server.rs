@@ -5,7 +5,9 @@ use crate::api::{self, ApiContext, ApiResponse};
 use crate::config::{CaptureConfig, StartSettings};
 use crate::conn::{Conn, Enqueue, Flush, QueueLimits, WsStream};
 use crate::control::{Control, LiveSettings};
+use crate::eventfile::{EventFile, EventFileConfig};
 use crate::filter::{ClientFilter, parse_subscribe};
+use crate::forward::{ForwardConfig, Forwarder};
 use crate::http::{self, Parsed, Request, RequestLimits, parse_request};
 use crate::metrics::ServerMetrics;
 use crate::publish::{Batch, BatchPoolConfig, PublishStats, Publisher, Wake};
@@ -65,7 +67,9 @@ impl Default for Limits {
 /// How the server is set up.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    pub listen: SocketAddr,
+    /// The API and stream address; `None` runs the loop for the other
+    /// consumers (forwarder, event file) without a listener.
+    pub listen: Option<SocketAddr>,
     pub ecaptureq: Option<SocketAddr>,
     pub heartbeat: Duration,
     pub auth_token: Option<String>,
@@ -73,6 +77,10 @@ pub struct ServerConfig {
     pub pool: BatchPoolConfig,
     pub start: StartSettings,
     pub initial: LiveSettings,
+    /// Forwarding to a collector at start (changeable by `POST /config`).
+    pub forward: Option<ForwardConfig>,
+    /// Every event also written to a file.
+    pub event_file: Option<EventFileConfig>,
 }
 
 /// Stops a running server from another thread.
@@ -104,7 +112,7 @@ struct Bucket {
 /// The event server.
 pub struct Server {
     poll: Poll,
-    listener: TcpListener,
+    listener: Option<TcpListener>,
     ecaptureq: Option<TcpListener>,
     conns: Vec<Option<Conn>>,
     open: usize,
@@ -122,6 +130,8 @@ pub struct Server {
     handle: ServerHandle,
     /// Entries written to WebSocket clients that have since disconnected.
     closed_sent: u64,
+    forwarder: Option<Forwarder>,
+    event_file: Option<EventFile>,
 }
 
 impl std::fmt::Debug for Server {
@@ -149,9 +159,15 @@ impl Server {
         workers: usize,
     ) -> io::Result<(Server, Vec<Publisher>)> {
         let poll = Poll::new()?;
-        let mut listener = bind(cfg.listen)?;
-        poll.registry()
-            .register(&mut listener, LISTEN, Interest::READABLE)?;
+        let listener = match cfg.listen {
+            Some(a) => {
+                let mut l = bind(a)?;
+                poll.registry()
+                    .register(&mut l, LISTEN, Interest::READABLE)?;
+                Some(l)
+            }
+            None => None,
+        };
         let ecaptureq = match cfg.ecaptureq {
             Some(a) => {
                 let mut l = bind(a)?;
@@ -185,6 +201,22 @@ impl Server {
                 cfg.pool,
             ));
         }
+        let forwarder = match cfg.forward.clone() {
+            Some(f) => Some(
+                Forwarder::start(f)
+                    .map_err(|e| io::Error::other(format!("starting the forwarder: {e}")))?,
+            ),
+            None => None,
+        };
+        let event_file = match cfg.event_file.clone() {
+            Some(f) => {
+                let path = f.path.clone();
+                Some(EventFile::start(f).map_err(|e| {
+                    io::Error::new(e.kind(), format!("event file {}: {e}", path.display()))
+                })?)
+            }
+            None => None,
+        };
         let config = CaptureConfig {
             live: cfg.initial,
             start: cfg.start.clone(),
@@ -213,14 +245,16 @@ impl Server {
                 started: Instant::now(),
                 handle,
                 closed_sent: 0,
+                forwarder,
+                event_file,
             },
             publishers,
         ))
     }
 
     /// The address the API and stream listen on (the real port with port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or(self.cfg.listen)
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The `--ecaptureq` address, if any.
@@ -280,6 +314,30 @@ impl Server {
             }
             self.close(i);
         }
+        if let Some(f) = self.forwarder.take() {
+            let s = f.shutdown(Duration::from_secs(5));
+            eprintln!(
+                "rcapture: forwarded {} events in {} batches; {} failed batches ({} events), {} retries, {} events dropped{}",
+                s.sent_events,
+                s.sent_batches,
+                s.failed_batches,
+                s.failed_events,
+                s.retries,
+                s.dropped_events,
+                s.last_error
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default()
+            );
+        }
+        if let Some(f) = self.event_file.take() {
+            match f.shutdown() {
+                Ok(s) => eprintln!(
+                    "rcapture: event file: {} events written ({} bytes, {} rotations), {} dropped",
+                    s.written_events, s.bytes, s.files_rotated, s.dropped_events
+                ),
+                Err(e) => eprintln!("rcapture: event file: closing failed: {e}"),
+            }
+        }
         Ok(())
     }
 
@@ -291,7 +349,10 @@ impl Server {
                     None => return,
                 }
             } else {
-                &self.listener
+                match self.listener.as_ref() {
+                    Some(l) => l,
+                    None => return,
+                }
             };
             let (mut sock, peer) = match l.accept() {
                 Ok(x) => x,
@@ -566,6 +627,8 @@ impl Server {
             connections: self.open,
             ws_clients: &ws_clients,
             publish_dropped: self.publish.dropped.load(Ordering::Relaxed),
+            forwarder: &mut self.forwarder,
+            event_file: self.event_file.as_ref(),
         };
         api::route(req, &mut ctx)
     }
@@ -634,7 +697,7 @@ impl Server {
                 Ok(Some(x)) => x,
                 Ok(None) => return,
                 Err(e) => {
-                    w.clear();
+                    self.metrics.ws_dropped += w.clear();
                     ws::push_close(&mut c.staged.buf, e.code, &e.reason);
                     c.close_after_flush = true;
                     c.hard_deadline = Some(Instant::now() + Duration::from_secs(2));
@@ -654,7 +717,7 @@ impl Server {
                         Some(b) => u16::from_be_bytes([b[0], b[1]]),
                         None => ws::CLOSE_NORMAL,
                     };
-                    w.clear();
+                    self.metrics.ws_dropped += w.clear();
                     ws::push_close(&mut c.staged.buf, code, "");
                     c.close_after_flush = true;
                     c.hard_deadline = Some(Instant::now() + Duration::from_secs(2));
@@ -680,9 +743,10 @@ impl Server {
             let Some((op, compressed, payload)) = message else {
                 continue;
             };
-            let fail = |c: &mut Conn, code: u16, reason: &str| {
+            let metrics = &mut self.metrics;
+            let mut fail = |c: &mut Conn, code: u16, reason: &str| {
                 if let Some(w) = c.ws.as_mut() {
-                    w.clear();
+                    metrics.ws_dropped += w.clear();
                 }
                 ws::push_close(&mut c.staged.buf, code, reason);
                 c.close_after_flush = true;
@@ -748,6 +812,12 @@ impl Server {
             }
             let slot = self.store(batch);
             let rc = Arc::clone(&self.slots[slot]);
+            if let Some(f) = &self.forwarder {
+                f.offer(&rc);
+            }
+            if let Some(f) = &self.event_file {
+                f.offer(&rc);
+            }
             for ci in 0..self.conns.len() {
                 let Some(c) = self.conns[ci].as_mut() else {
                     continue;
@@ -828,7 +898,7 @@ impl Server {
                         .is_some_and(|t| now.duration_since(t) >= limits.stuck_deadline)
                         && !c.close_after_flush
                     {
-                        w.clear();
+                        self.metrics.ws_dropped += w.clear();
                         ws::push_close(
                             &mut c.staged.buf,
                             ws::CLOSE_POLICY,
@@ -879,11 +949,14 @@ fn push_heartbeat(out: &mut Vec<u8>, w: &mut WsStream) {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    let msg = format!("heartbeat:{}", w.heartbeats);
-    let len = encode::heartbeat_entry_len(secs, w.heartbeats, &msg);
+    let mut msg = rcapture_core::textbuf::TextBuf::<32>::new();
+    // "heartbeat:" and an i64 always fit in 32 bytes.
+    let _ = std::fmt::Write::write_fmt(&mut msg, format_args!("heartbeat:{}", w.heartbeats));
+    let msg = msg.as_str();
+    let len = encode::heartbeat_entry_len(secs, w.heartbeats, msg);
     let mut h = [0u8; ws::MAX_HEADER];
     let n = ws::frame_header(ws::OP_BINARY, false, len, &mut h);
     out.extend_from_slice(&h[..n]);
-    encode::encode_heartbeat_entry(secs, w.heartbeats, &msg, out);
+    encode::encode_heartbeat_entry(secs, w.heartbeats, msg, out);
     w.heartbeats += 1;
 }

@@ -1,6 +1,7 @@
 //! Forwarding configuration (WIRE.md §4 `event_forward`, §5): raw JSON or CLI
 //! flags → a validated [`ForwardConfig`], with an error naming each bad field.
 
+use super::retry::RetryPolicy;
 use crate::config::ConfigError;
 use rcapture_core::event::Module;
 use serde_json::{Map, Value, json};
@@ -135,6 +136,10 @@ pub struct ForwardConfig {
     pub ca_file: Option<PathBuf>,
     /// Bytes of encoded batches waiting to be sent before the oldest are dropped.
     pub queue_bytes: usize,
+    /// Backoff between delivery attempts.
+    pub retry: RetryPolicy,
+    /// Connect, read and write timeout of the collector connection.
+    pub io_timeout: Duration,
 }
 
 /// Largest batch_size accepted.
@@ -154,6 +159,8 @@ impl ForwardConfig {
             protocols: Vec::new(),
             ca_file: None,
             queue_bytes: 64 << 20,
+            retry: RetryPolicy::default(),
+            io_timeout: Duration::from_secs(10),
         }
     }
 

@@ -1,3 +1,185 @@
 //! Forwarding of events to collectors (WIRE.md §5).
+//!
+//! The event loop [`offer`](Forwarder::offer)s every batch it receives; the
+//! forwarder never makes it wait. Two threads do the work:
+//!
+//! ```text
+//! loop ──offer (bounded, full = dropped)──► batcher ──SendQueue (bytes-bounded,
+//!                                           order, seq,   oldest pushed out)──► sender ──► collector
+//!                                           encode, gzip                          retries, keep-alive
+//! ```
+//!
+//! Every event is accounted for in [`ForwardStats`].
 
+mod batcher;
+pub mod client;
 pub mod config;
+pub mod gzip;
+pub mod proxy;
+mod queue;
+pub mod response;
+pub mod retry;
+mod sender;
+mod stats;
+pub mod tls;
+
+pub use config::{CollectorUrl, ForwardConfig, ForwardFormat};
+pub use stats::ForwardStats;
+
+use crate::publish::Batch;
+use batcher::{Batcher, wants};
+use client::{Canceller, HttpClient};
+use queue::SendQueue;
+use sender::Sender;
+use stats::Counters;
+use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, TrySendError, channel, sync_channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Loop batches the batcher may hold before `offer` drops.
+const INTAKE_BATCHES: usize = 256;
+
+/// A running forwarder: its batcher and sender threads.
+pub struct Forwarder {
+    cfg: ForwardConfig,
+    intake: Option<SyncSender<Arc<Batch>>>,
+    counters: Arc<Counters>,
+    queue: Arc<SendQueue>,
+    batcher: Option<JoinHandle<()>>,
+    sender: Option<JoinHandle<()>>,
+    canceller: Canceller,
+}
+
+impl std::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder")
+            .field("url", &self.cfg.url.raw)
+            .field("format", &self.cfg.format)
+            .finish()
+    }
+}
+
+impl Forwarder {
+    /// Starts the threads (the connection opens with the first request).
+    /// Fails on a TLS setup error (`ca_file`, no system roots) or when a
+    /// thread cannot be started.
+    pub fn start(cfg: ForwardConfig) -> Result<Forwarder, String> {
+        let tls = if cfg.url.tls {
+            Some(tls::client_config(cfg.ca_file.as_deref())?)
+        } else {
+            None
+        };
+        let counters = Arc::new(Counters::default());
+        let queue = Arc::new(SendQueue::new(cfg.queue_bytes, Arc::clone(&counters)));
+        let (intake_tx, intake_rx) = sync_channel(INTAKE_BATCHES);
+        let (recycle_tx, recycle_rx) = channel();
+        let client = HttpClient::new(&cfg.url, tls, cfg.io_timeout);
+        let canceller = client.canceller();
+        let batcher = Batcher::new(
+            cfg.clone(),
+            intake_rx,
+            Arc::clone(&queue),
+            Arc::clone(&counters),
+            recycle_rx,
+        );
+        let sender = Sender::new(
+            cfg.clone(),
+            client,
+            Arc::clone(&queue),
+            Arc::clone(&counters),
+            recycle_tx,
+        );
+        let sender = std::thread::Builder::new()
+            .name("rcapture-fwd-send".into())
+            .spawn(move || sender.run())
+            .map_err(|e| format!("cannot start the forwarder's sender thread: {e}"))?;
+        let batcher = match std::thread::Builder::new()
+            .name("rcapture-fwd-batch".into())
+            .spawn(move || batcher.run())
+        {
+            Ok(b) => b,
+            Err(e) => {
+                queue.abort();
+                let _ = sender.join();
+                return Err(format!("cannot start the forwarder's batcher thread: {e}"));
+            }
+        };
+        Ok(Forwarder {
+            cfg,
+            intake: Some(intake_tx),
+            counters,
+            queue,
+            batcher: Some(batcher),
+            sender: Some(sender),
+            canceller,
+        })
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &ForwardConfig {
+        &self.cfg
+    }
+
+    /// Hands a batch to the forwarder without waiting: when its intake is
+    /// full, the entries it would have taken are counted as dropped.
+    pub fn offer(&self, batch: &Arc<Batch>) {
+        let n = batch.entries.iter().filter(|m| wants(&self.cfg, m)).count() as u64;
+        if n == 0 {
+            return;
+        }
+        let Some(tx) = &self.intake else { return };
+        match tx.try_send(Arc::clone(batch)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                Counters::add(&self.counters.dropped_events, n);
+            }
+        }
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> ForwardStats {
+        self.counters.snapshot()
+    }
+
+    /// Flushes the pending events into a last batch and waits up to `wait`
+    /// for the queue to be delivered; what is still queued (or in flight)
+    /// then is dropped and counted.
+    pub fn shutdown(mut self, wait: Duration) -> ForwardStats {
+        self.stop(wait);
+        self.counters.snapshot()
+    }
+
+    fn stop(&mut self, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        // Closing the intake makes the batcher flush and close the queue.
+        self.intake = None;
+        if let Some(b) = self.batcher.take() {
+            let _ = b.join();
+        }
+        if let Some(s) = self.sender.take() {
+            while !s.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if !s.is_finished() {
+                self.abort_queue();
+                self.canceller.cancel();
+            }
+            let _ = s.join();
+        }
+        self.abort_queue();
+    }
+
+    fn abort_queue(&self) {
+        for o in self.queue.abort() {
+            Counters::add(&self.counters.dropped_events, o.events);
+        }
+    }
+}
+
+impl Drop for Forwarder {
+    /// Stops without waiting for delivery (use [`Forwarder::shutdown`] to wait).
+    fn drop(&mut self) {
+        self.stop(Duration::ZERO);
+    }
+}

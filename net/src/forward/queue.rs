@@ -1,0 +1,170 @@
+//! The bounded queue of encoded requests between the batcher and the
+//! sender: when adding a request would pass the byte limit, the oldest
+//! requests are pushed out (and handed back to be counted and recycled).
+
+use super::stats::Counters;
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+/// One encoded request body and the events it carries.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub body: Vec<u8>,
+    pub events: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    q: VecDeque<Outgoing>,
+    bytes: usize,
+    /// No more requests will be pushed: the sender stops once the queue is empty.
+    closed: bool,
+    /// Stop now (shutdown deadline passed).
+    aborted: bool,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct SendQueue {
+    inner: Mutex<Inner>,
+    cv: Condvar,
+    limit: usize,
+    counters: Arc<Counters>,
+}
+
+impl SendQueue {
+    pub fn new(limit: usize, counters: Arc<Counters>) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            cv: Condvar::new(),
+            limit,
+            counters,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn publish_bytes(&self, g: &Inner) {
+        self.counters.queue_bytes.store(g.bytes as u64, Relaxed);
+    }
+
+    /// Appends a request; requests pushed out to make room (oldest first)
+    /// are appended to `evicted`. A request larger than the whole limit is
+    /// still taken when the queue is empty, so memory stays within the limit
+    /// plus one request.
+    pub fn push(&self, o: Outgoing, evicted: &mut Vec<Outgoing>) {
+        let mut g = self.lock();
+        while g.bytes + o.body.len() > self.limit {
+            let Some(old) = g.q.pop_front() else { break };
+            g.bytes -= old.body.len();
+            evicted.push(old);
+        }
+        g.bytes += o.body.len();
+        g.q.push_back(o);
+        self.publish_bytes(&g);
+        drop(g);
+        self.cv.notify_all();
+    }
+
+    /// Puts a request that is to be retried back at the head (it is again
+    /// the oldest, and the first to be pushed out).
+    pub fn requeue(&self, o: Outgoing) {
+        let mut g = self.lock();
+        g.bytes += o.body.len();
+        g.q.push_front(o);
+        self.publish_bytes(&g);
+    }
+
+    /// The oldest request, waiting for one; `None` once closed and empty,
+    /// or aborted.
+    pub fn pop(&self) -> Option<Outgoing> {
+        let mut g = self.lock();
+        loop {
+            if g.aborted {
+                return None;
+            }
+            if let Some(o) = g.q.pop_front() {
+                g.bytes -= o.body.len();
+                self.publish_bytes(&g);
+                return Some(o);
+            }
+            if g.closed {
+                return None;
+            }
+            g = self.cv.wait(g).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Sleeps until `until` (a retry's backoff); returns false if aborted.
+    pub fn wait_until(&self, until: Instant) -> bool {
+        let mut g = self.lock();
+        loop {
+            if g.aborted {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return true;
+            }
+            g = self
+                .cv
+                .wait_timeout(g, until - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// No more pushes; the sender drains what is queued and stops.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.cv.notify_all();
+    }
+
+    pub fn is_aborted(&self) -> bool {
+        self.lock().aborted
+    }
+
+    /// Stops the sender and hands back everything still queued.
+    pub fn abort(&self) -> Vec<Outgoing> {
+        let mut g = self.lock();
+        g.aborted = true;
+        g.bytes = 0;
+        let rest = g.q.drain(..).collect();
+        self.publish_bytes(&g);
+        drop(g);
+        self.cv.notify_all();
+        rest
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oldest_are_pushed_out() {
+        let q = SendQueue::new(10, Arc::default());
+        let mut ev = Vec::new();
+        for (i, n) in [4usize, 4, 4, 20, 1].into_iter().enumerate() {
+            q.push(
+                Outgoing {
+                    body: vec![0; n],
+                    events: i as u64,
+                },
+                &mut ev,
+            );
+        }
+        // 4+4 fit; the third pushes out the first; 20 pushes out all; 1 pushes out 20.
+        assert_eq!(
+            ev.iter().map(|o| o.events).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
+        q.close();
+        assert_eq!(q.pop().map(|o| o.events), Some(4));
+        assert!(q.pop().is_none());
+    }
+}

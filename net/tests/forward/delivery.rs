@@ -1,0 +1,297 @@
+//! Delivery: retries (503, Retry-After), refusals (400), a collector that is
+//! down and comes back (bounded memory, exact drop count), https with a CA
+//! file, shutdown flushing, and `offer` never blocking.
+
+use crate::config;
+use crate::support::{Collector, TempDir, batch, body, event, free_port, make_certs, wait_for};
+use prost::Message;
+use rcapture_net::forward::{ForwardFormat, Forwarder};
+use std::time::{Duration, Instant};
+
+fn uuids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// Events in a protobuf body (not gzip'd).
+fn events_in(rec: &serde_json::Value) -> usize {
+    rcapture_proto::LogBatch::decode(&body(rec)[..])
+        .expect("a LogBatch")
+        .entries
+        .len()
+}
+
+#[test]
+fn retries_503_honouring_retry_after() {
+    let dir = TempDir::new("retry");
+    let c = Collector::start(&dir, "c", &["--fail", "3", "--retry-after", "1"]);
+    let mut cfg = config(
+        &format!("http://127.0.0.1:{}/", c.port),
+        ForwardFormat::Protobuf,
+    );
+    cfg.batch_size = 5;
+    cfg.retry.max = Duration::from_secs(5);
+    let f = Forwarder::start(cfg).expect("start");
+    let ids = uuids("r", 5);
+    let evs: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, u)| event(i as i64, u, "tls", b"x"))
+        .collect();
+    f.offer(&batch(&evs));
+    assert!(wait_for(Duration::from_secs(15), || f.stats().sent_events == 5));
+    let stats = f.shutdown(Duration::from_secs(1));
+    let recs = c.records();
+    let statuses: Vec<u64> = recs.iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [503, 503, 503, 200]);
+    assert!(
+        recs.iter().all(|r| r["body"] == recs[0]["body"]),
+        "the same batch is re-sent"
+    );
+    for w in recs.windows(2) {
+        let gap = w[1]["t"].as_f64().unwrap() - w[0]["t"].as_f64().unwrap();
+        assert!(gap >= 0.9, "Retry-After: 1 is honoured (gap {gap:.3}s)");
+    }
+    assert_eq!(
+        (
+            stats.sent_events,
+            stats.sent_batches,
+            stats.retries,
+            stats.dropped_events,
+            stats.failed_batches
+        ),
+        (5, 1, 3, 0, 0),
+        "{stats:?}"
+    );
+    assert!(
+        stats
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("HTTP 503")),
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn client_error_fails_the_batch_without_retry() {
+    let dir = TempDir::new("400");
+    let c = Collector::start(&dir, "c", &["--fail", "1", "--fail-status", "400"]);
+    let mut cfg = config(
+        &format!("http://127.0.0.1:{}/", c.port),
+        ForwardFormat::Protobuf,
+    );
+    cfg.batch_size = 5;
+    let f = Forwarder::start(cfg).expect("start");
+    let ids = uuids("f", 10);
+    let evs: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, u)| event(i as i64, u, "tls", b"x"))
+        .collect();
+    f.offer(&batch(&evs[..5]));
+    assert!(wait_for(Duration::from_secs(5), || f
+        .stats()
+        .failed_batches
+        == 1));
+    f.offer(&batch(&evs[5..]));
+    let stats = f.shutdown(Duration::from_secs(5));
+    assert_eq!(c.records().len(), 2);
+    assert_eq!(
+        (
+            stats.failed_batches,
+            stats.failed_events,
+            stats.sent_events,
+            stats.retries
+        ),
+        (1, 5, 5, 0),
+        "{stats:?}"
+    );
+    assert!(
+        stats
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("HTTP 400")),
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn collector_down_then_back() {
+    let dir = TempDir::new("down");
+    let port = free_port();
+    let limit = 4096;
+    let mut cfg = config(
+        &format!("http://127.0.0.1:{port}/"),
+        ForwardFormat::Protobuf,
+    );
+    cfg.batch_size = 10;
+    cfg.batch_timeout = Duration::from_millis(20);
+    cfg.queue_bytes = limit;
+    let f = Forwarder::start(cfg).expect("start");
+    let t0 = Instant::now();
+    let c = Collector::start(
+        &dir,
+        "c",
+        &["--port", &port.to_string(), "--delay-start", "5"],
+    );
+    let ids = uuids("d", 400);
+    let payload = [b'p'; 100];
+    let mut fed = 0u64;
+    let mut max_queue = 0;
+    // 2.4 s of traffic while the collector is down (for 5 s).
+    for chunk in ids.chunks(10).take(30) {
+        let evs: Vec<_> = chunk
+            .iter()
+            .map(|u| event(fed as i64, u, "tls", &payload))
+            .collect();
+        fed += evs.len() as u64;
+        f.offer(&batch(&evs));
+        std::thread::sleep(Duration::from_millis(80));
+        max_queue = max_queue.max(f.stats().queue_bytes);
+    }
+    let down = f.stats();
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "fed while the collector was down"
+    );
+    assert_eq!(down.sent_events, 0, "{down:?}");
+    assert!(down.retries > 0 && down.dropped_events > 0, "{down:?}");
+    assert!(
+        max_queue <= limit as u64,
+        "queue stays bounded: {max_queue} > {limit}"
+    );
+    assert!(
+        down.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("connect to 127.0.0.1")),
+        "{down:?}"
+    );
+    // The collector comes back: what is queued is delivered, and new events flow.
+    assert!(wait_for(Duration::from_secs(10), || {
+        let s = f.stats();
+        s.sent_events + s.dropped_events == fed
+    }));
+    for chunk in ids.chunks(10).skip(30).take(2) {
+        let evs: Vec<_> = chunk
+            .iter()
+            .map(|u| event(fed as i64, u, "tls", &payload))
+            .collect();
+        fed += evs.len() as u64;
+        f.offer(&batch(&evs));
+    }
+    let stats = f.shutdown(Duration::from_secs(5));
+    let received: usize = c.records().iter().map(events_in).sum();
+    eprintln!(
+        "collector down then back: fed {fed}, received {received}, max queue {max_queue} B, {stats:?}"
+    );
+    assert!(received >= 20, "delivery resumed: {received}");
+    assert_eq!(stats.sent_events, received as u64, "{stats:?}");
+    assert_eq!(stats.dropped_events, fed - received as u64, "{stats:?}");
+    assert_eq!(stats.queue_bytes, 0);
+}
+
+#[test]
+fn https_collector_with_ca_file() {
+    let dir = TempDir::new("tls");
+    let (ca, cert, key) = make_certs(&dir);
+    let c = Collector::start(
+        &dir,
+        "c",
+        &["--tls", cert.to_str().unwrap(), key.to_str().unwrap()],
+    );
+    let url = format!("https://127.0.0.1:{}/tls", c.port);
+    let ids = uuids("t", 6);
+    let evs: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, u)| event(i as i64, u, "tls", b"s"))
+        .collect();
+
+    // Not trusted by the system roots: retried, the error says why, and
+    // the events are counted as dropped at shutdown.
+    let mut cfg = config(&url, ForwardFormat::Protobuf);
+    cfg.batch_size = 3;
+    let f = Forwarder::start(cfg.clone()).expect("start");
+    f.offer(&batch(&evs[..3]));
+    assert!(wait_for(Duration::from_secs(5), || f.stats().retries >= 2));
+    let stats = f.shutdown(Duration::ZERO);
+    assert_eq!(
+        (stats.sent_events, stats.dropped_events),
+        (0, 3),
+        "{stats:?}"
+    );
+    let e = stats.last_error.unwrap_or_default();
+    assert!(
+        e.contains("connect to 127.0.0.1") && e.to_lowercase().contains("certificate"),
+        "{e}"
+    );
+
+    cfg.ca_file = Some(ca);
+    let f = Forwarder::start(cfg).expect("start");
+    f.offer(&batch(&evs));
+    let stats = f.shutdown(Duration::from_secs(5));
+    assert_eq!(
+        (stats.sent_events, stats.sent_batches, stats.retries),
+        (6, 2, 0),
+        "{stats:?}"
+    );
+    let recs = c.records();
+    assert_eq!(recs.iter().map(events_in).sum::<usize>(), 6);
+    assert_eq!(recs[0]["path"], "/tls");
+}
+
+#[test]
+fn shutdown_flushes_the_partial_batch() {
+    let dir = TempDir::new("flush");
+    let c = Collector::start(&dir, "c", &[]);
+    let mut cfg = config(
+        &format!("http://127.0.0.1:{}/", c.port),
+        ForwardFormat::Protobuf,
+    );
+    cfg.batch_timeout = Duration::from_secs(3600);
+    let f = Forwarder::start(cfg).expect("start");
+    let ids = uuids("s", 3);
+    let evs: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, u)| event(i as i64, u, "tls", b"z"))
+        .collect();
+    f.offer(&batch(&evs));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        c.records().is_empty(),
+        "batch_size and timeout not reached yet"
+    );
+    let stats = f.shutdown(Duration::from_secs(5));
+    assert_eq!((stats.sent_events, stats.sent_batches), (3, 1), "{stats:?}");
+    assert_eq!(c.records().iter().map(events_in).sum::<usize>(), 3);
+}
+
+#[test]
+fn offer_never_blocks_and_every_event_is_counted() {
+    let port = free_port(); // nothing listens there
+    let mut cfg = config(
+        &format!("http://127.0.0.1:{port}/"),
+        ForwardFormat::Protobuf,
+    );
+    cfg.batch_size = 50;
+    cfg.queue_bytes = 16 * 1024;
+    let f = Forwarder::start(cfg).expect("start");
+    let ids = uuids("b", 10);
+    let evs: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, u)| event(i as i64, u, "tls", &[7; 200]))
+        .collect();
+    let b = batch(&evs);
+    let t0 = Instant::now();
+    for _ in 0..20_000 {
+        f.offer(&b);
+    }
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(2), "20000 offers took {took:?}");
+    assert!(f.stats().queue_bytes <= 16 * 1024);
+    let stats = f.shutdown(Duration::from_millis(200));
+    assert_eq!(stats.sent_events, 0);
+    assert_eq!(stats.dropped_events, 200_000, "{stats:?}");
+    assert_eq!(stats.queue_bytes, 0);
+}
