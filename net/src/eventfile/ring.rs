@@ -98,7 +98,8 @@ impl FileRing {
         }
     }
 
-    /// Queues and submits the not yet written part of `p`.
+    /// Queues and submits the not yet written part of `p`; an error means
+    /// nothing was queued.
     fn push_write(&mut self, p: &Pending) -> io::Result<()> {
         let rest = &p.buf[p.done..];
         let len = rest.len().min(MAX_WRITE) as u32;
@@ -112,7 +113,10 @@ impl FileRing {
         // completion, and `Drop` waits for that completion too.
         unsafe { self.ring.submission().push(&sqe) }
             .map_err(|_| io::Error::other("io_uring submission queue full"))?;
-        submit(&self.ring, 0)?;
+        // Once queued, the write is in flight as far as the buffer is
+        // concerned: a failed submit here is retried (and reported) by the
+        // wait in `finish`, never answered by handing the buffer back.
+        let _ = submit(&self.ring, 0);
         Ok(())
     }
 
