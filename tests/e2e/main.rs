@@ -4,5 +4,6 @@
 //! `RCAPTURE_REQUIRE_BPF=1` (set by `.ci/run`), which turns a skip into a failure.
 
 mod overflow;
+mod server;
 mod testutil;
 mod tls;

@@ -1,0 +1,234 @@
+//! The HTTP API: `POST /config` reaches `Control::apply` and `GET /config`
+//! shows it, the bearer token guards everything, `/status` shape, and
+//! `/metrics` passes `promtool check metrics`.
+
+use crate::util::{TestEvent, TestServer, config, request, ws_connect};
+use rcapture_net::control::LiveSettings;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+#[test]
+fn post_config_applies_pid_live_and_get_config_reflects_it() {
+    let s = TestServer::start();
+    let r = s.post("/config", r#"{"pid": 4242}"#);
+    assert_eq!((r.status, r.code()), (200, 0), "{r:?}");
+    assert_eq!(r.json()["data"]["pid"], 4242);
+    assert_eq!(
+        *s.control.applied.lock().unwrap(),
+        vec![LiveSettings {
+            pid: Some(4242),
+            uid: None,
+            hex: false
+        }]
+    );
+    let c = s.get("/config");
+    assert_eq!((c.status, c.code()), (200, 0));
+    let d = &c.json()["data"];
+    assert_eq!(
+        (d["pid"].as_u64(), d["uid"].as_u64()),
+        (Some(4242), Some(0))
+    );
+    assert_eq!(d["truncate_size"], 1 << 20);
+    assert_eq!(d["per_cpu_map_size"], 8192);
+    // Upstream module route, partial update: uid added, pid kept.
+    let r = s.post("/tls", r#"{"uid": 1000, "is_hex": true}"#);
+    assert_eq!((r.status, r.code()), (200, 0), "{r:?}");
+    assert_eq!(r.json()["module_type"], "tls");
+    assert_eq!(
+        s.control.applied.lock().unwrap().last(),
+        Some(&LiveSettings {
+            pid: Some(4242),
+            uid: Some(1000),
+            hex: true
+        })
+    );
+    // pid 0 means all processes again.
+    let r = s.post("/config", r#"{"pid": 0}"#);
+    assert_eq!(r.status, 200);
+    assert_eq!(s.control.applied.lock().unwrap().last().unwrap().pid, None);
+    assert_eq!(s.get("/config").json()["data"]["pid"], 0);
+    // What GET shows can be posted back unchanged (no apply needed).
+    let n = s.control.applied.lock().unwrap().len();
+    let shown = s.get("/config").json()["data"].to_string();
+    assert_eq!(s.post("/config", &shown).status, 200);
+    assert_eq!(s.control.applied.lock().unwrap().len(), n);
+}
+
+#[test]
+fn status_reports_modules_and_counters() {
+    let s = TestServer::start();
+    s.control.counters.lock().unwrap().captured = 12;
+    s.control.counters.lock().unwrap().lost_kernel_per_cpu = vec![(0, 3), (1, 4)];
+    let r = s.get("/status");
+    assert_eq!((r.status, r.code()), (200, 0));
+    let d = &r.json()["data"];
+    assert_eq!(d["ready"], true);
+    assert_eq!(d["modules"][0]["name"], "tls");
+    assert_eq!(d["modules"][0]["probes"], 4);
+    assert_eq!(d["counters"]["captured"], 12);
+    assert_eq!(d["counters"]["lost_kernel"], 7);
+    assert_eq!(d["counters"]["ws_clients"], 0);
+    assert!(d["uptime_secs"].is_u64() && d["version"].is_string(), "{d}");
+}
+
+#[test]
+fn auth_token_guards_api_and_stream() {
+    let mut cfg = config();
+    cfg.auth_token = Some("s3cret".into());
+    let s = TestServer::with(cfg);
+    let r = s.get("/status");
+    assert_eq!((r.status, r.code()), (401, 1), "{r:?}");
+    assert_eq!(r.header("WWW-Authenticate"), Some("Bearer"));
+    assert!(r.msg().contains("Authorization: Bearer"), "{}", r.msg());
+    let r = request(
+        s.addr,
+        b"GET /status HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer wrong\r\n\r\n",
+    );
+    assert_eq!((r.status, r.msg().as_str()), (401, "invalid token"));
+    let r = request(
+        s.addr,
+        b"GET /status HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer s3cret\r\n\r\n",
+    );
+    assert_eq!((r.status, r.code()), (200, 0), "{r:?}");
+    // ?token= is for the WebSocket upgrade only.
+    let r = request(
+        s.addr,
+        b"GET /status?token=s3cret HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    assert_eq!(r.status, 401);
+    let r = request(
+        s.addr,
+        b"POST /config HTTP/1.1\r\nHost: t\r\nContent-Length: 12\r\n\r\n{\"pid\": 123}",
+    );
+    assert_eq!(r.status, 401);
+    assert!(s.control.applied.lock().unwrap().is_empty());
+    match ws_connect(s.addr, "/", &[]) {
+        Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
+        other => panic!("upgrade without token: {:?}", other.map(|x| x.1)),
+    }
+    match ws_connect(s.addr, "/?token=nope", &[]) {
+        Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
+        other => panic!("upgrade with a wrong token: {:?}", other.map(|x| x.1)),
+    }
+    let (mut ws, _) = ws_connect(s.addr, "/?token=s3cret&pids=1", &[]).expect("?token= upgrade");
+    let hb = crate::util::next_entry(&mut ws);
+    assert_eq!(hb.log_type, 0);
+    let (mut ws2, _) =
+        ws_connect(s.addr, "/ws", &[("Authorization", "Bearer s3cret")]).expect("bearer upgrade");
+    assert_eq!(crate::util::next_entry(&mut ws2).log_type, 0);
+}
+
+/// Runs `promtool check metrics` on `text`; `None` when promtool is missing.
+pub fn promtool_check(text: &str) -> Option<(bool, String)> {
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            if std::env::var("RCAPTURE_REQUIRE_BPF").as_deref() == Ok("1") {
+                panic!("promtool is needed (RCAPTURE_REQUIRE_BPF=1): {e}");
+            }
+            eprintln!("skipping promtool check - promtool not runnable: {e}");
+            return None;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let msg = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some((out.status.success() && msg.trim().is_empty(), msg))
+}
+
+#[test]
+fn metrics_pass_promtool_with_every_series_populated() {
+    let mut s = TestServer::start();
+    {
+        let mut c = s.control.counters.lock().unwrap();
+        c.captured = 9;
+        c.lost_kernel_per_cpu = vec![(0, 1), (1, 0)];
+        c.truncated_bytes = 100;
+    }
+    let mut ws = crate::util::ws_ready(s.addr, "/?max_rate=1");
+    let evs: Vec<TestEvent> = (0..3).map(TestEvent::tls).collect();
+    s.publish(&evs);
+    assert_eq!(crate::util::next_event(&mut ws).0, 1);
+    s.wait_counters("2 dropped", |c| c["ws_dropped"] == 2);
+    let r = s.get("/metrics");
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("Content-Type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4"),
+        "{r:?}"
+    );
+    let text = r.text();
+    for want in [
+        "ecapture_events_total{module=\"tls\",pid=\"4000\"} 1",
+        "ecapture_payload_bytes_total{module=\"tls\"} ",
+        "ecapture_connections_active 2",
+        "ecapture_websocket_clients 1",
+        "ecapture_captured_events_total 9",
+        "ecapture_kernel_lost_events_total{cpu=\"0\"} 1",
+        "ecapture_truncated_bytes_total 100",
+        "ecapture_websocket_dropped_events_total 2",
+        "ecapture_event_latency_seconds_count 3",
+    ] {
+        assert!(text.contains(want), "{want:?} missing:\n{text}");
+    }
+    let bytes: u64 = evs.iter().map(|e| e.payload.len() as u64).sum();
+    assert!(
+        text.contains(&format!(
+            "ecapture_payload_bytes_total{{module=\"tls\"}} {bytes}\n"
+        )),
+        "{text}"
+    );
+    if let Some((ok, msg)) = promtool_check(&text) {
+        assert!(ok, "promtool check metrics:\n{msg}\n--- input:\n{text}");
+    }
+}
+
+#[test]
+fn many_pids_are_bounded_by_an_other_label() {
+    let mut s = TestServer::start();
+    let evs: Vec<TestEvent> = (0..400)
+        .map(|i| TestEvent::tls(i).with_pid(10_000 + i as i64))
+        .collect();
+    s.publish(&evs);
+    let end = std::time::Instant::now() + crate::util::WAIT;
+    let text = loop {
+        let t = s.get("/metrics").text();
+        if t.contains("ecapture_event_latency_seconds_count 400") {
+            break t;
+        }
+        assert!(std::time::Instant::now() < end, "{t}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let labelled = text
+        .lines()
+        .filter(|l| l.starts_with("ecapture_events_total{"))
+        .count();
+    // At most 32 pids of one module, the rest as pid="other".
+    assert_eq!(labelled, 32 + 1, "{text}");
+    let sum: u64 = text
+        .lines()
+        .filter(|l| l.starts_with("ecapture_events_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(sum, 400, "every event counted once");
+    assert!(text.contains("pid=\"other\""), "{text}");
+    if let Some((ok, msg)) = promtool_check(&text) {
+        assert!(ok, "{msg}");
+    }
+}

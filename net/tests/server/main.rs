@@ -1,0 +1,9 @@
+//! In-process tests of the event server (WIRE.md §3, §4, §6): a real
+//! `rcapture_net::Server` on `127.0.0.1:0`, synthetic events through its
+//! `Publisher`s, and real sockets (raw HTTP, raw and tungstenite WebSocket).
+
+mod api;
+mod fanout;
+mod http_input;
+mod stream;
+mod util;
