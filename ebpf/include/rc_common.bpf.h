@@ -20,7 +20,7 @@
 
 /* Capture limit per call: bytes beyond it are not sent. */
 const volatile __u32 max_payload = 1 << 20;
-/* Ring backlog (bytes) above which an output wakes the consumer. */
+/* Ring backlog (bytes) whose crossing by an output wakes the consumer. */
 const volatile __u32 wakeup_bytes = 64 * 1024;
 
 /* One ring buffer per CPU; user space creates and inserts them. */
@@ -84,10 +84,14 @@ static __always_inline void *rc_ring(void)
 static __always_inline bool rc_output(void *ring, void *rec, __u64 size, __u64 payload_len)
 {
 	struct rc_counters *cnt = rc_counters_get();
-	__u64 flags;
+	__u64 flags, avail;
 
 	if (ring) {
-		flags = bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) >= wakeup_bytes ?
+		/* Wake the consumer only with the record that takes the backlog
+		 * over wakeup_bytes (each forced wakeup is a self-IPI); below it,
+		 * and while it stays above, the consumer's poll timeout drains. */
+		avail = bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA);
+		flags = avail < wakeup_bytes && avail + size >= wakeup_bytes ?
 				BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 		if (bpf_ringbuf_output(ring, rec, size, flags) == 0) {
 			if (cnt)
@@ -223,9 +227,13 @@ static long rc_emit_chunk(__u32 i, struct rc_chunk_loop *lc)
 /*
  * Emits a payload of total_len bytes at user address buf as one or more
  * struct rc_data records (same tid and call_seq, increasing offsets).
+ * cached_tuple, if not NULL, is fd's socket (address cached_sock) already
+ * resolved by the caller; otherwise the socket is looked up from fd.
  */
-static __always_inline void rc_emit_data(__u64 pid_tgid, __u16 kind, __u8 direction, __s32 fd,
-					 __u64 buf, __u32 total_len)
+static __always_inline void rc_emit_data_sock(__u64 pid_tgid, __u16 kind, __u8 direction,
+					      __s32 fd, __u64 cached_sock,
+					      const struct rc_tuple *cached_tuple, __u64 buf,
+					      __u32 total_len)
 {
 	__u32 zero = 0;
 	struct rc_data_scratch *s = bpf_map_lookup_elem(&rc_data_scratch, &zero);
@@ -242,7 +250,12 @@ static __always_inline void rc_emit_data(__u64 pid_tgid, __u16 kind, __u8 direct
 	s->rec._pad[0] = 0;
 	s->rec._pad[1] = 0;
 	s->rec._pad[2] = 0;
-	s->rec.sock = rc_sock_of_fd(fd, &s->rec.tuple);
+	if (cached_tuple) {
+		s->rec.sock = cached_sock;
+		__builtin_memcpy(&s->rec.tuple, cached_tuple, sizeof(s->rec.tuple));
+	} else {
+		s->rec.sock = rc_sock_of_fd(fd, &s->rec.tuple);
+	}
 	s->rec.fd = fd < 0 ? RC_FD_UNKNOWN : (__u32)fd;
 
 	lc.buf = buf;
@@ -250,6 +263,12 @@ static __always_inline void rc_emit_data(__u64 pid_tgid, __u16 kind, __u8 direct
 	nr = (__u32)(((__u64)lc.send_len + RC_CHUNK_MAX - 1) / RC_CHUNK_MAX);
 	if (nr)
 		bpf_loop(nr, rc_emit_chunk, &lc, 0);
+}
+
+static __always_inline void rc_emit_data(__u64 pid_tgid, __u16 kind, __u8 direction, __s32 fd,
+					 __u64 buf, __u32 total_len)
+{
+	rc_emit_data_sock(pid_tgid, kind, direction, fd, 0, NULL, buf, total_len);
 }
 
 #endif /* RCAPTURE_COMMON_BPF_H */

@@ -11,6 +11,8 @@
  *  - at entry, once per (SSL *, client_random) after the handshake: struct
  *    rc_master_secret (RC_KIND_MASTER_SECRET);
  *  - uprobe on SSL_set_fd / SSL_set_rfd / SSL_set_wfd: fd per SSL pointer;
+ *  - per SSL pointer (rc_ssl), once the secrets are sent: the BIO fd, socket
+ *    and tuple, so the BIO and socket walks run once per connection;
  *  - raw tracepoint sys_enter (write/sendto/sendmsg, read/recvfrom/recvmsg
  *    only): the fd of the socket syscall a thread makes inside a TLS call
  *    (custom BIOs, e.g. curl's, hide the fd from the SSL object).
@@ -49,7 +51,7 @@
 #define BIO_TYPE_SOCKET 0x505
 #define TLS_ST_OK 1
 
-/* A TLS call in flight, saved at entry (key: pid_tgid). */
+/* A TLS call in flight, saved at entry (per thread). */
 struct rc_call {
 	__u64 ssl;
 	__u64 buf;
@@ -57,9 +59,16 @@ struct rc_call {
 	__s32 fd;       /* from the BIO or a syscall inside the call; -1 unknown */
 	__u8 direction; /* RC_DIR_* */
 	__u8 fd_from_syscall;
-	__u8 _pad[2];
+	__u8 active;    /* between entry and return */
+	__u8 conn_known; /* the SSL's cache was valid at entry (same connection) */
 };
 
+/*
+ * Key: pid_tgid. An entry is created once per thread and then rewritten in
+ * place (active 1 at entry, 0 at return), never deleted: lookups only on the
+ * per-call path, no LRU update or delete; dead threads' entries age out.
+ * (Task storage would do without the hash, but aya 0.14 refuses the map.)
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -67,26 +76,46 @@ struct {
 	__type(value, struct rc_call);
 } rc_active SEC(".maps");
 
-/* fd per SSL pointer, for calls that make no syscall (buffered reads). */
+/* This thread's call slot, created if create and missing. */
+static __always_inline struct rc_call *call_slot(__u64 pid_tgid, bool create)
+{
+	struct rc_call *c = bpf_map_lookup_elem(&rc_active, &pid_tgid);
+	struct rc_call init = {};
+
+	if (c || !create)
+		return c;
+	bpf_map_update_elem(&rc_active, &pid_tgid, &init, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&rc_active, &pid_tgid);
+}
+
+/*
+ * Per SSL pointer: the fd learnt from SSL_set_fd or a syscall (for calls that
+ * make no syscall, e.g. buffered reads), and, once the connection's secrets
+ * were sent, its client_random and what the calls resolved: the BIO and its
+ * fd per direction, the socket and tuple of an fd. The cache is only used
+ * while the handshake is complete and client_random (read at every entry)
+ * and the process match, so a new handshake or a reused pointer resets it.
+ */
+struct rc_ssl_state {
+	__u8 client_random[32];
+	__u64 bio[2];      /* by RC_DIR_SEND? 1 : 0 */
+	__s32 bio_fd[2];
+	__u64 sock;
+	struct rc_tuple tuple;
+	__s32 sock_fd;
+	__s32 known_fd;    /* -1: none */
+	__u32 tgid;
+	__u8 conn_valid;   /* client_random/tgid valid: secrets sent */
+	__u8 bio_valid[2];
+	__u8 sock_valid;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
-	__type(value, __s32);
-} rc_ssl_fd SEC(".maps");
-
-struct rc_secret_key {
-	__u64 ssl;
-	__u8 client_random[32];
-};
-
-/* (SSL pointer, client_random) pairs whose secrets were sent. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct rc_secret_key);
-	__type(value, __u8);
-} rc_secret_seen SEC(".maps");
+	__type(value, struct rc_ssl_state);
+} rc_ssl SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -95,12 +124,13 @@ struct {
 	__type(value, struct rc_master_secret);
 } rc_secret_scratch SEC(".maps");
 
-static __always_inline __s32 bio_fd(__u64 ssl, __u32 bio_off)
+/* The fd of a socket/fd BIO at user address bio, -1 for other BIOs. */
+static __always_inline __s32 bio_num_fd(__u64 bio)
 {
-	__u64 bio = 0, method = 0;
+	__u64 method = 0;
 	__s32 type = 0, num = -1;
 
-	if (bpf_probe_read_user(&bio, sizeof(bio), (void *)(ssl + bio_off)) || !bio)
+	if (!bio)
 		return -1;
 	if (bpf_probe_read_user(&method, sizeof(method), (void *)(bio + BIO_METHOD_OFF)) || !method)
 		return -1;
@@ -113,34 +143,21 @@ static __always_inline __s32 bio_fd(__u64 ssl, __u32 bio_off)
 	return num < 0 ? -1 : num;
 }
 
-static __always_inline void emit_secret(__u64 ssl, __u64 pid_tgid)
+/* Sends the secrets of ssl (handshake complete, client_random cr); true if sent. */
+static __always_inline bool emit_secret(__u64 ssl, __u64 pid_tgid, const __u8 *cr)
 {
-	struct rc_secret_key key = {};
 	struct rc_master_secret *ms;
 	__u64 session = 0, cipher = 0, mkl = 0;
-	__s32 state = 0;
 	__u32 zero = 0;
-	void *ring;
-	__u8 one = 1;
 
-	if (bpf_probe_read_user(&state, sizeof(state), (void *)(ssl + SSL_HAND_STATE_OFF)) ||
-	    state != TLS_ST_OK)
-		return;
 	if (bpf_probe_read_user(&session, sizeof(session), (void *)(ssl + SSL_SESSION_OFF)) ||
 	    !session)
-		return;
-	key.ssl = ssl;
-	if (bpf_probe_read_user(key.client_random, sizeof(key.client_random),
-				(void *)(ssl + SSL_CLIENT_RANDOM_OFF)))
-		return;
-	if (bpf_map_lookup_elem(&rc_secret_seen, &key))
-		return;
-
+		return false;
 	ms = bpf_map_lookup_elem(&rc_secret_scratch, &zero);
 	if (!ms)
-		return;
+		return false;
 	rc_fill_hdr(&ms->hdr, RC_KIND_MASTER_SECRET, pid_tgid);
-	__builtin_memcpy(ms->client_random, key.client_random, sizeof(ms->client_random));
+	__builtin_memcpy(ms->client_random, cr, sizeof(ms->client_random));
 	ms->version = 0;
 	bpf_probe_read_user(&ms->version, sizeof(ms->version), (void *)(ssl + SSL_VERSION_OFF));
 	ms->cipher_id = 0;
@@ -163,30 +180,95 @@ static __always_inline void emit_secret(__u64 ssl, __u64 pid_tgid)
 	bpf_probe_read_user(ms->exporter_master_secret, sizeof(ms->exporter_master_secret),
 			    (void *)(ssl + SSL_EXPORTER_MASTER_SECRET_OFF));
 	__builtin_memset(ms->_pad, 0, sizeof(ms->_pad));
+	/* not marked if lost: retried at the next call */
+	return rc_output(rc_ring(), ms, sizeof(*ms), 0);
+}
 
-	ring = rc_ring();
-	if (!rc_output(ring, ms, sizeof(*ms), 0))
-		return; /* not marked: retried at the next call */
-	bpf_map_update_elem(&rc_secret_seen, &key, &one, BPF_ANY);
+static __always_inline bool cr_equal(const __u8 *a, const __u8 *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
+}
+
+/* The SSL's state entry, created (fd unknown) if missing. */
+static __always_inline struct rc_ssl_state *ssl_state_get(__u64 ssl)
+{
+	struct rc_ssl_state *st = bpf_map_lookup_elem(&rc_ssl, &ssl);
+	struct rc_ssl_state init = {};
+
+	if (st)
+		return st;
+	init.known_fd = -1;
+	bpf_map_update_elem(&rc_ssl, &ssl, &init, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&rc_ssl, &ssl);
 }
 
 static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr, __u8 direction)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct rc_call call = {};
+	__u32 tgid = (__u32)(pid_tgid >> 32);
+	__u64 cr[4] = {};
+	struct rc_ssl_state *st = NULL;
+	struct rc_call *call;
+	__u32 bio_off = direction == RC_DIR_SEND ? SSL_WBIO_OFF : SSL_RBIO_OFF;
+	__u32 di = direction == RC_DIR_SEND ? 1 : 0;
+	__u64 bio = 0;
+	__s32 state = 0, fd;
+	bool known = false;
 
 	if (!ssl)
 		return 0;
 	if (!rc_filter_pass(pid_tgid))
 		return 0;
-	emit_secret(ssl, pid_tgid);
 
-	call.ssl = ssl;
-	call.buf = buf;
-	call.len_ptr = len_ptr;
-	call.direction = direction;
-	call.fd = bio_fd(ssl, direction == RC_DIR_SEND ? SSL_WBIO_OFF : SSL_RBIO_OFF);
-	bpf_map_update_elem(&rc_active, &pid_tgid, &call, BPF_ANY);
+	/* Secrets, once per (SSL *, client_random) after the handshake. */
+	if (!bpf_probe_read_user(&state, sizeof(state), (void *)(ssl + SSL_HAND_STATE_OFF)) &&
+	    state == TLS_ST_OK &&
+	    !bpf_probe_read_user(cr, sizeof(cr), (void *)(ssl + SSL_CLIENT_RANDOM_OFF))) {
+		st = bpf_map_lookup_elem(&rc_ssl, &ssl);
+		if (st && st->conn_valid && st->tgid == tgid && cr_equal(st->client_random, (__u8 *)cr)) {
+			known = true;
+		} else if (emit_secret(ssl, pid_tgid, (__u8 *)cr)) {
+			if (!st)
+				st = ssl_state_get(ssl);
+			if (st) {
+				__builtin_memcpy(st->client_random, cr, sizeof(st->client_random));
+				st->tgid = tgid;
+				st->bio_valid[0] = 0;
+				st->bio_valid[1] = 0;
+				st->sock_valid = 0;
+				st->conn_valid = 1;
+				known = true;
+			}
+		}
+	}
+
+	/* fd of the BIO (socket and fd BIOs), cached per BIO pointer. */
+	if (bpf_probe_read_user(&bio, sizeof(bio), (void *)(ssl + bio_off)))
+		bio = 0;
+	if (known && st && di < 2 && st->bio_valid[di] && st->bio[di] == bio) {
+		fd = st->bio_fd[di];
+	} else {
+		fd = bio_num_fd(bio);
+		if (known && st && di < 2) {
+			st->bio[di] = bio;
+			st->bio_fd[di] = fd;
+			st->bio_valid[di] = 1;
+		}
+	}
+
+	call = call_slot(pid_tgid, true);
+	if (!call)
+		return 0;
+	call->ssl = ssl;
+	call->buf = buf;
+	call->len_ptr = len_ptr;
+	call->fd = fd;
+	call->direction = direction;
+	call->fd_from_syscall = 0;
+	call->conn_known = known;
+	call->active = 1;
 	return 0;
 }
 
@@ -194,15 +276,15 @@ static __always_inline int on_return(struct pt_regs *ctx, bool ex)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct rc_call *saved, call;
+	struct rc_ssl_state *st;
 	long ret = PT_REGS_RC(ctx);
 	__u64 len = 0;
-	__s32 *known;
 
-	saved = bpf_map_lookup_elem(&rc_active, &pid_tgid);
-	if (!saved)
+	saved = call_slot(pid_tgid, false);
+	if (!saved || !saved->active)
 		return 0;
 	call = *saved;
-	bpf_map_delete_elem(&rc_active, &pid_tgid);
+	saved->active = 0;
 
 	if (ex) {
 		if ((int)ret != 1 || !call.len_ptr)
@@ -218,15 +300,32 @@ static __always_inline int on_return(struct pt_regs *ctx, bool ex)
 		return 0;
 
 	if (call.fd >= 0) {
-		if (call.fd_from_syscall)
-			bpf_map_update_elem(&rc_ssl_fd, &call.ssl, &call.fd, BPF_ANY);
+		if (call.fd_from_syscall) {
+			st = ssl_state_get(call.ssl);
+			if (st)
+				st->known_fd = call.fd;
+		} else {
+			st = call.conn_known ? bpf_map_lookup_elem(&rc_ssl, &call.ssl) : NULL;
+		}
 	} else {
-		known = bpf_map_lookup_elem(&rc_ssl_fd, &call.ssl);
-		if (known)
-			call.fd = *known;
+		st = bpf_map_lookup_elem(&rc_ssl, &call.ssl);
+		if (st && st->known_fd >= 0)
+			call.fd = st->known_fd;
 	}
-	rc_emit_data(pid_tgid, RC_KIND_TLS_DATA, call.direction, call.fd, call.buf,
-		     len > 0xffffffffULL ? 0xffffffffU : (__u32)len);
+	len = len > 0xffffffffULL ? 0xffffffffU : (__u32)len;
+	if (call.conn_known && st && call.fd >= 0 && st->conn_valid &&
+	    st->tgid == (__u32)(pid_tgid >> 32)) {
+		/* Same connection as when its socket was resolved: reuse it. */
+		if (!st->sock_valid || st->sock_fd != call.fd) {
+			st->sock = rc_sock_of_fd(call.fd, &st->tuple);
+			st->sock_fd = call.fd;
+			st->sock_valid = 1;
+		}
+		rc_emit_data_sock(pid_tgid, RC_KIND_TLS_DATA, call.direction, call.fd, st->sock,
+				  &st->tuple, call.buf, (__u32)len);
+		return 0;
+	}
+	rc_emit_data(pid_tgid, RC_KIND_TLS_DATA, call.direction, call.fd, call.buf, (__u32)len);
 	return 0;
 }
 
@@ -282,11 +381,18 @@ int rc_ssl_read_ex_return(struct pt_regs *ctx)
 SEC("uprobe")
 int BPF_KPROBE(rc_ssl_set_fd, void *ssl, int fd)
 {
-	__u64 key = (__u64)ssl;
-	__s32 val = fd;
+	struct rc_ssl_state *st;
 
-	if (ssl && fd >= 0)
-		bpf_map_update_elem(&rc_ssl_fd, &key, &val, BPF_ANY);
+	if (!ssl || fd < 0)
+		return 0;
+	st = ssl_state_get((__u64)ssl);
+	if (st) {
+		st->known_fd = fd;
+		/* new BIOs: resolve them again */
+		st->bio_valid[0] = 0;
+		st->bio_valid[1] = 0;
+		st->sock_valid = 0;
+	}
 	return 0;
 }
 
@@ -332,7 +438,7 @@ int rc_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	}
 	pid_tgid = bpf_get_current_pid_tgid();
 	call = bpf_map_lookup_elem(&rc_active, &pid_tgid);
-	if (!call || call->fd >= 0 || call->direction != direction)
+	if (!call || !call->active || call->fd >= 0 || call->direction != direction)
 		return 0;
 	regs = (struct pt_regs *)args[0];
 	call->fd = (__s32)PT_REGS_PARM1_CORE_SYSCALL(regs);

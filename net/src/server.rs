@@ -235,7 +235,17 @@ impl Server {
                 next_id: 1,
                 rx,
                 returns,
-                slots: Vec::new(),
+                // Every batch in flight comes from a worker pool, so this many
+                // slots always suffice: the slot table never grows.
+                slots: (0..workers.max(1) * cfg.pool.batches)
+                    .map(|_| {
+                        Arc::new(Batch {
+                            worker: usize::MAX,
+                            buf: Vec::new(),
+                            entries: Vec::new(),
+                        })
+                    })
+                    .collect(),
                 cfg,
                 config,
                 control,

@@ -250,9 +250,9 @@ fn seq_of(e: &Value) -> u64 {
 
 #[test]
 fn python_websocket_clients_decode_live_curl_events() {
-    if !bpf_available("python_websocket_clients_decode_live_curl_events") {
+    let Some(_serial) = bpf_available("python_websocket_clients_decode_live_curl_events") else {
         return;
-    }
+    };
     let dir = TempDir::new("ws");
     let Some((up, ext)) = compile_schemas(&dir) else {
         return;
@@ -409,9 +409,9 @@ fn promtool_ok(text: &str) {
 
 #[test]
 fn post_config_pid_filters_text_output_live() {
-    if !bpf_available("post_config_pid_filters_text_output_live") {
+    let Some(_serial) = bpf_available("post_config_pid_filters_text_output_live") else {
         return;
-    }
+    };
     let dir = TempDir::new("cfgpid");
     let (_srv, port) = python_server(&dir, false);
     let rc = Rcapture::start(&["tls"]);

@@ -6,18 +6,24 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// True when BPF tests can run; otherwise prints why (or panics in CI).
-pub fn bpf_available(test: &str) -> bool {
+/// Serialises the BPF tests of this binary: every running rcapture sees every
+/// process's TLS traffic, so parallel tests would see each other's (1 MiB)
+/// events and timings.
+static BPF_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A guard holding the BPF test lock when BPF tests can run; otherwise
+/// prints why and returns `None` (or panics when `RCAPTURE_REQUIRE_BPF=1`).
+pub fn bpf_available(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if root {
-        return true;
+        return Some(BPF_TESTS.lock().unwrap_or_else(|e| e.into_inner()));
     }
     if std::env::var("RCAPTURE_REQUIRE_BPF").as_deref() == Ok("1") {
         panic!("{test}: needs root for BPF and RCAPTURE_REQUIRE_BPF=1 forbids skipping");
     }
     eprintln!("skipping test {test} - needs root for BPF");
-    false
+    None
 }
 
 /// A directory removed at drop.

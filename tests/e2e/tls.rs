@@ -19,9 +19,10 @@ fn marker(tag: &str) -> String {
 
 #[test]
 fn curl_request_and_response_with_identity_fd_and_tuple() {
-    if !bpf_available("curl_request_and_response_with_identity_fd_and_tuple") {
+    let Some(_serial) = bpf_available("curl_request_and_response_with_identity_fd_and_tuple")
+    else {
         return;
-    }
+    };
     let dir = TempDir::new("curl");
     let (_srv, port) = python_server(&dir, false);
     let rc = Rcapture::start(&["tls"]);
@@ -78,9 +79,9 @@ fn curl_request_and_response_with_identity_fd_and_tuple() {
 
 #[test]
 fn python_ssl_client_uses_the_ex_entry_points() {
-    if !bpf_available("python_ssl_client_uses_the_ex_entry_points") {
+    let Some(_serial) = bpf_available("python_ssl_client_uses_the_ex_entry_points") else {
         return;
-    }
+    };
     let dir = TempDir::new("pyex");
     let (_srv, port) = python_server(&dir, false);
     let rc = Rcapture::start(&["tls"]);
@@ -120,9 +121,9 @@ fn python_ssl_client_uses_the_ex_entry_points() {
 
 #[test]
 fn one_mebibyte_write_is_one_complete_event() {
-    if !bpf_available("one_mebibyte_write_is_one_complete_event") {
+    let Some(_serial) = bpf_available("one_mebibyte_write_is_one_complete_event") else {
         return;
-    }
+    };
     let dir = TempDir::new("big");
     let (_srv, port) = python_server(&dir, false);
     let rc = Rcapture::start(&["tls"]);
@@ -162,9 +163,9 @@ fn one_mebibyte_write_is_one_complete_event() {
 
 #[test]
 fn capture_limit_reports_the_cut_exactly() {
-    if !bpf_available("capture_limit_reports_the_cut_exactly") {
+    let Some(_serial) = bpf_available("capture_limit_reports_the_cut_exactly") else {
         return;
-    }
+    };
     let dir = TempDir::new("cut");
     let (_srv, port) = python_server(&dir, false);
     let rc = Rcapture::start(&["tls", "--max-payload", "100000"]);
@@ -194,9 +195,9 @@ fn capture_limit_reports_the_cut_exactly() {
 
 #[test]
 fn pid_filter_hides_other_processes() {
-    if !bpf_available("pid_filter_hides_other_processes") {
+    let Some(_serial) = bpf_available("pid_filter_hides_other_processes") else {
         return;
-    }
+    };
     let dir = TempDir::new("pid");
     let (srv, port) = python_server(&dir, false);
     let srv_pid = srv.0.id();
@@ -328,14 +329,14 @@ fn keylog_decrypts(tls_flag: &str, tls12_server: bool) {
 
 #[test]
 fn keylog_decrypts_tls13() {
-    if bpf_available("keylog_decrypts_tls13") {
+    if let Some(_serial) = bpf_available("keylog_decrypts_tls13") {
         keylog_decrypts("--tlsv1.3", false);
     }
 }
 
 #[test]
 fn keylog_decrypts_tls12() {
-    if bpf_available("keylog_decrypts_tls12") {
+    if let Some(_serial) = bpf_available("keylog_decrypts_tls12") {
         keylog_decrypts("--tlsv1.2", true);
     }
 }
