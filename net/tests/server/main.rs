@@ -4,6 +4,7 @@
 
 mod api;
 mod fanout;
+mod forward_live;
 mod http_input;
 mod stream;
 mod util;
