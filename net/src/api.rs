@@ -115,10 +115,7 @@ pub fn route(req: &Request, ctx: &mut ApiContext<'_>) -> ApiResponse {
             _ => allow("GET"),
         },
         _ => match MODULE_ROUTES.iter().find(|(p, _)| *p == path) {
-            Some((_, module)) if method != "POST" => {
-                let _ = module;
-                allow("POST")
-            }
+            Some(_) if method != "POST" => allow("POST"),
             Some((_, "tls")) => update_config(req, ctx, "tls"),
             Some((_, module)) => ApiResponse::json(
                 404,

@@ -431,7 +431,11 @@ impl Server {
         if let Some(mut c) = self.conns.get_mut(i).and_then(Option::take) {
             let _ = self.poll.registry().deregister(&mut c.sock);
             self.open -= 1;
-            if let Some(w) = c.ws {
+            if let Some(mut w) = c.ws {
+                // Entries still queued when a connection goes (peer gone,
+                // timeout, shutdown) are lost to that client: count them.
+                let left = w.clear() + w.queued() as u64;
+                self.metrics.ws_dropped += left;
                 self.closed_sent += w.sent;
             }
         }

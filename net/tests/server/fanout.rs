@@ -136,3 +136,35 @@ fn slow_client_is_dropped_and_closed_while_fast_client_gets_everything() {
     );
     assert_eq!(c["server_queue_dropped"].as_u64(), Some(0), "{c}");
 }
+
+/// A client that goes away with entries still queued: every event published
+/// is written to its socket or counted as dropped — by the client's queue, or
+/// before the server when the client's queued entries pin the batch pool.
+#[test]
+fn entries_queued_for_a_client_that_disconnects_are_counted() {
+    let mut cfg = config();
+    cfg.limits.client_queue.frames = 8192;
+    cfg.limits.client_queue.bytes = 64 << 20;
+    let mut s = TestServer::with(cfg);
+    let slow = RawWs::connect(s.addr, "/");
+    s.wait_counters("one client", |c| c["ws_clients"] == 1);
+    let events: Vec<TestEvent> = (1..=EVENTS)
+        .map(|i| TestEvent::tls(i).with_payload(vec![b'q'; PAYLOAD]))
+        .collect();
+    for chunk in events.chunks(100) {
+        s.publish(chunk);
+    }
+    // More than the socket buffers hold is queued in the server now.
+    let c = s.wait_counters("entries queued", |c| c["ws_sent"].as_u64() > Some(0));
+    assert!(c["ws_sent"].as_u64().unwrap() < EVENTS, "{c}");
+    drop(slow);
+    let c = s.wait_counters("client gone", |c| c["ws_clients"] == 0);
+    let n = |k: &str| c[k].as_u64().unwrap();
+    assert!(n("ws_dropped") > 0, "{c}");
+    assert_eq!(
+        n("ws_sent") + n("ws_dropped") + n("server_queue_dropped"),
+        EVENTS,
+        "every event written or counted: {c}"
+    );
+    s.assert_serving("a client left with entries queued");
+}
