@@ -178,15 +178,15 @@ impl EventFields<'_> {
     }
 }
 
-/// Reusable text and payload space for building [`EventFields`].
-///
-/// The text fields (uuid, addresses, ports, name) depend only on a record's
-/// identity ([`IdKey`]: kind, pid, tid, uid, comm, fd, direction, sock,
-/// tuple, ifindex), so they are kept from one event to the next and only
-/// formatted again when that identity changes: a burst of calls on one
-/// connection formats them once.
+/// How many identities [`EventScratch`] keeps formatted text for. A
+/// request/response connection alternates two identities (send and receive
+/// differ in the uuid and in the address order); a few connections
+/// interleaved on one CPU need a few more.
+pub const IDENTITY_SLOTS: usize = 4;
+
+/// The text fields formatted for one identity.
 #[derive(Debug, Default)]
-pub struct EventScratch {
+struct IdentityText {
     uuid: TextBuf<320>,
     src_ip: TextBuf<48>,
     dst_ip: TextBuf<48>,
@@ -194,6 +194,20 @@ pub struct EventScratch {
     ports: (u16, u16),
     /// Identity the text fields above were formatted for; `None` = stale.
     key: Option<IdKey>,
+}
+
+/// Reusable text and payload space for building [`EventFields`].
+///
+/// The text fields (uuid, addresses, ports, name) depend only on a record's
+/// identity ([`IdKey`]: kind, pid, tid, uid, comm, fd, direction, sock,
+/// tuple, ifindex), so they are kept from one event to the next and only
+/// formatted again for an identity not among the last [`IDENTITY_SLOTS`]
+/// seen: a burst of calls on a few connections formats them once each.
+#[derive(Debug, Default)]
+pub struct EventScratch {
+    slots: [IdentityText; IDENTITY_SLOTS],
+    /// The slot the next new identity replaces (round robin).
+    next: usize,
     /// Key log lines of a master-secret event.
     keylog: Vec<u8>,
 }
@@ -205,6 +219,25 @@ impl EventScratch {
             keylog: Vec::with_capacity(keylog::MAX_KEYLOG_BYTES),
             ..Self::default()
         }
+    }
+
+    /// The slot holding `key`'s text, formatting it into a replaced slot
+    /// first when no slot holds it. Key-less records (key logs) always
+    /// format, and leave their slot stale.
+    #[inline]
+    fn text_for(&mut self, rec: &Record<'_>, kind: RecordKind, key: Option<IdKey>) -> usize {
+        if key.is_some()
+            && let Some(i) = self.slots.iter().position(|t| t.key == key)
+        {
+            return i;
+        }
+        let i = self.next;
+        self.next = (i + 1) % IDENTITY_SLOTS;
+        let t = &mut self.slots[i];
+        t.key = None;
+        format_text(rec, kind, t);
+        t.key = key;
+        i
     }
 }
 
@@ -267,12 +300,7 @@ pub fn event_fields<'s, 'r: 's>(
 ) -> EventFields<'s> {
     let kind = rec.kind();
     let h = rec.header();
-    let key = IdKey::of(rec, kind);
-    if key.is_none() || s.key != key {
-        s.key = None;
-        format_text(rec, kind, s);
-        s.key = key;
-    }
+    let slot = s.text_for(rec, kind, IdKey::of(rec, kind));
     let mut r#type = 0;
     let mut fd = 0;
     let mut payload: &'s [u8] = rec.payload();
@@ -302,15 +330,16 @@ pub fn event_fields<'s, 'r: 's>(
         Record::Conn(c) => fd = c.fd,
         Record::Packet(_) => {}
     }
+    let t = &s.slots[slot];
     EventFields {
         timestamp: clock.to_unix_ns(h.ts_ns),
-        uuid: s.uuid.as_str(),
-        src_ip: s.src_ip.as_str(),
-        src_port: u32::from(s.ports.0),
-        dst_ip: s.dst_ip.as_str(),
-        dst_port: u32::from(s.ports.1),
+        uuid: t.uuid.as_str(),
+        src_ip: t.src_ip.as_str(),
+        src_port: u32::from(t.ports.0),
+        dst_ip: t.dst_ip.as_str(),
+        dst_port: u32::from(t.ports.1),
         pid: i64::from(h.pid),
-        pname: s.pname.as_str(),
+        pname: t.pname.as_str(),
         r#type,
         payload,
         tid: h.tid,
@@ -327,7 +356,7 @@ pub fn event_fields<'s, 'r: 's>(
 /// Overflow of a TextBuf keeps a prefix; every buffer is sized for the
 /// longest text it can receive, so the results are never cut.
 #[inline(never)]
-fn format_text(rec: &Record<'_>, kind: RecordKind, s: &mut EventScratch) {
+fn format_text(rec: &Record<'_>, kind: RecordKind, s: &mut IdentityText) {
     let h = rec.header();
     s.uuid.clear();
     s.pname.clear();

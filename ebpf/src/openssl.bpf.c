@@ -53,22 +53,45 @@
 
 /* A TLS call in flight, saved at entry (per thread). */
 struct rc_call {
+	__u64 owner;    /* rc_calls slots: pid_tgid of the thread in the call, 0 = free */
 	__u64 ssl;
 	__u64 buf;
 	__u64 len_ptr;  /* _ex: size_t *written / *readbytes; 0 otherwise */
+	__u64 sock;     /* sock_known: fd's socket, resolved earlier on this connection */
+	struct rc_tuple tuple;
 	__s32 fd;       /* from the BIO or a syscall inside the call; -1 unknown */
 	__u8 direction; /* RC_DIR_* */
 	__u8 fd_from_syscall;
-	__u8 active;    /* between entry and return */
+	__u8 active;    /* rc_active entries: between entry and return */
 	__u8 conn_known; /* the SSL's cache was valid at entry (same connection) */
+	__u8 sock_known; /* sock and tuple are fd's (valid with conn_known) */
+	__u8 fd_wait;   /* counted in rc_fd_waits: the fd is to come from a syscall */
+	__u8 _pad[2];
+	/* rc_calls slots: calls of other threads with this slot's index that
+	 * found it taken and went to rc_active instead. */
+	__u32 overflow;
 };
 
 /*
- * Key: pid_tgid. An entry is created once per thread and then rewritten in
- * place (active 1 at entry, 0 at return), never deleted: lookups only on the
- * per-call path, no LRU update or delete; dead threads' entries age out.
- * (Task storage would do without the hash, but aya 0.14 refuses the map.)
+ * The calls in flight, by thread: slot tid % RC_CALL_SLOTS of an array (an
+ * array lookup is inlined, a hash lookup costs ~40 ns here, and the slot is
+ * looked up at entry, at return and at every socket syscall). A thread
+ * claims its slot at entry (compare-and-swap of owner) and frees it at
+ * return. If another thread holds it, the call goes to the rc_active hash
+ * (key pid_tgid) and the slot's overflow count tells later lookups to look
+ * there. (Task storage would do without either, but aya 0.14 refuses it.)
  */
+#define RC_CALL_SLOTS 16384
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, RC_CALL_SLOTS);
+	__type(key, __u32);
+	__type(value, struct rc_call);
+} rc_calls SEC(".maps");
+
+/* Overflow calls; an entry is rewritten in place per call, never deleted
+ * (dead threads' entries age out of the LRU). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -76,16 +99,82 @@ struct {
 	__type(value, struct rc_call);
 } rc_active SEC(".maps");
 
-/* This thread's call slot, created if create and missing. */
-static __always_inline struct rc_call *call_slot(__u64 pid_tgid, bool create)
-{
-	struct rc_call *c = bpf_map_lookup_elem(&rc_active, &pid_tgid);
-	struct rc_call init = {};
+/*
+ * Calls in flight whose fd is unknown (not a socket/fd BIO, not learnt
+ * before): while there are none, the syscall program stops after the
+ * syscall number test.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __s64);
+} rc_fd_waits SEC(".maps");
 
-	if (c || !create)
-		return c;
-	bpf_map_update_elem(&rc_active, &pid_tgid, &init, BPF_NOEXIST);
-	return bpf_map_lookup_elem(&rc_active, &pid_tgid);
+static __always_inline void fd_waits_add(__s64 n)
+{
+	__u32 zero = 0;
+	__s64 *w = bpf_map_lookup_elem(&rc_fd_waits, &zero);
+
+	if (w)
+		__sync_fetch_and_add(w, n);
+}
+
+static __always_inline struct rc_call *call_array_slot(__u64 pid_tgid)
+{
+	__u32 idx = (__u32)pid_tgid & (RC_CALL_SLOTS - 1);
+
+	return bpf_map_lookup_elem(&rc_calls, &idx);
+}
+
+/* A slot for the call this thread is entering (its array slot if free). */
+static __always_inline struct rc_call *call_begin(__u64 pid_tgid)
+{
+	struct rc_call *slot = call_array_slot(pid_tgid);
+	struct rc_call init = {}, *c;
+
+	if (!slot)
+		return NULL;
+	if (slot->owner == pid_tgid || __sync_val_compare_and_swap(&slot->owner, 0, pid_tgid) == 0)
+		return slot;
+	c = bpf_map_lookup_elem(&rc_active, &pid_tgid);
+	if (!c) {
+		bpf_map_update_elem(&rc_active, &pid_tgid, &init, BPF_NOEXIST);
+		c = bpf_map_lookup_elem(&rc_active, &pid_tgid);
+		if (!c)
+			return NULL;
+	}
+	if (!c->active)
+		__sync_fetch_and_add(&slot->overflow, 1);
+	return c;
+}
+
+/* This thread's call in flight, or NULL; *slot_out is its array slot. */
+static __always_inline struct rc_call *call_find(__u64 pid_tgid, struct rc_call **slot_out)
+{
+	struct rc_call *slot = call_array_slot(pid_tgid), *c;
+
+	*slot_out = slot;
+	if (!slot)
+		return NULL;
+	if (slot->owner == pid_tgid)
+		return slot;
+	if (!slot->overflow)
+		return NULL;
+	c = bpf_map_lookup_elem(&rc_active, &pid_tgid);
+	return c && c->active ? c : NULL;
+}
+
+/* Ends the call c found by call_find (copy it out first). */
+static __always_inline void call_end(struct rc_call *c, struct rc_call *slot)
+{
+	if (c == slot) {
+		c->owner = 0;
+	} else {
+		c->active = 0;
+		if (slot)
+			__sync_fetch_and_add(&slot->overflow, -1);
+	}
 }
 
 /*
@@ -204,32 +293,55 @@ static __always_inline struct rc_ssl_state *ssl_state_get(__u64 ssl)
 	return bpf_map_lookup_elem(&rc_ssl, &ssl);
 }
 
+/* The bytes of an SSL read at every entry: from rbio to the end of
+ * client_random, in one user read (each costs ~100 ns here, whatever its
+ * size). */
+#define SSL_HEAD_OFF SSL_RBIO_OFF
+#define SSL_HEAD_LEN (SSL_CLIENT_RANDOM_OFF + 32 - SSL_HEAD_OFF)
+
+struct rc_ssl_head {
+	__u8 b[SSL_HEAD_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rc_ssl_head);
+} rc_head_scratch SEC(".maps");
+
 static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr, __u8 direction)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tgid = (__u32)(pid_tgid >> 32);
-	__u64 cr[4] = {};
+	__u32 tgid = (__u32)(pid_tgid >> 32), zero = 0;
 	struct rc_ssl_state *st = NULL;
+	struct rc_ssl_head *head;
 	struct rc_call *call;
 	__u32 bio_off = direction == RC_DIR_SEND ? SSL_WBIO_OFF : SSL_RBIO_OFF;
 	__u32 di = direction == RC_DIR_SEND ? 1 : 0;
-	__u64 bio = 0;
-	__s32 state = 0, fd;
+	const __u8 *cr;
+	__u64 bio;
+	__s32 fd;
 	bool known = false;
 
 	if (!ssl)
 		return 0;
 	if (!rc_filter_pass(pid_tgid))
 		return 0;
+	head = bpf_map_lookup_elem(&rc_head_scratch, &zero);
+	if (!head)
+		return 0;
+	if (bpf_probe_read_user(head->b, sizeof(head->b), (void *)(ssl + SSL_HEAD_OFF)))
+		__builtin_memset(head->b, 0, sizeof(head->b));
+	cr = head->b + (SSL_CLIENT_RANDOM_OFF - SSL_HEAD_OFF);
+	bio = *(__u64 *)(head->b + (bio_off - SSL_HEAD_OFF));
 
 	/* Secrets, once per (SSL *, client_random) after the handshake. */
-	if (!bpf_probe_read_user(&state, sizeof(state), (void *)(ssl + SSL_HAND_STATE_OFF)) &&
-	    state == TLS_ST_OK &&
-	    !bpf_probe_read_user(cr, sizeof(cr), (void *)(ssl + SSL_CLIENT_RANDOM_OFF))) {
+	if (*(__s32 *)(head->b + (SSL_HAND_STATE_OFF - SSL_HEAD_OFF)) == TLS_ST_OK) {
 		st = bpf_map_lookup_elem(&rc_ssl, &ssl);
-		if (st && st->conn_valid && st->tgid == tgid && cr_equal(st->client_random, (__u8 *)cr)) {
+		if (st && st->conn_valid && st->tgid == tgid && cr_equal(st->client_random, cr)) {
 			known = true;
-		} else if (emit_secret(ssl, pid_tgid, (__u8 *)cr)) {
+		} else if (emit_secret(ssl, pid_tgid, cr)) {
 			if (!st)
 				st = ssl_state_get(ssl);
 			if (st) {
@@ -245,8 +357,6 @@ static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr, __u8 di
 	}
 
 	/* fd of the BIO (socket and fd BIOs), cached per BIO pointer. */
-	if (bpf_probe_read_user(&bio, sizeof(bio), (void *)(ssl + bio_off)))
-		bio = 0;
 	if (known && st && di < 2 && st->bio_valid[di] && st->bio[di] == bio) {
 		fd = st->bio_fd[di];
 	} else {
@@ -257,10 +367,18 @@ static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr, __u8 di
 			st->bio_valid[di] = 1;
 		}
 	}
+	/* Another BIO (e.g. curl's): the fd a syscall of this connection used. */
+	if (fd < 0 && known && st && st->known_fd >= 0)
+		fd = st->known_fd;
 
-	call = call_slot(pid_tgid, true);
+	call = call_begin(pid_tgid);
 	if (!call)
 		return 0;
+	if (call->fd_wait) /* a call that never returned */
+		fd_waits_add(-1);
+	call->fd_wait = fd < 0;
+	if (fd < 0)
+		fd_waits_add(1);
 	call->ssl = ssl;
 	call->buf = buf;
 	call->len_ptr = len_ptr;
@@ -268,6 +386,13 @@ static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr, __u8 di
 	call->direction = direction;
 	call->fd_from_syscall = 0;
 	call->conn_known = known;
+	call->sock_known = 0;
+	if (known && st && fd >= 0 && st->sock_valid && st->sock_fd == fd) {
+		/* the socket is resolved: the return needs no rc_ssl lookup */
+		call->sock = st->sock;
+		__builtin_memcpy(&call->tuple, &st->tuple, sizeof(call->tuple));
+		call->sock_known = 1;
+	}
 	call->active = 1;
 	return 0;
 }
@@ -275,16 +400,20 @@ static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr, __u8 di
 static __always_inline int on_return(struct pt_regs *ctx, bool ex)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct rc_call *saved, call;
+	struct rc_call *saved, *slot, call;
 	struct rc_ssl_state *st;
 	long ret = PT_REGS_RC(ctx);
 	__u64 len = 0;
 
-	saved = call_slot(pid_tgid, false);
-	if (!saved || !saved->active)
+	saved = call_find(pid_tgid, &slot);
+	if (!saved)
 		return 0;
 	call = *saved;
-	saved->active = 0;
+	if (call.fd_wait) {
+		saved->fd_wait = 0;
+		fd_waits_add(-1);
+	}
+	call_end(saved, slot);
 
 	if (ex) {
 		if ((int)ret != 1 || !call.len_ptr)
@@ -298,7 +427,14 @@ static __always_inline int on_return(struct pt_regs *ctx, bool ex)
 	}
 	if (!len)
 		return 0;
+	len = len > 0xffffffffULL ? 0xffffffffU : (__u32)len;
 
+	if (call.sock_known) {
+		/* Same connection, its socket resolved before: nothing to look up. */
+		rc_emit_data_sock(pid_tgid, RC_KIND_TLS_DATA, call.direction, call.fd, call.sock,
+				  &call.tuple, call.buf, (__u32)len);
+		return 0;
+	}
 	if (call.fd >= 0) {
 		if (call.fd_from_syscall) {
 			st = ssl_state_get(call.ssl);
@@ -312,7 +448,6 @@ static __always_inline int on_return(struct pt_regs *ctx, bool ex)
 		if (st && st->known_fd >= 0)
 			call.fd = st->known_fd;
 	}
-	len = len > 0xffffffffULL ? 0xffffffffU : (__u32)len;
 	if (call.conn_known && st && call.fd >= 0 && st->conn_valid &&
 	    st->tgid == (__u32)(pid_tgid >> 32)) {
 		/* Same connection as when its socket was resolved: reuse it. */
@@ -408,7 +543,8 @@ int BPF_KPROBE(rc_ssl_set_fd, void *ssl, int fd)
  * Every syscall entry: if this thread is inside a TLS call whose fd is not
  * known yet, the fd of its first socket send (for SSL_write*) or receive (for
  * SSL_read*) syscall is the connection's. Cheap for everything else: a
- * syscall-number test, then one hash lookup for socket I/O syscalls only.
+ * syscall-number test, then (socket I/O syscalls only) a counter test, and
+ * an array lookup only while some TLS call waits for its fd.
  */
 SEC("raw_tp/sys_enter")
 int rc_sys_enter(struct bpf_raw_tracepoint_args *ctx)
@@ -418,8 +554,10 @@ int rc_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	const __u64 *args = (const __u64 *)ctx;
 	long nr = (long)args[1];
 	struct pt_regs *regs;
-	struct rc_call *call;
+	struct rc_call *call, *slot;
 	__u64 pid_tgid;
+	__s64 *waits;
+	__u32 zero = 0;
 	__u8 direction;
 
 	switch (nr) {
@@ -436,13 +574,20 @@ int rc_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	default:
 		return 0;
 	}
+	waits = bpf_map_lookup_elem(&rc_fd_waits, &zero);
+	if (!waits || *waits <= 0)
+		return 0;
 	pid_tgid = bpf_get_current_pid_tgid();
-	call = bpf_map_lookup_elem(&rc_active, &pid_tgid);
-	if (!call || !call->active || call->fd >= 0 || call->direction != direction)
+	call = call_find(pid_tgid, &slot);
+	if (!call || call->fd >= 0 || call->direction != direction)
 		return 0;
 	regs = (struct pt_regs *)args[0];
 	call->fd = (__s32)PT_REGS_PARM1_CORE_SYSCALL(regs);
 	call->fd_from_syscall = 1;
+	if (call->fd_wait) {
+		call->fd_wait = 0;
+		fd_waits_add(-1);
+	}
 	return 0;
 }
 

@@ -340,3 +340,59 @@ fn keylog_decrypts_tls12() {
         keylog_decrypts("--tlsv1.2", true);
     }
 }
+
+/// Two threads of one process whose tids share rcapture's per-thread call
+/// slot (tid % 16384): B's calls, made while A's `SSL_read` is in flight in
+/// that slot, go through the overflow path; every call of both threads is
+/// still captured once, with its own thread id and payload.
+#[test]
+fn threads_sharing_a_call_slot_lose_nothing() {
+    let Some(_serial) = bpf_available("threads_sharing_a_call_slot_lose_nothing") else {
+        return;
+    };
+    let dir = TempDir::new("tidslot");
+    let (cert, key) = crate::testutil::make_cert(&dir);
+    let rc = Rcapture::start(&["tls"]);
+    let m = marker("slot");
+    let (pid, line) = run_ok(
+        Command::new("python3")
+            .arg(support("tid_collide.py"))
+            .arg(&cert)
+            .arg(&key)
+            .arg(&m),
+    );
+    let v: serde_json::Value = serde_json::from_str(line.trim()).expect(&line);
+    let (a_tid, b_tid) = (v["a_tid"].as_u64().unwrap(), v["b_tid"].as_u64().unwrap());
+    assert_ne!(a_tid, b_tid);
+    assert_eq!(v["a_slot"], v["b_slot"], "{line}");
+    assert_eq!(v["a"], serde_json::json!([format!("A-RESP {m}")]), "{line}");
+    assert_eq!(
+        v["b"],
+        serde_json::json!([format!("B-RESP1 {m}"), format!("B-RESP2 {m}")]),
+        "{line}"
+    );
+    let out = rc.stop();
+    let mine: Vec<_> = blocks(&out)
+        .into_iter()
+        .filter(|b| b.pid() == pid && b.body.contains(&m))
+        .collect();
+    let seen = |tid: u64, what: &str, text: &str| {
+        mine.iter()
+            .filter(|b| {
+                b.field("tid") == Some(&tid.to_string())
+                    && b.what() == what
+                    && b.body.starts_with(&format!("{text} {m}"))
+            })
+            .count()
+    };
+    for (tid, what, text) in [
+        (a_tid, "send", "A-REQ"),
+        (a_tid, "recv", "A-RESP"),
+        (b_tid, "send", "B-REQ1"),
+        (b_tid, "recv", "B-RESP1"),
+        (b_tid, "send", "B-REQ2"),
+        (b_tid, "recv", "B-RESP2"),
+    ] {
+        assert_eq!(seen(tid, what, text), 1, "{text} of tid {tid}:\n{out}");
+    }
+}
