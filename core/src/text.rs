@@ -6,7 +6,6 @@
 //! dump with `--hex`. Rendered into a reusable buffer; no allocation.
 
 use crate::event::{EventFields, EventKind};
-use std::io::Write;
 
 /// How payloads are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -32,23 +31,37 @@ pub fn write_text(e: &EventFields<'_>, kind: EventKind, style: PayloadStyle, out
         other => other.name(),
     };
     let addr = |ip: &str, port: u32, out: &mut Vec<u8>| {
-        if ip.contains(':') {
-            let _ = write!(out, "[{ip}]:{port}");
-        } else {
-            let _ = write!(out, "{ip}:{port}");
+        let v6 = ip.contains(':');
+        if v6 {
+            out.push(b'[');
         }
+        out.extend_from_slice(ip.as_bytes());
+        out.extend_from_slice(if v6 { b"]:" } else { b":" });
+        push_u64(out, u64::from(port));
     };
-    let _ = write!(
-        out,
-        " {} pid={} tid={} comm={} fd={} ",
-        e.module, e.pid, e.tid, e.pname, e.fd
-    );
+    out.push(b' ');
+    out.extend_from_slice(e.module.as_bytes());
+    out.extend_from_slice(b" pid=");
+    push_i64(out, e.pid);
+    out.extend_from_slice(b" tid=");
+    push_u64(out, u64::from(e.tid));
+    out.extend_from_slice(b" comm=");
+    out.extend_from_slice(e.pname.as_bytes());
+    out.extend_from_slice(b" fd=");
+    push_u64(out, u64::from(e.fd));
+    out.push(b' ');
     addr(e.src_ip, e.src_port, out);
     out.extend_from_slice(b"->");
     addr(e.dst_ip, e.dst_port, out);
-    let _ = write!(out, " {what} {} bytes", e.length());
+    out.push(b' ');
+    out.extend_from_slice(what.as_bytes());
+    out.push(b' ');
+    push_u64(out, u64::from(e.length()));
+    out.extend_from_slice(b" bytes");
     if e.truncated > 0 {
-        let _ = write!(out, " ({} more bytes not captured)", e.truncated);
+        out.extend_from_slice(b" (");
+        push_u64(out, u64::from(e.truncated));
+        out.extend_from_slice(b" more bytes not captured)");
     }
     out.push(b'\n');
     match style {
@@ -84,17 +97,57 @@ fn escaped(p: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&p[start..]);
 }
 
+/// Appends the decimal digits of `v` (no `core::fmt`: this runs per event).
+fn push_u64(out: &mut Vec<u8>, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+fn push_i64(out: &mut Vec<u8>, v: i64) {
+    if v < 0 {
+        out.push(b'-');
+    }
+    push_u64(out, v.unsigned_abs());
+}
+
+/// Appends `v` as exactly `N` decimal digits (`v < 10^N`).
+fn push_padded<const N: usize>(out: &mut Vec<u8>, mut v: u64) {
+    let mut buf = [b'0'; N];
+    for d in buf.iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    out.extend_from_slice(&buf);
+}
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 fn hex_dump(p: &[u8], out: &mut Vec<u8>) {
     for (n, line) in p.chunks(16).enumerate() {
-        let _ = write!(out, "{:08x} ", n * 16);
+        let off = n * 16;
+        for shift in (0..8).rev() {
+            out.push(HEX_DIGITS[(off >> (shift * 4)) & 15]);
+        }
+        out.push(b' ');
         for i in 0..16 {
             if i == 8 {
                 out.push(b' ');
             }
             match line.get(i) {
-                Some(b) => {
-                    let _ = write!(out, " {b:02x}");
-                }
+                Some(&b) => out.extend_from_slice(&[
+                    b' ',
+                    HEX_DIGITS[usize::from(b >> 4)],
+                    HEX_DIGITS[usize::from(b & 15)],
+                ]),
                 None => out.extend_from_slice(b"   "),
             }
         }
@@ -113,13 +166,25 @@ pub fn write_rfc3339_nanos(unix_ns: i64, out: &mut Vec<u8>) {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    let _ = write!(
-        out,
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    );
+    if (0..=9999).contains(&y) {
+        push_padded::<4>(out, y as u64);
+    } else {
+        // Outside RFC 3339's range: as `{y:04}` would print it.
+        push_i64(out, y);
+    }
+    out.push(b'-');
+    push_padded::<2>(out, u64::from(m));
+    out.push(b'-');
+    push_padded::<2>(out, u64::from(d));
+    out.push(b'T');
+    push_padded::<2>(out, (sod / 3600) as u64);
+    out.push(b':');
+    push_padded::<2>(out, (sod % 3600 / 60) as u64);
+    out.push(b':');
+    push_padded::<2>(out, (sod % 60) as u64);
+    out.push(b'.');
+    push_padded::<9>(out, nanos as u64);
+    out.push(b'Z');
 }
 
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
@@ -199,6 +264,58 @@ mod tests {
             s.ends_with("00000010  58 59                                             |XY|\n\n"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn integers_match_display() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut vals = vec![0, 1, 9, 10, 99, 100, u64::from(u32::MAX), u64::MAX];
+        for _ in 0..1000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            vals.push(x >> (x % 64));
+        }
+        for v in vals {
+            let mut out = Vec::new();
+            push_u64(&mut out, v);
+            assert_eq!(out, v.to_string().into_bytes());
+            let i = v as i64;
+            out.clear();
+            push_i64(&mut out, i);
+            assert_eq!(out, i.to_string().into_bytes());
+            out.clear();
+            push_padded::<9>(&mut out, v % 1_000_000_000);
+            assert_eq!(out, format!("{:09}", v % 1_000_000_000).into_bytes());
+        }
+        let mut out = Vec::new();
+        push_i64(&mut out, i64::MIN);
+        assert_eq!(out, i64::MIN.to_string().into_bytes());
+    }
+
+    #[test]
+    fn dates_before_and_after_the_epoch_and_far_years() {
+        for ns in [
+            -1i64,
+            -86_400_000_000_000,
+            i64::MIN,
+            i64::MAX,
+            9_000_000_000_000_000_000,
+        ] {
+            let mut out = Vec::new();
+            write_rfc3339_nanos(ns, &mut out);
+            let secs = ns.div_euclid(1_000_000_000);
+            let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+            let sod = secs.rem_euclid(86_400);
+            let want = format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:09}Z",
+                sod / 3600,
+                sod % 3600 / 60,
+                sod % 60,
+                ns.rem_euclid(1_000_000_000)
+            );
+            assert_eq!(String::from_utf8(out).unwrap(), want, "{ns}");
+        }
     }
 
     #[test]
