@@ -74,25 +74,58 @@ pub fn write_text(e: &EventFields<'_>, kind: EventKind, style: PayloadStyle, out
     out.push(b'\n');
 }
 
+/// Bytes shown as they are: printable ASCII except `\\`, newline and tab.
+#[inline]
+fn plain(b: u8) -> bool {
+    matches!(b, b'\n' | b'\t' | 0x20..=0x7e) && b != b'\\'
+}
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Whether any byte of `w` may need escaping: below 0x20 (newline and tab
+/// included, sorted out byte by byte), above 0x7e, or a backslash. Exact
+/// SWAR tests (Bit Twiddling Hacks: hasless, hasmore, haszero).
+#[inline]
+fn word_needs_care(w: u64) -> bool {
+    let below = w.wrapping_sub(LO * 0x20) & !w & HI;
+    // hasmore(w, 0x7e): adding 127 - 0x7e = 1 sets the top bit of bytes > 0x7e.
+    let above = (w.wrapping_add(LO) | w) & HI;
+    let x = w ^ (LO * u64::from(b'\\'));
+    let backslash = x.wrapping_sub(LO) & !x & HI;
+    below | above | backslash != 0
+}
+
 fn escaped(p: &[u8], out: &mut Vec<u8>) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut start = 0;
-    for (i, &b) in p.iter().enumerate() {
-        if matches!(b, b'\n' | b'\t' | 0x20..=0x7e) && b != b'\\' {
+    out.reserve(p.len());
+    let mut start = 0; // first byte not copied yet
+    let mut i = 0;
+    while i < p.len() {
+        // Runs of plain text, eight bytes at a time.
+        while let Some(w) = p.get(i..i + 8) {
+            let w = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+            if word_needs_care(w) {
+                break;
+            }
+            i += 8;
+        }
+        let Some(&b) = p.get(i) else { break };
+        i += 1;
+        if plain(b) {
             continue;
         }
-        out.extend_from_slice(&p[start..i]);
+        out.extend_from_slice(&p[start..i - 1]);
         if b == b'\\' {
             out.extend_from_slice(b"\\\\");
         } else {
             out.extend_from_slice(&[
                 b'\\',
                 b'x',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 15)],
+                HEX_DIGITS[usize::from(b >> 4)],
+                HEX_DIGITS[usize::from(b & 15)],
             ]);
         }
-        start = i + 1;
+        start = i;
     }
     out.extend_from_slice(&p[start..]);
 }
@@ -264,6 +297,55 @@ mod tests {
             s.ends_with("00000010  58 59                                             |XY|\n\n"),
             "{s}"
         );
+    }
+
+    /// The byte-by-byte definition `escaped` must match.
+    fn escaped_slow(p: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &b in p {
+            if plain(b) {
+                out.push(b);
+            } else if b == b'\\' {
+                out.extend_from_slice(b"\\\\");
+            } else {
+                out.extend_from_slice(format!("\\x{b:02x}").as_bytes());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn escaping_matches_the_bytewise_definition() {
+        // Every byte value at every position of a word, in plain context.
+        for b in 0..=255u8 {
+            for pos in 0..17 {
+                let mut p = b"abcdefghijklmnopqrstuvwxyz".to_vec();
+                p.insert(pos, b);
+                let mut out = Vec::new();
+                escaped(&p, &mut out);
+                assert_eq!(out, escaped_slow(&p), "byte {b:#x} at {pos}");
+            }
+        }
+        // Random mixes of lengths 0..100.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for n in 0..2000 {
+            let p: Vec<u8> = (0..n % 100)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // mostly printable, sometimes anything
+                    if x.is_multiple_of(5) {
+                        x as u8
+                    } else {
+                        0x20 + (x % 95) as u8
+                    }
+                })
+                .collect();
+            let mut out = Vec::new();
+            escaped(&p, &mut out);
+            assert_eq!(out, escaped_slow(&p), "{p:?}");
+        }
     }
 
     #[test]
