@@ -8,18 +8,34 @@
 //! - `forward_post`: the same, plus the POST (head + body, one vectored
 //!   write as the forwarder's client does) written to a loopback TCP sink
 //!   that reads and discards (no response: the round trip is not included).
-//! - `gzip_backends`: MB/s of raw deflate at `Compression::fast()` (level 1)
-//!   of the same protobuf batch body, per backend, side by side, plus the
-//!   gzip trailer's CRC-32. flate2 uses one backend per build: miniz_oxide by
-//!   default, zlib-rs with `--features zlib-rs`, zlib-ng with `--features
-//!   zlib-ng` (needs cmake); miniz_oxide is always also run directly, and
-//!   zlib-rs directly whenever the `zlib-rs` feature is on, so
-//!   `--features zlib-rs,zlib-ng` compares all three in one build.
+//! - `forward_pipeline`: the real [`Forwarder`] end to end — batches
+//!   offered as the event loop does, its batcher thread building (and
+//!   gzipping) bodies while its sender thread POSTs the previous ones over
+//!   its keep-alive connection to a loopback HTTP/1.1 sink thread that
+//!   reads each request whole and answers `200`; timed until the sink has
+//!   answered every batch. The references: the same protobuf body
+//!   compressed alone at the forwarder's level, as raw deflate (the
+//!   backend's own speed) and as the forwarder's gzip member (+ CRC-32).
+//!   After the group it prints the gzip pipeline's speed over each, measured
+//!   in the same samples (each gzip sample is followed by as many bodies
+//!   compressed alone, so all see the same machine load), and the same
+//!   ratios in CPU time (the batcher thread's, from `/proc`).
+//! - `gzip_backends`: MB/s of raw deflate at the forwarder's level
+//!   (`GzipEncoder::LEVEL`) of the same protobuf batch body, per backend,
+//!   side by side, plus the gzip trailer's CRC-32; three ways to build the
+//!   gzip member (the forwarder's `GzipEncoder`: header, one CRC-32 pass,
+//!   raw deflate; zlib-rs's own wrapper, `Compress::new_gzip`; flate2's
+//!   `GzEncoder` made per body); and levels 2 and 6 for the ratio/speed
+//!   trade. flate2 uses one backend per build:
+//!   miniz_oxide by default, zlib-rs with `--features zlib-rs`, zlib-ng
+//!   with `--features zlib-ng` (needs cmake); miniz_oxide is always also
+//!   run directly, and zlib-rs directly whenever the `zlib-rs` feature is
+//!   on, so `--features zlib-rs,zlib-ng` compares all three in one build.
 //!
 //! The forwarder's body building is private to its batcher thread
 //! (`net/src/forward/batcher.rs`), so [`BodyBuilder`] runs the same steps
-//! with the same `rcapture-core` encoders; the gzip member is built as the
-//! forwarder's `GzipEncoder` does (one reused `Compress`, header, CRC-32, size).
+//! with the same `rcapture-core` encoders and the forwarder's own
+//! [`GzipEncoder`].
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
@@ -27,12 +43,17 @@ use rcapture_core::encode;
 use rcapture_core::event::{EventFields, EventKind, Module};
 use rcapture_core::ndjson::write_ndjson_line;
 use rcapture_net::entry::event_fields_of;
+use rcapture_net::forward::gzip::GzipEncoder;
+use rcapture_net::forward::{CollectorUrl, ForwardConfig, ForwardFormat, Forwarder};
 use rcapture_net::publish::{Batch, EntryMeta};
+use std::cell::Cell;
 use std::hint::black_box;
 use std::io::{IoSlice, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 const EVENTS: usize = 100;
 const PAYLOAD: usize = 256;
@@ -135,11 +156,13 @@ struct BodyBuilder {
     seq: u64,
     raw: Vec<u8>,
     body: Vec<u8>,
-    deflate: Compress,
+    gzip: GzipEncoder,
 }
 
-/// gzip member header: magic, CM=deflate, no flags, mtime 0, XFL 0, OS unknown.
-const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+/// The forwarder's compression level.
+fn level() -> Compression {
+    Compression::new(GzipEncoder::LEVEL)
+}
 
 impl BodyBuilder {
     fn new() -> Self {
@@ -150,7 +173,7 @@ impl BodyBuilder {
             seq: 0,
             raw: Vec::with_capacity(256 * 1024),
             body: Vec::with_capacity(256 * 1024),
-            deflate: Compress::new(Compression::fast(), false),
+            gzip: GzipEncoder::new(),
         }
     }
 
@@ -194,32 +217,30 @@ impl BodyBuilder {
         self.items.clear();
         self.pending.clear();
         if gzip {
-            gzip_member(&mut self.deflate, &self.raw, &mut self.body);
+            self.gzip.compress(&self.raw, &mut self.body).expect("gzip");
         }
         &self.body
     }
 }
 
-/// Replaces `out` with the gzip member of `input` (as the forwarder's `GzipEncoder`).
-fn gzip_member(deflate: &mut Compress, input: &[u8], out: &mut Vec<u8>) {
+/// Replaces `out` with the gzip member of `input` as zlib-rs writes it
+/// (`Compress::new_gzip`: header and trailer from the deflate state, its
+/// CRC-32 folded over each window fill). `deflate` is such a state.
+fn zlib_gzip_member(deflate: &mut Compress, input: &[u8], out: &mut Vec<u8>) {
     out.clear();
-    out.extend_from_slice(&GZIP_HEADER);
+    out.reserve(GzipEncoder::max_len(input.len()));
     deflate.reset();
-    let mut crc = Crc::new();
-    crc.update(input);
     let start_in = deflate.total_in();
     loop {
         let rest = &input[(deflate.total_in() - start_in) as usize..];
-        out.reserve(rest.len() + rest.len() / 1000 + 64);
         let status = deflate
             .compress_vec(rest, out, FlushCompress::Finish)
             .expect("deflate");
         if status == Status::StreamEnd {
             break;
         }
+        out.reserve(4096);
     }
-    out.extend_from_slice(&crc.sum().to_le_bytes());
-    out.extend_from_slice(&(input.len() as u32).to_le_bytes());
 }
 
 /// A loopback TCP peer that reads and discards everything until EOF.
@@ -330,16 +351,471 @@ fn forward_post(c: &mut Criterion) {
     g.finish();
 }
 
-fn gzip_backends(c: &mut Criterion) {
-    let batch = loop_batch();
+/// The loopback HTTP/1.1 collector of `forward_pipeline`: reads each
+/// request whole (head, then Content-Length bytes of body) on the
+/// forwarder's keep-alive connection and answers `200` with an empty body.
+struct HttpSink {
+    addr: SocketAddr,
+    answered: Arc<Answered>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Requests answered, and the count a waiter waits for (it is woken only
+/// then, so the bench's own thread costs little).
+struct Answered {
+    count: Mutex<u64>,
+    wanted: AtomicU64,
+    cv: Condvar,
+}
+
+impl Default for Answered {
+    fn default() -> Self {
+        Self {
+            count: Mutex::new(0),
+            wanted: AtomicU64::new(u64::MAX),
+            cv: Condvar::new(),
+        }
+    }
+}
+
+impl Answered {
+    fn add(&self, n: u64) {
+        let mut c = self.count.lock().unwrap_or_else(PoisonError::into_inner);
+        *c += n;
+        if *c >= self.wanted.load(Ordering::Acquire) {
+            self.cv.notify_all();
+        }
+    }
+}
+
+const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+
+impl HttpSink {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let answered = Arc::new(Answered::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, st) = (Arc::clone(&answered), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if st.load(Ordering::Acquire) {
+                    return;
+                }
+                if let Ok(c) = conn {
+                    // A broken connection: the forwarder opens a new one.
+                    let _ = serve_requests(c, &a);
+                }
+            }
+        });
+        Self {
+            addr,
+            answered,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits until `n` requests have been answered in all; returns how many are.
+    fn wait_for(&self, n: u64, fwd: &Forwarder) -> u64 {
+        let a = &*self.answered;
+        let mut c = a.count.lock().unwrap_or_else(PoisonError::into_inner);
+        a.wanted.store(n, Ordering::Release);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while *c < n {
+            let now = Instant::now();
+            assert!(
+                now < deadline,
+                "the sink answered {} of {n} requests; forwarder {:?}",
+                *c,
+                fwd.stats()
+            );
+            c =
+                a.cv.wait_timeout(c, deadline - now)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+        }
+        a.wanted.store(u64::MAX, Ordering::Release);
+        *c
+    }
+}
+
+impl Drop for HttpSink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        // Wakes the accept (the forwarder's connection is closed by now).
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Serves requests on one connection until it closes.
+fn serve_requests(mut s: TcpStream, answered: &Answered) -> std::io::Result<()> {
+    s.set_nodelay(true)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    // Bytes of an incomplete head kept at the front of `buf`.
+    let mut have = 0;
+    // Body bytes still to come.
+    let mut body_left = 0usize;
+    loop {
+        let n = s.read(&mut buf[have..])?;
+        if n == 0 {
+            return Ok(());
+        }
+        let end = have + n;
+        let mut pos = 0;
+        let mut done = 0u64;
+        loop {
+            if body_left > 0 {
+                let k = body_left.min(end - pos);
+                body_left -= k;
+                pos += k;
+                if body_left > 0 {
+                    break;
+                }
+                s.write_all(RESPONSE)?;
+                done += 1;
+                continue;
+            }
+            let Some(h) = buf[pos..end].windows(4).position(|w| w == b"\r\n\r\n") else {
+                break;
+            };
+            let len = content_length(&buf[pos..pos + h]).ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "no Content-Length")
+            })?;
+            pos += h + 4;
+            body_left = len;
+            if len == 0 {
+                s.write_all(RESPONSE)?;
+                done += 1;
+            }
+        }
+        if done > 0 {
+            answered.add(done);
+        }
+        buf.copy_within(pos..end, 0);
+        have = end - pos;
+        if have == buf.len() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "request head too large",
+            ));
+        }
+    }
+}
+
+/// The Content-Length of a request head (as the forwarder spells it).
+fn content_length(head: &[u8]) -> Option<usize> {
+    const NAME: &[u8] = b"\r\nContent-Length: ";
+    let at = head.windows(NAME.len()).position(|w| w == NAME)? + NAME.len();
+    let digits = head[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&head[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Batches the pipeline lets be offered but not yet answered (well below
+/// the forwarder's intake of 256, so none is dropped); it tops the window
+/// up when half of it has been answered.
+const WINDOW: u64 = 32;
+
+/// A running [`Forwarder`] posting to an [`HttpSink`].
+struct Pipeline {
+    fwd: Forwarder,
+    sink: HttpSink,
+    /// Copies of the loop batch, offered in turn (see `next_batch`).
+    ring: Vec<Arc<Batch>>,
+    /// The loop batch's timestamps.
+    timestamps: Vec<i64>,
+    offered: u64,
+    /// Answered when last looked.
+    answered: u64,
+}
+
+/// Batches in the ring: twice the window, so a batch is offered again only
+/// after the forwarder has answered it (and let go of it).
+const RING: u64 = 2 * WINDOW;
+
+impl Pipeline {
+    fn start(format: ForwardFormat, gzip: bool) -> Self {
+        let sink = HttpSink::start();
+        let url = CollectorUrl::parse(&format!("http://{}/events", sink.addr)).expect("url");
+        let mut cfg = ForwardConfig::new(url, format);
+        cfg.batch_size = EVENTS;
+        cfg.gzip = gzip;
+        let fwd = Forwarder::start(cfg).expect("start the forwarder");
+        let batch = loop_batch();
+        let timestamps = batch.entries.iter().map(|m| m.timestamp).collect();
+        let ring = (0..RING)
+            .map(|_| {
+                Arc::new(Batch {
+                    worker: 0,
+                    buf: batch.buf.clone(),
+                    entries: batch.entries.clone(),
+                })
+            })
+            .collect();
+        Self {
+            fwd,
+            sink,
+            ring,
+            timestamps,
+            offered: 0,
+            answered: 0,
+        }
+    }
+
+    /// The ring index of the next batch to offer: the loop batch with the times the batcher
+    /// orders by moved past the previous batch's, so a burst of batches
+    /// taken together is not interleaved — every body holds the bytes of
+    /// one loop batch, as `protobuf_body` (the raw reference) does.
+    fn next_batch(&mut self) -> usize {
+        let i = (self.offered % RING) as usize;
+        let shift = self.offered as i64 * 1_000_000;
+        let b = Arc::get_mut(&mut self.ring[i]).expect("the forwarder let go of the batch");
+        for (m, t) in b.entries.iter_mut().zip(&self.timestamps) {
+            m.timestamp = t + shift;
+        }
+        i
+    }
+
+    /// Offers `n` loop batches of `EVENTS` events (each makes exactly one
+    /// request) and waits until the sink has answered all of them.
+    fn run(&mut self, n: u64) -> Duration {
+        let t0 = Instant::now();
+        for _ in 0..n {
+            if self.offered - self.answered >= WINDOW {
+                self.answered = self.sink.wait_for(self.offered - WINDOW / 2, &self.fwd);
+            }
+            let i = self.next_batch();
+            self.fwd.offer(&self.ring[i]);
+            self.offered += 1;
+        }
+        self.answered = self.sink.wait_for(self.offered, &self.fwd);
+        t0.elapsed()
+    }
+
+    fn finish(self) {
+        let s = self.fwd.shutdown(Duration::from_secs(5));
+        assert_eq!(
+            (s.sent_events, s.dropped_events, s.retries, s.failed_batches),
+            (self.offered * EVENTS as u64, 0, 0, 0),
+            "{s:?}"
+        );
+    }
+}
+
+/// One body compressed alone at the forwarder's level, the state reset per
+/// body as the forwarder does: raw deflate (the backend's own speed) or the
+/// forwarder's whole gzip member (deflate + header, CRC-32, size).
+struct Alone {
+    deflate: Compress,
+    gzip: GzipEncoder,
+    input: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Alone {
+    fn new(input: Vec<u8>) -> Self {
+        let out = Vec::with_capacity(GzipEncoder::max_len(input.len()));
+        Self {
+            deflate: Compress::new(level(), false),
+            gzip: GzipEncoder::new(),
+            input,
+            out,
+        }
+    }
+
+    fn raw_once(&mut self) -> u64 {
+        self.deflate.reset();
+        self.out.clear();
+        let s = self
+            .deflate
+            .compress_vec(&self.input, &mut self.out, FlushCompress::Finish)
+            .expect("deflate");
+        assert_eq!(s, Status::StreamEnd);
+        self.deflate.total_out()
+    }
+
+    fn member_once(&mut self) -> usize {
+        self.gzip
+            .compress(&self.input, &mut self.out)
+            .expect("gzip");
+        self.out.len()
+    }
+
+    /// `n` bodies, raw deflate or gzip members: wall and this thread's CPU time.
+    fn run(&mut self, n: u64, member: bool, me: &str) -> (Duration, Duration) {
+        let c0 = thread_cpu(me);
+        let t0 = Instant::now();
+        for _ in 0..n {
+            if member {
+                black_box(self.member_once());
+            } else {
+                black_box(self.raw_once());
+            }
+        }
+        (t0.elapsed(), thread_cpu(me).saturating_sub(c0))
+    }
+}
+
+/// CPU time a thread has run so far (`/proc/self/task/TID/schedstat`, ns).
+fn thread_cpu(tid: &str) -> Duration {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split(' ').next()?.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
+}
+
+/// The task id of this process's (newest) thread named `name` (a new
+/// thread names itself once it runs: waits up to a second for it).
+fn thread_named(name: &str) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let found = std::fs::read_dir("/proc/self/task")
+            .ok()?
+            .filter_map(Result::ok)
+            .filter(|e| {
+                std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == name)
+            })
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .max_by_key(|tid| tid.parse::<u64>().unwrap_or(0));
+        if found.is_some() || Instant::now() >= deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// This thread's task id (`/proc/thread-self` links to `PID/task/TID`).
+fn this_thread() -> String {
+    std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
+        .unwrap_or_default()
+}
+
+/// The uncompressed protobuf body of one loop batch, as the forwarder builds it.
+fn protobuf_body() -> Vec<u8> {
     let mut bb = BodyBuilder::new();
-    bb.take(&batch);
-    let input = bb.emit(Format::Protobuf, false).to_vec();
-    let mut out = vec![0u8; input.len() + input.len() / 100 + 1024];
+    bb.take(&loop_batch());
+    bb.emit(Format::Protobuf, false).to_vec()
+}
+
+fn forward_pipeline(c: &mut Criterion) {
+    let body = protobuf_body();
+    let mut g = c.benchmark_group("forward_pipeline");
+    g.throughput(Throughput::Elements(EVENTS as u64));
+
+    let mut p = Pipeline::start(ForwardFormat::Protobuf, false);
+    let plain = Cell::new((Duration::ZERO, 0u64));
+    g.bench_function("protobuf", |b| {
+        b.iter_custom(|iters| {
+            let t = p.run(iters);
+            let (d, n) = plain.get();
+            plain.set((d + t, n + iters));
+            t
+        })
+    });
+    p.finish();
+
+    // Each gzip sample is followed by as many of its bodies compressed alone
+    // (raw deflate, then gzip members): the ratios compare them under the
+    // same load. The CPU time of the forwarder's batcher thread and of the
+    // compressions alone are summed too (less sensitive to what else the
+    // machine runs than wall time).
+    let mut p = Pipeline::start(ForwardFormat::Protobuf, true);
+    // Thread names are cut to 15 bytes.
+    let batcher = thread_named("rcapture-fwd-ba").expect("the forwarder's batcher thread");
+    let me = this_thread();
+    let mut alone = Alone::new(body.clone());
+    let gz = Cell::new(GzipSums::default());
+    g.bench_function("protobuf_gzip", |b| {
+        b.iter_custom(|iters| {
+            let b0 = thread_cpu(&batcher);
+            let t = p.run(iters);
+            let b1 = thread_cpu(&batcher);
+            let raw = alone.run(iters, false, &me);
+            let member = alone.run(iters, true, &me);
+            let mut s = gz.get();
+            s.batches += iters;
+            s.pipeline += t;
+            s.batcher_cpu += b1.saturating_sub(b0);
+            s.raw.0 += raw.0;
+            s.raw.1 += raw.1;
+            s.member.0 += member.0;
+            s.member.1 += member.1;
+            gz.set(s);
+            t
+        })
+    });
+    p.finish();
+
+    g.bench_function(format!("raw_deflate_level{}", GzipEncoder::LEVEL), |b| {
+        b.iter(|| black_box(alone.raw_once()))
+    });
+    g.bench_function(format!("gzip_member_level{}", GzipEncoder::LEVEL), |b| {
+        b.iter(|| black_box(alone.member_once()))
+    });
+    g.finish();
+
+    let (d, n) = plain.get();
+    let plain_events = n as f64 * EVENTS as f64 / d.as_secs_f64().max(1e-9);
+    let s = gz.get();
+    let mb = |d: Duration| s.batches as f64 * body.len() as f64 / d.as_secs_f64().max(1e-9) / 1e6;
+    let us = |d: Duration| d.as_secs_f64() * 1e6 / s.batches.max(1) as f64;
+    let pct =
+        |fast: Duration, slow: Duration| 100.0 * fast.as_secs_f64() / slow.as_secs_f64().max(1e-9);
+    eprintln!(
+        "forward_pipeline: {EVENTS} events x {PAYLOAD} B a batch, protobuf body {} bytes, gzip level {}\n\
+         \x20 protobuf:      {:.2} M events/s (target >= 2 M)\n\
+         \x20 protobuf_gzip: {:.2} M events/s = {:.0} MB/s of body. The same body compressed alone, \
+         in the same samples:\n\
+         \x20   raw deflate: {:.0} MB/s -> pipeline at {:.0} % of it (target >= 70 %)\n\
+         \x20   gzip member: {:.0} MB/s -> pipeline at {:.0} % of it\n\
+         \x20 CPU a batch: batcher thread {:.1} us; raw deflate {:.1} us ({:.0} %), gzip member {:.1} us ({:.0} %)",
+        body.len(),
+        GzipEncoder::LEVEL,
+        plain_events / 1e6,
+        s.batches as f64 * EVENTS as f64 / s.pipeline.as_secs_f64().max(1e-9) / 1e6,
+        mb(s.pipeline),
+        mb(s.raw.0),
+        pct(s.raw.0, s.pipeline),
+        mb(s.member.0),
+        pct(s.member.0, s.pipeline),
+        us(s.batcher_cpu),
+        us(s.raw.1),
+        pct(s.raw.1, s.batcher_cpu),
+        us(s.member.1),
+        pct(s.member.1, s.batcher_cpu),
+    );
+}
+
+/// What the gzip samples of `forward_pipeline` summed.
+#[derive(Debug, Default, Clone, Copy)]
+struct GzipSums {
+    batches: u64,
+    /// Wall time of the pipeline runs.
+    pipeline: Duration,
+    /// CPU time of the forwarder's batcher thread in them.
+    batcher_cpu: Duration,
+    /// Wall and CPU time of as many bodies compressed alone: raw deflate,
+    /// and the gzip member.
+    raw: (Duration, Duration),
+    member: (Duration, Duration),
+}
+
+fn gzip_backends(c: &mut Criterion) {
+    let input = protobuf_body();
+    let mut out = vec![0u8; GzipEncoder::max_len(input.len())];
     let mut g = c.benchmark_group("gzip_backends");
     g.throughput(Throughput::Bytes(input.len() as u64));
 
-    let mut deflate = Compress::new(Compression::fast(), false);
+    let mut deflate = Compress::new(level(), false);
     g.bench_function(FLATE2_BACKEND, |b| {
         b.iter(|| {
             deflate.reset();
@@ -352,7 +828,7 @@ fn gzip_backends(c: &mut Criterion) {
     });
 
     let mut mz: Box<miniz_oxide::deflate::core::CompressorOxide> = Box::default();
-    mz.set_format_and_level(miniz_oxide::DataFormat::Raw, 1);
+    mz.set_format_and_level(miniz_oxide::DataFormat::Raw, GzipEncoder::LEVEL as u8);
     g.bench_function("miniz_oxide", |b| {
         b.iter(|| {
             mz.reset();
@@ -369,7 +845,7 @@ fn gzip_backends(c: &mut Criterion) {
 
     #[cfg(feature = "zlib-rs")]
     {
-        let mut z = zlib_rs::Deflate::new(1, false, 15);
+        let mut z = zlib_rs::Deflate::new(GzipEncoder::LEVEL as i32, false, 15);
         g.bench_function("zlib-rs", |b| {
             b.iter(|| {
                 z.reset();
@@ -389,11 +865,59 @@ fn gzip_backends(c: &mut Criterion) {
             black_box(crc.sum())
         })
     });
+
+    // The gzip member three ways, on the same backend and level.
+    let mut enc = GzipEncoder::new();
+    let mut gz = Vec::with_capacity(GzipEncoder::max_len(input.len()));
+    g.bench_function("member_gzip_encoder", |b| {
+        b.iter(|| {
+            enc.compress(black_box(&input), &mut gz).expect("gzip");
+            black_box(gz.len())
+        })
+    });
+    let mut zlib_gz = Compress::new_gzip(level(), 15);
+    g.bench_function("member_zlib_wrapper", |b| {
+        b.iter(|| {
+            zlib_gzip_member(&mut zlib_gz, black_box(&input), &mut gz);
+            black_box(gz.len())
+        })
+    });
+    g.bench_function("member_flate2_gzencoder", |b| {
+        b.iter(|| {
+            gz.clear();
+            let mut w = flate2::write::GzEncoder::new(&mut gz, level());
+            w.write_all(black_box(&input)).expect("gzip");
+            black_box(w.finish().expect("gzip").len())
+        })
+    });
+
+    // Other levels of the same backend (the forwarder's is `GzipEncoder::LEVEL`).
+    let mut sizes = Vec::new();
+    for lv in [2, 6] {
+        let mut d = Compress::new(Compression::new(lv), false);
+        d.compress(&input, &mut out, FlushCompress::Finish)
+            .expect("deflate");
+        sizes.push(format!("level {lv} {} bytes", d.total_out()));
+        g.bench_function(format!("{FLATE2_BACKEND}_level{lv}"), |b| {
+            b.iter(|| {
+                d.reset();
+                let s = d
+                    .compress(&input, &mut out, FlushCompress::Finish)
+                    .expect("deflate");
+                assert_eq!(s, Status::StreamEnd);
+                black_box(d.total_out())
+            })
+        });
+    }
     g.finish();
 
-    let mut gz = Vec::new();
-    gzip_member(&mut deflate, &input, &mut gz);
-    let mut sizes = format!("{FLATE2_BACKEND} gzip member {} bytes", gz.len());
+    enc.compress(&input, &mut gz).expect("gzip");
+    let mut sizes = format!(
+        "{FLATE2_BACKEND} gzip member (level {}) {} bytes, {}",
+        GzipEncoder::LEVEL,
+        gz.len(),
+        sizes.join(", ")
+    );
     mz.reset();
     let r = miniz_oxide::deflate::stream::deflate(
         &mut mz,
@@ -404,7 +928,7 @@ fn gzip_backends(c: &mut Criterion) {
     sizes += &format!(", miniz_oxide deflate {} bytes", r.bytes_written);
     #[cfg(feature = "zlib-rs")]
     {
-        let mut z = zlib_rs::Deflate::new(1, false, 15);
+        let mut z = zlib_rs::Deflate::new(GzipEncoder::LEVEL as i32, false, 15);
         let _ = z.compress(&input, &mut out, zlib_rs::DeflateFlush::Finish);
         sizes += &format!(", zlib-rs deflate {} bytes", z.total_out());
     }
@@ -414,5 +938,11 @@ fn gzip_backends(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, forward_body, forward_post, gzip_backends);
+criterion_group!(
+    benches,
+    forward_body,
+    forward_post,
+    forward_pipeline,
+    gzip_backends
+);
 criterion_main!(benches);

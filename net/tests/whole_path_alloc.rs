@@ -1,10 +1,19 @@
 //! Whole-path allocation proof: raw records → the real worker (decode, join,
 //! event model, encode into pooled batches) → the event loop → a connected
-//! WebSocket client. After warm-up, ≥ 1 M events with zero allocations on
-//! the worker and server threads (a counting global allocator; only the
-//! test's own client thread is exempt). The forwarder is not part of this
-//! proof yet.
+//! WebSocket client **and** the forwarder (its batcher thread: copy out,
+//! order, number, encode, gzip; its sender thread: keep-alive POSTs,
+//! response parsing, buffer recycling) → a collector on loopback.
+//!
+//! For each forwarding format (protobuf, protobuf + gzip, NDJSON): after
+//! warm-up, ≥ 1 M events with zero allocations on the worker, server and
+//! forwarder threads (a counting global allocator; only the test's own
+//! WebSocket client and collector threads, and the harness's main thread,
+//! are exempt), every event reaches the client, and the collector decodes
+//! every body and receives exactly every event, numbered by `seq` from 1
+//! without a gap, over one keep-alive connection.
 
+use base64::Engine;
+use prost::Message;
 use rcapture_core::event::Clock;
 use rcapture_core::records::{DIR_RECV, DIR_SEND, RecordKind, Tuple};
 use rcapture_core::ring::RecordRing;
@@ -12,27 +21,52 @@ use rcapture_core::synth;
 use rcapture_core::worker::{LiveFilter, Worker, WorkerConfig};
 use rcapture_net::config::StartSettings;
 use rcapture_net::control::{CaptureCounters, Control, LiveSettings, ModuleStatus};
+use rcapture_net::forward::{CollectorUrl, ForwardConfig, ForwardFormat};
 use rcapture_net::{Limits, Server, ServerConfig};
+use rcapture_proto::{LogBatch, LogType, log_entry::Payload};
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::backtrace::Backtrace;
 use std::cell::Cell;
 use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::sync::Arc;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 struct Counting;
 
 static COUNTING: AtomicBool = AtomicBool::new(false);
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
+/// Thread and backtrace of the first counted allocation (the failure message).
+static FIRST_ALLOC: Mutex<Option<(String, Backtrace)>> = Mutex::new(None);
 
 thread_local! {
+    /// The test's own client and collector threads.
     static EXEMPT: Cell<bool> = const { Cell::new(false) };
+    /// Inside `note` (its own allocations are not counted).
+    static NOTING: Cell<bool> = const { Cell::new(false) };
 }
 
 fn note() {
-    if COUNTING.load(SeqCst) && !EXEMPT.with(Cell::get) {
-        ALLOCS.fetch_add(1, SeqCst);
+    if !COUNTING.load(SeqCst) || EXEMPT.with(Cell::get) || NOTING.with(Cell::get) {
+        return;
+    }
+    // The process's main thread is the test harness's (it reports slow
+    // tests); the worker runs on the test's own thread.
+    // SAFETY: gettid(2) and getpid(2) have no preconditions.
+    if unsafe { libc::gettid() == libc::getpid() } {
+        return;
+    }
+    if ALLOCS.fetch_add(1, SeqCst) == 0 {
+        NOTING.with(|n| n.set(true));
+        // Symbols are resolved later, when the failure is reported: a slow
+        // allocation here would stall the thread and upset the pacing.
+        let first = (
+            std::thread::current().name().unwrap_or("?").to_owned(),
+            Backtrace::force_capture(),
+        );
+        *FIRST_ALLOC.lock().unwrap_or_else(PoisonError::into_inner) = Some(first);
+        NOTING.with(|n| n.set(false));
     }
 }
 
@@ -103,7 +137,23 @@ impl Control for NoControl {
     }
 }
 
-fn records() -> Vec<Vec<u8>> {
+/// The records replayed each round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mix {
+    /// TLS data at 64 B, 256 B, 1 KiB and 4 KiB each way, bash, a master
+    /// secret, a connection, and a 40 000-byte call split over three
+    /// records (joined by the worker): 12 events, ~53 KB.
+    Full,
+    /// The same without the 4 KiB and 40 000-byte calls: 9 events, ~4 KB.
+    Small,
+}
+
+/// The records of a round and the events they make.
+fn records(mix: Mix) -> (Vec<Vec<u8>>, u64) {
+    let sizes: &[usize] = match mix {
+        Mix::Full => &[64, 256, 1024, 4096],
+        Mix::Small => &[64, 256, 1024],
+    };
     let t4 = synth::tuple(
         "127.0.0.1:40000".parse().unwrap(),
         "127.0.0.1:443".parse().unwrap(),
@@ -111,7 +161,7 @@ fn records() -> Vec<Vec<u8>> {
     let t6 = synth::tuple("[::1]:40000".parse().unwrap(), "[::1]:443".parse().unwrap());
     let h = |k, pid| synth::header(k, pid, pid + 1, 1000, "app", 1_000_000);
     let mut v = Vec::new();
-    for (i, size) in [64usize, 256, 1024, 4096].into_iter().enumerate() {
+    for (i, &size) in sizes.iter().enumerate() {
         let payload = vec![b'a' + i as u8; size];
         v.push(synth::single(
             synth::data(
@@ -152,17 +202,22 @@ fn records() -> Vec<Vec<u8>> {
         1,
         Tuple::default(),
     ));
-    let mut long = Vec::new();
-    synth::split_call(
-        synth::data(h(RecordKind::TlsData, 103), 7, DIR_SEND, 0, t4),
-        &vec![b'z'; 40_000],
-        3,
-        16384,
-        usize::MAX,
-        &mut long,
-    );
-    v.extend(long);
-    v
+    let mut events = v.len() as u64;
+    if mix == Mix::Full {
+        let mut long = Vec::new();
+        synth::split_call(
+            synth::data(h(RecordKind::TlsData, 103), 7, DIR_SEND, 0, t4),
+            &vec![b'z'; 40_000],
+            3,
+            16384,
+            usize::MAX,
+            &mut long,
+        );
+        assert_eq!(long.len(), 3);
+        v.extend(long);
+        events += 1;
+    }
+    (v, events)
 }
 
 /// Reads WebSocket frames from the server and counts binary messages.
@@ -225,15 +280,447 @@ fn status(addr: std::net::SocketAddr) -> serde_json::Value {
     serde_json::from_str(body).unwrap()
 }
 
-#[test]
-fn one_million_events_worker_to_websocket_allocate_nothing() {
-    let recs = Arc::new(records());
-    // Events per round: every single record, plus one joined long call.
-    let per_round = (recs.len() - 3 + 1) as u64;
-    let warm_rounds = 2_000u64;
+/// Events the forwarder puts in one request (its default `batch_size`).
+const BATCH_SIZE: usize = 100;
+/// Worker batches (rounds) the pacing lets be on their way to the WebSocket
+/// client: below a client's share of the batches (a quarter of the pool,
+/// 16), past which the server copies the client's queue out (a lagging
+/// client's cost, not the steady path's).
+const WS_IN_FLIGHT_ROUNDS: u64 = 8;
+/// ... and to the collector (plus the forwarder batch the batcher fills).
+const COLLECTOR_IN_FLIGHT_ROUNDS: u64 = 16;
+/// Every this many bodies the collector also decodes fully (prost, serde_json).
+const FULL_DECODE_EVERY: u64 = 64;
+
+/// One forwarding setup under test.
+#[derive(Debug, Clone, Copy)]
+struct Variant {
+    name: &'static str,
+    format: ForwardFormat,
+    gzip: bool,
+    mix: Mix,
+}
+
+/// The protobuf run carries the full mix (the worker's join included); the
+/// other formats prove the forwarder's other encoders on the small mix,
+/// which keeps the bytes moved (and a debug build's run time) down.
+const VARIANTS: [Variant; 3] = [
+    Variant {
+        name: "protobuf",
+        format: ForwardFormat::Protobuf,
+        gzip: false,
+        mix: Mix::Full,
+    },
+    Variant {
+        name: "protobuf+gzip",
+        format: ForwardFormat::Protobuf,
+        gzip: true,
+        mix: Mix::Small,
+    },
+    Variant {
+        name: "json",
+        format: ForwardFormat::Json,
+        gzip: false,
+        mix: Mix::Small,
+    },
+];
+
+/// What the collector received (read live by the pacing loop).
+#[derive(Debug, Default)]
+struct Collected {
+    /// Events in accepted bodies; their `seq`s are exactly `1..=events`.
+    events: AtomicU64,
+    batches: AtomicU64,
+    connections: AtomicU64,
+    /// The first thing the collector found wrong (it then stops answering).
+    error: Mutex<Option<String>>,
+}
+
+impl Collected {
+    fn error(&self) -> Option<String> {
+        self.error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// A loopback HTTP/1.1 collector: reads whole requests (by Content-Length)
+/// on a keep-alive connection, checks and decodes every body, answers
+/// `200` with an empty body.
+struct Collector {
+    addr: SocketAddr,
+    state: Arc<Collected>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Collector {
+    fn start(v: Variant) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Collected::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (st, sp) = (Arc::clone(&state), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            EXEMPT.with(|t| t.set(true));
+            for conn in listener.incoming() {
+                if sp.load(SeqCst) {
+                    return;
+                }
+                st.connections.fetch_add(1, SeqCst);
+                let served = conn
+                    .map_err(|e| format!("accept: {e}"))
+                    .and_then(|c| serve(c, v, &st));
+                if let Err(e) = served {
+                    let mut slot = st.error.lock().unwrap_or_else(PoisonError::into_inner);
+                    slot.get_or_insert(e);
+                }
+            }
+        });
+        Self {
+            addr,
+            state,
+            stop,
+            thread,
+        }
+    }
+
+    fn finish(self) {
+        self.stop.store(true, SeqCst);
+        // Wakes the accept; refused is as good (the listener is gone then).
+        let _ = TcpStream::connect(self.addr);
+        self.thread.join().unwrap();
+    }
+}
+
+/// Serves one connection until the peer closes it.
+fn serve(mut s: TcpStream, v: Variant, st: &Collected) -> Result<(), String> {
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut have = 0;
+    let mut plain = Vec::new();
+    loop {
+        // The head.
+        let (head_len, length) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut req = httparse::Request::new(&mut headers);
+            match req
+                .parse(&buf[..have])
+                .map_err(|e| format!("request head: {e}"))?
+            {
+                httparse::Status::Complete(n) => break (n, check_head(&req, v)?),
+                httparse::Status::Partial => {}
+            }
+            if !fill(&mut s, &mut buf, &mut have)? {
+                if have == 0 {
+                    return Ok(());
+                }
+                return Err(format!("closed inside a request head ({have} bytes)"));
+            }
+        };
+        // The whole body.
+        let end = head_len + length;
+        if buf.len() < end {
+            buf.resize(end, 0);
+        }
+        while have < end {
+            if !fill(&mut s, &mut buf, &mut have)? {
+                return Err(format!("closed inside a body ({have} of {end} bytes)"));
+            }
+        }
+        let batch = st.batches.load(SeqCst) + 1;
+        let body = &buf[head_len..end];
+        let body = if v.gzip {
+            plain.clear();
+            flate2::read::GzDecoder::new(body)
+                .read_to_end(&mut plain)
+                .map_err(|e| format!("batch {batch}: gunzip: {e}"))?;
+            &plain[..]
+        } else {
+            body
+        };
+        let first = st.events.load(SeqCst) + 1;
+        let n = match v.format {
+            ForwardFormat::Json => json_entries(body, first),
+            _ => protobuf_entries(body, first),
+        }
+        .map_err(|e| format!("batch {batch}: {e}"))?;
+        if batch % FULL_DECODE_EVERY == 1 {
+            full_decode(body, v.format, first, n).map_err(|e| format!("batch {batch}: {e}"))?;
+        }
+        if n == 0 || n > BATCH_SIZE as u64 {
+            return Err(format!(
+                "batch {batch}: {n} events (batch_size {BATCH_SIZE})"
+            ));
+        }
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .map_err(|e| format!("writing the response: {e}"))?;
+        st.events.fetch_add(n, SeqCst);
+        st.batches.fetch_add(1, SeqCst);
+        buf.copy_within(end..have, 0);
+        have -= end;
+    }
+}
+
+/// Reads more into `buf[have..]` (growing it when full); false at end of stream.
+fn fill(s: &mut TcpStream, buf: &mut Vec<u8>, have: &mut usize) -> Result<bool, String> {
+    if *have == buf.len() {
+        buf.resize(buf.len() * 2, 0);
+    }
+    match s.read(&mut buf[*have..]) {
+        Ok(0) => Ok(false),
+        Ok(n) => {
+            *have += n;
+            Ok(true)
+        }
+        Err(e) => Err(format!("reading the request: {e}")),
+    }
+}
+
+/// Checks the request line and headers; returns the Content-Length.
+fn check_head(req: &httparse::Request<'_, '_>, v: Variant) -> Result<usize, String> {
+    if req.method != Some("POST") || req.path != Some("/events") || req.version != Some(1) {
+        return Err(format!(
+            "request line {:?} {:?} HTTP/1.{:?}",
+            req.method, req.path, req.version
+        ));
+    }
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).into_owned())
+    };
+    let want_type = match v.format {
+        ForwardFormat::Json => "application/x-ndjson",
+        _ => "application/x-protobuf",
+    };
+    if header("content-type").as_deref() != Some(want_type) {
+        return Err(format!(
+            "Content-Type {:?}, want {want_type}",
+            header("content-type")
+        ));
+    }
+    let encoding = header("content-encoding");
+    if encoding.as_deref() != v.gzip.then_some("gzip") {
+        return Err(format!("Content-Encoding {encoding:?} (gzip: {})", v.gzip));
+    }
+    if header("connection").is_some_and(|c| c.eq_ignore_ascii_case("close")) {
+        return Err("the forwarder asked to close the connection".into());
+    }
+    header("content-length")
+        .and_then(|l| l.parse().ok())
+        .ok_or_else(|| format!("Content-Length {:?}", header("content-length")))
+}
+
+fn varint(b: &[u8], pos: &mut usize) -> Result<u64, String> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*pos).ok_or("truncated varint")?;
+        *pos += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return Ok(v);
+        }
+    }
+    Err("varint longer than 10 bytes".into())
+}
+
+/// Walks a `LogBatch`: every entry is an event entry (log_type 2, an
+/// `event_payload`) with `seq` = `first`, `first + 1`, ...; returns the count.
+fn protobuf_entries(body: &[u8], first: u64) -> Result<u64, String> {
+    let mut pos = 0;
+    let mut n = 0;
+    while pos < body.len() {
+        let key = varint(body, &mut pos)?;
+        if key != 0x0a {
+            return Err(format!("LogBatch field key {key:#x} at byte {pos}"));
+        }
+        let len = varint(body, &mut pos)? as usize;
+        let entry = body
+            .get(pos..pos + len)
+            .ok_or_else(|| format!("entry of {len} bytes past the body's end"))?;
+        pos += len;
+        let (mut log_type, mut seq, mut event) = (0, 0, false);
+        let mut p = 0;
+        while p < entry.len() {
+            let key = varint(entry, &mut p)?;
+            match key & 7 {
+                0 => {
+                    let v = varint(entry, &mut p)?;
+                    match key >> 3 {
+                        1 => log_type = v,
+                        5 => seq = v,
+                        _ => {}
+                    }
+                }
+                2 => {
+                    let l = varint(entry, &mut p)? as usize;
+                    event |= key >> 3 == 2;
+                    p += l;
+                }
+                w => return Err(format!("LogEntry wire type {w}")),
+            }
+        }
+        if p != entry.len() {
+            return Err("a LogEntry field runs past the entry".into());
+        }
+        let want = first + n;
+        if log_type != 2 || !event || seq != want {
+            return Err(format!(
+                "entry {n}: log_type {log_type}, event {event}, seq {seq} (want seq {want})"
+            ));
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Where `pat` first occurs in `hay` (libc's memmem: this file is not
+/// optimised in a debug build, and the JSON run searches ~1 M lines).
+fn find(hay: &[u8], pat: &[u8]) -> Option<usize> {
+    // SAFETY: both pointers and lengths describe live slices, which memmem
+    // only reads; a non-null result points into `hay`.
+    let p = unsafe {
+        libc::memmem(
+            hay.as_ptr().cast(),
+            hay.len(),
+            pat.as_ptr().cast(),
+            pat.len(),
+        )
+    };
+    (!p.is_null()).then(|| p as usize - hay.as_ptr() as usize)
+}
+
+/// Walks an NDJSON body: one event object per line, its `seq` (the last
+/// key) = `first`, `first + 1`, ...; returns the count. Each line's base64
+/// payload is stepped over by its `length` (which checks it), not scanned.
+fn json_entries(body: &[u8], first: u64) -> Result<u64, String> {
+    const PAYLOAD: &[u8] = b"\"payload\":\"";
+    const LENGTH: &[u8] = b",\"length\":";
+    let mut pos = 0;
+    let mut n = 0;
+    while pos < body.len() {
+        let want = first + n;
+        let line = &body[pos..];
+        let head = &line[..line.len().min(1024)];
+        let bad = |what: &str| {
+            format!(
+                "line {n} (want seq {want}): {what}: {:?}",
+                String::from_utf8_lossy(&head[..head.len().min(200)])
+            )
+        };
+        if !line.starts_with(b"{\"timestamp\":") {
+            return Err(bad("not an event object"));
+        }
+        let p = find(head, PAYLOAD).ok_or_else(|| bad("no payload"))?;
+        let l = find(&head[..p], LENGTH).ok_or_else(|| bad("no length"))? + LENGTH.len();
+        let length: usize = std::str::from_utf8(&head[l..p - 1])
+            .ok()
+            .and_then(|d| d.parse().ok())
+            .ok_or_else(|| bad("length"))?;
+        let after = p + PAYLOAD.len() + length.div_ceil(3) * 4;
+        let tail = line
+            .get(after..(after + 256).min(line.len()))
+            .ok_or_else(|| bad("payload past the body's end"))?;
+        let end = find(tail, b"\n").ok_or_else(|| bad("no line end after the payload"))?;
+        let tail = &tail[..end];
+        let seq = find(tail, b",\"seq\":")
+            .and_then(|i| tail[i + 7..].strip_suffix(b"}"))
+            .and_then(|d| std::str::from_utf8(d).ok()?.parse::<u64>().ok());
+        if !tail.starts_with(b"\",\"tid\":") || seq != Some(want) {
+            return Err(bad(&format!(
+                "after the payload {:?}",
+                String::from_utf8_lossy(tail)
+            )));
+        }
+        pos += after + end + 1;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Decodes a body with the reference decoders: `n` events numbered from
+/// `first`, each complete (payload length = `length`, a module).
+fn full_decode(body: &[u8], format: ForwardFormat, first: u64, n: u64) -> Result<(), String> {
+    let events: Vec<(u64, u32, usize, String)> = match format {
+        ForwardFormat::Json => body
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let v: serde_json::Value =
+                    serde_json::from_slice(l).map_err(|e| format!("NDJSON line: {e}"))?;
+                let payload = base64::engine::general_purpose::STANDARD
+                    .decode(v["payload"].as_str().unwrap_or("?"))
+                    .map_err(|e| format!("payload: {e}"))?;
+                if v.as_object().map_or(0, |o| o.len()) != 17 {
+                    return Err(format!(
+                        "{} keys, want 17: {v}",
+                        v.as_object().map_or(0, |o| o.len())
+                    ));
+                }
+                Ok((
+                    v["seq"].as_u64().unwrap_or(0),
+                    v["length"].as_u64().unwrap_or(0) as u32,
+                    payload.len(),
+                    v["module"].as_str().unwrap_or("").to_string(),
+                ))
+            })
+            .collect::<Result<_, String>>()?,
+        _ => LogBatch::decode(body)
+            .map_err(|e| format!("LogBatch: {e}"))?
+            .entries
+            .into_iter()
+            .map(|e| match e.payload {
+                Some(Payload::EventPayload(ev)) if e.log_type == LogType::Event as i32 => {
+                    Ok((e.seq, ev.length, ev.payload.len(), ev.module))
+                }
+                other => Err(format!("entry seq {}: {other:?}", e.seq)),
+            })
+            .collect::<Result<_, String>>()?,
+    };
+    if events.len() as u64 != n {
+        return Err(format!("decoded {} events, walked {n}", events.len()));
+    }
+    for (i, (seq, length, payload, module)) in events.into_iter().enumerate() {
+        if seq != first + i as u64 || length as usize != payload || module.is_empty() {
+            return Err(format!(
+                "event {i}: seq {seq} (want {}), length {length}, payload {payload} bytes, module {module:?}",
+                first + i as u64
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What one variant's run measured.
+#[derive(Debug)]
+struct Figures {
+    counted: u64,
+    total: u64,
+    secs: f64,
+    allocs: u64,
+    first_alloc: Option<String>,
+    ws: u64,
+    status: serde_json::Value,
+}
+
+fn run(v: Variant, collector: &Collector) -> Figures {
+    let (recs, per_round) = records(v.mix);
+    let recs = Arc::new(recs);
+    let warm_rounds = 24_000 / per_round;
     let rounds = 1_000_000 / per_round + 1;
     let total = (warm_rounds + rounds) * per_round;
 
+    let mut forward = ForwardConfig::new(
+        CollectorUrl::parse(&format!("http://{}/events", collector.addr)).unwrap(),
+        v.format,
+    );
+    forward.batch_size = BATCH_SIZE;
+    forward.batch_timeout = Duration::from_millis(100);
+    forward.gzip = v.gzip;
     let cfg = ServerConfig {
         listen: Some("127.0.0.1:0".parse().unwrap()),
         ecaptureq: None,
@@ -246,7 +733,7 @@ fn one_million_events_worker_to_websocket_allocate_nothing() {
             truncate_size: 1 << 20,
         },
         initial: LiveSettings::default(),
-        forward: None,
+        forward: Some(forward),
         event_file: None,
     };
     let (srv, mut publishers) = Server::bind(cfg, Arc::new(NoControl), 1).unwrap();
@@ -282,66 +769,151 @@ fn one_million_events_worker_to_websocket_allocate_nothing() {
         sinks,
     );
     let stats = worker.stats();
-    // Warm-up: pools, slots and queues reach their steady size. Pace the
-    // worker so the server keeps up (its pools are bounded, drops would be counted).
-    let pace = |worker: &mut rcapture_core::worker::Worker<ReplayRing>,
-                left: &AtomicU64,
-                got: &AtomicU64| {
+    let coll = &collector.state;
+    let stalled = |what: &str| {
+        format!(
+            "{} {what}: worker produced {}, client got {}, collector got {} in {} batches \
+             (collector error: {:?}); status {}",
+            v.name,
+            stats.events.load(SeqCst),
+            got.load(SeqCst),
+            coll.events.load(SeqCst),
+            coll.batches.load(SeqCst),
+            coll.error(),
+            status(addr)
+        )
+    };
+    // Pace the worker so both consumers keep up: the publisher's pool is
+    // bounded (64 batches) and drops would be counted. Each drain is one
+    // small batch (one round), which returns to the pool once the client's
+    // connection and the forwarder's batcher have taken it and the loop
+    // has run again: in the worst case the batches in flight and as many
+    // taken but not yet reclaimed. So keep at most 8 batches in flight to
+    // the client, and 16 to the collector plus the forwarder batch the
+    // batcher fills (up to 12 more): at most 2 × 28 of 64.
+    let ws_in_flight = WS_IN_FLIGHT_ROUNDS * per_round;
+    let coll_in_flight = COLLECTOR_IN_FLIGHT_ROUNDS * per_round + BATCH_SIZE as u64;
+    let pace = |worker: &mut Worker<ReplayRing>, left: &AtomicU64| {
         while left.load(SeqCst) > 0 {
             worker.drain_once();
             let produced = stats.events.load(SeqCst);
             let deadline = Instant::now() + Duration::from_secs(20);
-            // Each drain is one small batch (12 events) and a worker owns 64
-            // batches: keep fewer events than that in flight, or the publisher
-            // drops (counted) and the client can never catch up.
-            while produced.saturating_sub(got.load(SeqCst)) > 400 {
+            while produced.saturating_sub(got.load(SeqCst)) > ws_in_flight
+                || produced.saturating_sub(coll.events.load(SeqCst)) > coll_in_flight
+            {
                 assert!(
-                    Instant::now() < deadline,
-                    "stalled: worker produced {produced}, client got {}; status {}",
-                    got.load(SeqCst),
-                    status(addr)
+                    Instant::now() < deadline && coll.error().is_none(),
+                    "{}",
+                    stalled("stalled")
                 );
                 std::thread::yield_now();
             }
         }
     };
-    pace(&mut worker, &left, &got);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while got.load(SeqCst) < warm_rounds * per_round {
-        assert!(
-            Instant::now() < deadline,
-            "warm-up: client got {} of {} events; worker produced {}; status {}",
-            got.load(SeqCst),
-            warm_rounds * per_round,
-            stats.events.load(SeqCst),
-            status(addr)
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let wait_for = |n: u64, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while got.load(SeqCst) < n || coll.events.load(SeqCst) < n {
+            assert!(
+                Instant::now() < deadline && coll.error().is_none(),
+                "{}",
+                stalled(what)
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    // Warm-up: pools, slots, queues and buffers reach their steady size.
+    pace(&mut worker, &left);
+    wait_for(warm_rounds * per_round, "warm-up");
+
+    ALLOCS.store(0, SeqCst);
     COUNTING.store(true, SeqCst);
     let t0 = Instant::now();
     left.store(rounds, SeqCst);
-    pace(&mut worker, &left, &got);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while got.load(SeqCst) < total && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    pace(&mut worker, &left);
+    // The last partial forwarder batch goes on its timeout (counted too).
+    wait_for(total, "after warm-up");
     COUNTING.store(false, SeqCst);
     let secs = t0.elapsed().as_secs_f64();
     let allocs = ALLOCS.load(SeqCst);
-    let delivered = got.load(SeqCst);
+    let first_alloc = FIRST_ALLOC
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+        .map(|(thread, bt)| format!("thread {thread:?}:\n{bt}"));
+    let status = status(addr);
     handle.stop();
     server.join().unwrap().unwrap();
     reader.join().unwrap();
-    eprintln!(
-        "whole path: {} events after warm-up in {secs:.1} s ({:.0} events/s), {allocs} allocations on the worker and server threads",
-        rounds * per_round,
-        (rounds * per_round) as f64 / secs
-    );
-    assert_eq!(delivered, total, "every event reached the client");
-    assert!(rounds * per_round >= 1_000_000);
-    assert_eq!(
-        allocs, 0,
-        "allocations on the worker/server threads after warm-up"
-    );
+    drop(worker);
+    for fd in fds {
+        // SAFETY: both descriptors came from pipe(2) above and are closed once.
+        unsafe { libc::close(fd) };
+    }
+    Figures {
+        counted: rounds * per_round,
+        total,
+        secs,
+        allocs,
+        first_alloc,
+        ws: got.load(SeqCst),
+        status,
+    }
+}
+
+#[test]
+fn one_million_events_worker_to_websocket_and_forwarder_allocate_nothing() {
+    // One test runs the variants in turn: the allocation counter is global.
+    for v in VARIANTS {
+        let collector = Collector::start(v);
+        let f = run(v, &collector);
+        let st = Arc::clone(&collector.state);
+        collector.finish();
+        let fwd = &f.status["data"]["counters"]["forward"];
+        eprintln!(
+            "whole path, forwarder {}: {} events after warm-up in {:.1} s ({:.0} events/s), \
+             {} allocations on the worker, server and forwarder threads; collector got {} events \
+             in {} batches over {} connection(s)",
+            v.name,
+            f.counted,
+            f.secs,
+            f.counted as f64 / f.secs,
+            f.allocs,
+            st.events.load(SeqCst),
+            st.batches.load(SeqCst),
+            st.connections.load(SeqCst),
+        );
+        assert!(f.counted >= 1_000_000);
+        assert_eq!(st.error(), None, "{}: the collector found", v.name);
+        assert_eq!(f.ws, f.total, "{}: every event reached the client", v.name);
+        assert_eq!(
+            st.events.load(SeqCst),
+            f.total,
+            "{}: the collector got every event, seq 1..=N",
+            v.name
+        );
+        assert_eq!(
+            st.connections.load(SeqCst),
+            1,
+            "{}: one keep-alive connection",
+            v.name
+        );
+        assert_eq!(
+            (
+                fwd["sent_events"].as_u64(),
+                fwd["dropped_events"].as_u64(),
+                fwd["retries"].as_u64(),
+                fwd["failed_batches"].as_u64(),
+            ),
+            (Some(f.total), Some(0), Some(0), Some(0)),
+            "{}: forwarder counters {fwd}",
+            v.name
+        );
+        assert_eq!(
+            f.allocs,
+            0,
+            "{}: allocations on the worker/server/forwarder threads after warm-up; the first:\n{}",
+            v.name,
+            f.first_alloc.as_deref().unwrap_or("?")
+        );
+    }
 }

@@ -5,7 +5,8 @@
 //! one absolute-form request per captured HTTP request.
 //!
 //! Every buffer is reused: the pending store, the uncompressed body, and the
-//! request bodies (returned by the sender after delivery).
+//! request bodies (returned by the sender after delivery, kept with room for
+//! the largest body seen), so a steady stream of batches allocates nothing.
 
 use super::config::{ForwardConfig, ForwardFormat};
 use super::gzip::GzipEncoder;
@@ -82,6 +83,15 @@ impl Pending {
         self.next_order += 1;
     }
 
+    /// Room for `bytes` of entries in `items` entries without growing
+    /// (in both buffers: compaction swaps them).
+    fn reserve(&mut self, bytes: usize, items: usize) {
+        for b in [&mut self.buf, &mut self.spare] {
+            b.reserve(bytes.saturating_sub(b.len()));
+        }
+        self.items.reserve(items.saturating_sub(self.items.len()));
+    }
+
     fn body(&self, it: &Item) -> &[u8] {
         &self.buf[it.start as usize..it.end as usize]
     }
@@ -101,8 +111,23 @@ impl Pending {
     }
 }
 
-/// Request bodies kept for reuse.
-const POOL: usize = 16;
+/// Request bodies kept for reuse (and the capacity of the channel that
+/// returns them from the sender).
+pub(crate) const POOL: usize = 16;
+
+/// Body buffers made ready whenever bodies grow: the one the sender has in
+/// flight and a queue of several behind it reuse buffers, not allocate.
+const STOCK: usize = 8;
+
+/// Batches' worth of entries the pending store has room for: loop batches
+/// that arrive together (a burst, or while the thread was not running) up
+/// to that size are taken without growing it.
+const PENDING_BATCHES: usize = 4;
+
+/// Body buffers up to this capacity are kept for reuse; a larger body's
+/// buffer is freed after delivery (its allocation is small next to the
+/// work of encoding it, and the pool's memory stays within `POOL` × this).
+const POOLED_MAX: usize = 4 << 20;
 
 /// See the module docs.
 pub(crate) struct Batcher {
@@ -111,7 +136,12 @@ pub(crate) struct Batcher {
     queue: Arc<SendQueue>,
     counters: Arc<Counters>,
     recycled: Receiver<Vec<u8>>,
+    /// Empty body buffers, each with room for `body_room` bytes.
     pool: Vec<Vec<u8>>,
+    /// Room for the largest body so far, and some (up to `POOLED_MAX`):
+    /// every pooled buffer is grown to it, so once the sizes are seen no
+    /// body grows its buffer again.
+    body_room: usize,
     pending: Pending,
     seq: u64,
     raw: Vec<u8>,
@@ -133,7 +163,8 @@ impl Batcher {
             queue,
             counters,
             recycled,
-            pool: Vec::new(),
+            pool: Vec::with_capacity(POOL),
+            body_room: 0,
             pending: Pending::default(),
             seq: 0,
             raw: Vec::new(),
@@ -164,8 +195,13 @@ impl Batcher {
                 self.take(&b, now);
                 drop(b);
                 // Batches that arrived together (from several workers) are
-                // ordered together.
-                while let Ok(b) = self.rx.try_recv() {
+                // ordered together — up to one request's worth: a backlog
+                // (the batcher was slow) is taken a request at a time, so
+                // the pending store stays about one batch in size instead
+                // of copying in the whole intake (up to every pool batch).
+                while self.pending.items.len() < self.cfg.batch_size
+                    && let Ok(b) = self.rx.try_recv()
+                {
                     self.take(&b, now);
                 }
             }
@@ -205,9 +241,11 @@ impl Batcher {
         if n == 0 || (n < self.cfg.batch_size && !all && !due) {
             return;
         }
-        self.pending
-            .items
-            .sort_unstable_by_key(|it| (it.timestamp, it.order));
+        // One worker's batch usually comes in order: checking is cheaper.
+        let key = |it: &Item| (it.timestamp, it.order);
+        if !self.pending.items.is_sorted_by_key(key) {
+            self.pending.items.sort_unstable_by_key(key);
+        }
         let size = self.cfg.batch_size;
         let mut from = 0;
         while n - from >= size || (from < n && (all || due)) {
@@ -218,15 +256,46 @@ impl Batcher {
         self.pending.keep_from(from);
     }
 
+    /// An empty body buffer: a pooled one, or a new one with the usual room.
     fn body_buf(&mut self) -> Vec<u8> {
         while let Ok(b) = self.recycled.try_recv() {
-            if self.pool.len() < POOL {
-                self.pool.push(b);
-            }
+            self.shelve(b);
         }
-        let mut b = self.pool.pop().unwrap_or_default();
-        b.clear();
-        b
+        self.pool
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(self.body_room))
+    }
+
+    /// Keeps a body buffer for reuse (see `body_room`).
+    fn shelve(&mut self, mut b: Vec<u8>) {
+        if self.pool.len() < POOL && b.capacity() <= POOLED_MAX {
+            b.clear();
+            b.reserve(self.body_room);
+            self.pool.push(b);
+        }
+    }
+
+    /// Notes the room a body needed. When it is more than the pooled
+    /// buffers have, they grow to it with a quarter to spare (bodies of a
+    /// steady stream vary a little: `seq` grows a byte now and then), the
+    /// pool is stocked up, and the pending store grows to match.
+    fn needed(&mut self, room: usize) {
+        if room <= self.body_room || room > POOLED_MAX {
+            return;
+        }
+        self.body_room = room.saturating_add(room / 4).min(POOLED_MAX);
+        for b in &mut self.pool {
+            b.reserve(self.body_room);
+        }
+        while self.pool.len() < STOCK {
+            self.pool.push(Vec::with_capacity(self.body_room));
+        }
+        if self.cfg.format != ForwardFormat::HttpProxy {
+            self.pending.reserve(
+                PENDING_BATCHES * self.body_room,
+                PENDING_BATCHES * self.cfg.batch_size,
+            );
+        }
     }
 
     /// Encodes pending items `from..to` as one request body.
@@ -257,18 +326,21 @@ impl Batcher {
             self.seq += 1;
             events += 1;
         }
-        if self.cfg.gzip
-            && let Err(e) = self.gzip.compress(&raw, &mut body)
-        {
-            Counters::add(&self.counters.dropped_events, events);
-            self.counters.error(format!("gzip: {e}"));
-            events = 0;
+        if self.cfg.gzip {
+            self.needed(GzipEncoder::max_len(raw.len()));
+            if let Err(e) = self.gzip.compress(&raw, &mut body) {
+                Counters::add(&self.counters.dropped_events, events);
+                self.counters.error(format!("gzip: {e}"));
+                events = 0;
+            }
+        } else {
+            self.needed(body.len());
         }
         self.raw = raw;
         if events > 0 {
             self.enqueue(Outgoing { body, events });
         } else {
-            self.pool.push(body);
+            self.shelve(body);
         }
     }
 
@@ -293,6 +365,7 @@ impl Batcher {
             match write_absolute_form(rest, scheme, &self.cfg.headers, &mut body) {
                 Ok(n) => {
                     rest = &rest[n..];
+                    self.needed(body.len());
                     self.enqueue(Outgoing { body, events: 1 });
                 }
                 Err(e) => {
@@ -301,7 +374,7 @@ impl Batcher {
                         "http_proxy: pid {} {} {}: {e}",
                         f.pid, f.pname, f.uuid
                     ));
-                    self.pool.push(body);
+                    self.shelve(body);
                     return;
                 }
             }
@@ -310,11 +383,9 @@ impl Batcher {
 
     fn enqueue(&mut self, o: Outgoing) {
         self.queue.push(o, &mut self.evicted);
-        for old in self.evicted.drain(..) {
+        while let Some(old) = self.evicted.pop() {
             Counters::add(&self.counters.dropped_events, old.events);
-            if self.pool.len() < POOL {
-                self.pool.push(old.body);
-            }
+            self.shelve(old.body);
         }
     }
 }

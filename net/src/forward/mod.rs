@@ -33,7 +33,7 @@ use queue::SendQueue;
 use sender::Sender;
 use stats::Counters;
 use std::sync::Arc;
-use std::sync::mpsc::{SyncSender, TrySendError, channel, sync_channel};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -73,7 +73,9 @@ impl Forwarder {
         let counters = Arc::new(Counters::default());
         let queue = Arc::new(SendQueue::new(cfg.queue_bytes, Arc::clone(&counters)));
         let (intake_tx, intake_rx) = sync_channel(INTAKE_BATCHES);
-        let (recycle_tx, recycle_rx) = channel();
+        // Bounded (its slots are allocated once): an unbounded channel
+        // allocates a block every few dozen sends.
+        let (recycle_tx, recycle_rx) = sync_channel(batcher::POOL);
         let client = HttpClient::new(&cfg.url, tls, cfg.io_timeout);
         let canceller = client.canceller();
         let batcher = Batcher::new(

@@ -37,7 +37,11 @@ pub struct SendQueue {
 impl SendQueue {
     pub fn new(limit: usize, counters: Arc<Counters>) -> Self {
         Self {
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                // A queue of a few requests never grows it.
+                q: VecDeque::with_capacity(16),
+                ..Inner::default()
+            }),
             cv: Condvar::new(),
             limit,
             counters,

@@ -9,7 +9,7 @@ use super::retry::{RetryAction, classify_status};
 use super::stats::Counters;
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::mpsc::Sender as Recycle;
+use std::sync::mpsc::SyncSender as Recycle;
 use std::time::Instant;
 
 /// See the module docs.
@@ -113,15 +113,17 @@ impl Sender {
                     attempt = 0;
                     Counters::add(&self.counters.sent_events, o.events);
                     Counters::add(&self.counters.sent_batches, 1);
-                    // The batcher reuses the buffer; if it is gone, so is the need.
-                    let _ = self.recycle.send(o.body);
+                    // The batcher reuses the buffer; if its pool is full or
+                    // it is gone, the buffer is not needed.
+                    let _ = self.recycle.try_send(o.body);
                 }
                 RetryAction::Fail => {
                     attempt = 0;
                     Counters::add(&self.counters.failed_events, o.events);
                     Counters::add(&self.counters.failed_batches, 1);
-                    // The batcher reuses the buffer; if it is gone, so is the need.
-                    let _ = self.recycle.send(o.body);
+                    // The batcher reuses the buffer; if its pool is full or
+                    // it is gone, the buffer is not needed.
+                    let _ = self.recycle.try_send(o.body);
                 }
                 RetryAction::Retry(after) => {
                     if self.queue.is_aborted() {
