@@ -2,11 +2,12 @@
 //! `/status` and `/metrics`, with upstream's envelope, codes and statuses.
 
 use crate::config::CaptureConfig;
+use crate::conn::{ClientCounts, DropReason};
 use crate::control::Control;
 use crate::eventfile::EventFile;
 use crate::forward::{ForwardConfig, ForwardStats, Forwarder};
 use crate::http::{Request, envelope};
-use crate::metrics::{MetricsView, ServerMetrics};
+use crate::metrics::{ClientReport, ForwardTotals, MetricsView, ServerMetrics};
 use serde_json::{Value, json};
 use std::time::Instant;
 
@@ -43,10 +44,13 @@ pub struct ApiContext<'a> {
     pub metrics: &'a ServerMetrics,
     pub started: Instant,
     pub connections: usize,
-    pub ws_clients: &'a [(String, u64)],
+    /// Each connected WebSocket client.
+    pub ws_clients: &'a [ClientReport],
     pub publish_dropped: u64,
     /// The forwarder in use (replaced by `POST /config` `event_forward`).
     pub forwarder: &'a mut Option<Forwarder>,
+    /// The final counts of the forwarders replaced or disabled.
+    pub forward_totals: &'a mut ForwardTotals,
     pub event_file: Option<&'a EventFile>,
 }
 
@@ -95,14 +99,14 @@ pub fn route(req: &Request, ctx: &mut ApiContext<'_>) -> ApiResponse {
         "/metrics" => match method {
             "GET" => {
                 let capture = ctx.control.counters();
-                let forward = ctx.forwarder.as_ref().map(Forwarder::stats);
                 let event_file = ctx.event_file.map(EventFile::stats);
                 let text = ctx.metrics.render(&MetricsView {
                     capture: &capture,
                     connections: ctx.connections,
                     ws_clients: ctx.ws_clients,
                     publish_dropped: ctx.publish_dropped,
-                    forward: forward.as_ref(),
+                    forward: forward_totals(ctx),
+                    forward_enabled: ctx.forwarder.is_some(),
                     event_file: event_file.as_ref(),
                 });
                 ApiResponse {
@@ -162,8 +166,10 @@ fn update_config(req: &Request, ctx: &mut ApiContext<'_>, module: &str) -> ApiRe
         && wanted.as_ref() != ctx.forwarder.as_ref().map(Forwarder::config)
     {
         if let Some(old) = ctx.forwarder.take() {
-            // Flush what the old setup holds, briefly: the loop waits meanwhile.
-            old.shutdown(std::time::Duration::from_millis(500));
+            // Flush what the old setup holds, briefly: the loop waits
+            // meanwhile. Its final counts stay in the totals.
+            let last = old.shutdown(std::time::Duration::from_millis(500));
+            ctx.forward_totals.retire(last);
         }
         if let Some(cfg) = wanted {
             match Forwarder::start(cfg) {
@@ -189,8 +195,19 @@ fn config_json(ctx: &ApiContext<'_>) -> Value {
     v
 }
 
-fn forward_json(s: &ForwardStats) -> Value {
+/// The forwarders' counters: the replaced ones' and the running one's.
+fn forward_totals(ctx: &ApiContext<'_>) -> Option<ForwardStats> {
+    ctx.forward_totals
+        .with(ctx.forwarder.as_ref().map(Forwarder::stats))
+}
+
+fn forward_json(ctx: &ApiContext<'_>) -> Value {
+    let Some(s) = forward_totals(ctx) else {
+        return Value::Null;
+    };
     json!({
+        "enabled": ctx.forwarder.is_some(),
+        "retired": ctx.forward_totals.retired_count,
         "sent_events": s.sent_events,
         "sent_batches": s.sent_batches,
         "failed_batches": s.failed_batches,
@@ -204,10 +221,34 @@ fn forward_json(s: &ForwardStats) -> Value {
     })
 }
 
+fn by_reason(c: &ClientCounts) -> Value {
+    DropReason::ALL
+        .iter()
+        .map(|r| (r.name().to_string(), Value::from(c.dropped_for(*r))))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+fn client_json(c: &ClientReport) -> Value {
+    let mut v = json!({
+        "client": c.name,
+        "seq": c.counts.seq,
+        "sent": c.counts.sent,
+        "queued": c.queued,
+        "dropped": c.counts.dropped_total(),
+        "dropped_by_reason": by_reason(&c.counts),
+        "spilled": c.counts.spilled,
+    });
+    if let Some(why) = c.closed {
+        v["closed"] = why.into();
+    }
+    v
+}
+
 fn status(ctx: &ApiContext<'_>) -> Value {
     let modules = ctx.control.modules();
     let c = ctx.control.counters();
-    let ws_dropped: u64 = ctx.metrics.ws_dropped;
+    let ws = ctx.metrics.ws_totals(ctx.ws_clients);
     json!({
         "ready": !modules.is_empty() && modules.iter().all(|m| m.attached),
         "version": env!("CARGO_PKG_VERSION"),
@@ -219,15 +260,22 @@ fn status(ctx: &ApiContext<'_>) -> Value {
             "truncated_bytes": c.truncated_bytes,
             "filtered": c.filtered,
             "ws_clients": ctx.ws_clients.len(),
-            "ws_sent": ctx.metrics.ws_sent,
-            "ws_dropped": ws_dropped,
+            "ws_sent": ws.sent,
+            "ws_dropped": ws.dropped_total(),
+            "ws_dropped_by_reason": by_reason(&ws),
+            "ws_spilled": ws.spilled,
             "server_queue_dropped": ctx.publish_dropped,
-            "forward": ctx.forwarder.as_ref().map_or(Value::Null, |f| forward_json(&f.stats())),
+            "forward": forward_json(ctx),
             "event_file": ctx.event_file.map_or(Value::Null, |f| {
                 let s = f.stats();
                 json!({"written_events": s.written_events, "dropped_events": s.dropped_events,
                        "bytes": s.bytes, "files_rotated": s.files_rotated, "last_error": s.last_error})
             }),
+        },
+        "websocket": {
+            "clients": ctx.ws_clients.iter().map(client_json).collect::<Vec<_>>(),
+            "closed": ctx.metrics.ws_recent_closed.iter().map(client_json).collect::<Vec<_>>(),
+            "closed_total": ctx.metrics.ws_closed_clients,
         },
     })
 }

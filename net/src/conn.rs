@@ -1,5 +1,17 @@
 //! One client connection: HTTP requests, then (after an upgrade) a WebSocket
 //! stream with its filter, `seq`, bounded send queue and vectored writes.
+//!
+//! A queued entry normally points into the worker batch it was encoded in,
+//! shared with every other consumer ([`Arc<Batch>`]); the batch goes back
+//! to its worker's pool once nobody holds it. So that a client that stops
+//! reading cannot keep the pool from the others, a client's queue may point
+//! into at most `share` distinct batches (given by the server with each
+//! offer): before it would point into one more, the entries of the oldest
+//! batch it holds are copied into the client's own bounded buffer (its
+//! spill), which releases that batch. Spilled entries are always the oldest
+//! of the queue, so the spill is a FIFO of bytes. When the spill has no
+//! room left either, the new entry is dropped for this client alone
+//! ([`DropReason::Share`]), as when its queue is full.
 
 use crate::filter::ClientFilter;
 use crate::publish::Batch;
@@ -16,22 +28,44 @@ use std::time::Instant;
 const ITEM_HDR: usize = ws::MAX_HEADER + encode::MAX_SEQ_PREFIX;
 /// Items written per `writev`.
 const IOV_ITEMS: usize = 256;
+/// Smallest spill allocation.
+const SPILL_MIN: usize = 64 * 1024;
+/// How long an empty spill keeps its memory after its last use.
+pub const SPILL_KEEP: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// One queued event entry: a shared batch, the entry, and this client's header.
+/// Where the body of a queued entry is.
+#[derive(Debug)]
+enum Body {
+    /// In a batch shared with the other consumers.
+    Shared { batch: Arc<Batch>, idx: u32 },
+    /// Copied into the client's spill: the next `len` bytes after the
+    /// bodies of the spilled items before it.
+    Spilled { len: u32 },
+}
+
+/// One queued event entry: its body and this client's header.
 #[derive(Debug)]
 pub struct Item {
-    batch: Arc<Batch>,
-    idx: u32,
+    body: Body,
     hdr: [u8; ITEM_HDR],
     hdr_len: u8,
 }
 
 impl Item {
-    fn body(&self) -> &[u8] {
-        self.batch.body(self.idx as usize)
+    fn body_len(&self) -> usize {
+        match &self.body {
+            Body::Shared { batch, idx } => batch.body(*idx as usize).len(),
+            Body::Spilled { len } => *len as usize,
+        }
     }
+
     fn len(&self) -> usize {
-        self.hdr_len as usize + self.body().len()
+        self.hdr_len as usize + self.body_len()
+    }
+
+    /// Whether the body is shared, in `batch`.
+    fn in_batch(&self, batch: &Arc<Batch>) -> bool {
+        matches!(&self.body, Body::Shared { batch: b, .. } if Arc::ptr_eq(b, batch))
     }
 }
 
@@ -48,23 +82,110 @@ pub enum Enqueue {
     Queued,
     /// Queue full (slow client).
     Full,
+    /// The client holds its share of the batch pool and its spill is full
+    /// (a slow client too).
+    Share,
     /// Over the client's `max_rate`.
     RateLimited,
     /// The client does not want it.
     Filtered,
 }
 
+/// Why an event entry numbered for a client (it has a `seq`) was not
+/// written to it. Each is counted per client and seen as a `seq` gap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Its send queue was full (a slow client).
+    QueueFull,
+    /// It held its share of the workers' batch pool and its spill was full
+    /// (a slow client, whose queue's bounds are not reached yet).
+    Share,
+    /// Over its `max_rate`.
+    MaxRate,
+    /// Still queued when the connection went: the peer left, the server
+    /// closed it (too slow, protocol error), or the server stopped.
+    Closed,
+}
+
+impl DropReason {
+    /// Every reason, in the order of [`ClientCounts::dropped`].
+    pub const ALL: [DropReason; 4] = [Self::QueueFull, Self::Share, Self::MaxRate, Self::Closed];
+
+    /// The name used as `reason` label and JSON key.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::QueueFull => "queue_full",
+            Self::Share => "share",
+            Self::MaxRate => "max_rate",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+/// The event entries of one client (or summed over clients). Ledger: `seq`
+/// = `sent` + queued + dropped (all reasons).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientCounts {
+    /// Entries numbered for the client: they passed its filter.
+    pub seq: u64,
+    /// Entries written to its socket (or compressed for it).
+    pub sent: u64,
+    /// Entries dropped, by reason (indexed as [`DropReason::ALL`]).
+    pub dropped: [u64; 4],
+    /// Entries copied out of a shared batch into the client's spill.
+    pub spilled: u64,
+}
+
+impl ClientCounts {
+    /// Dropped for one reason.
+    pub fn dropped_for(&self, r: DropReason) -> u64 {
+        self.dropped[r as usize]
+    }
+
+    /// Dropped, all reasons.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.iter().sum()
+    }
+
+    fn drop_for(&mut self, r: DropReason, n: u64) {
+        self.dropped[r as usize] += n;
+    }
+
+    /// Adds another client's counts.
+    pub fn add(&mut self, o: &ClientCounts) {
+        self.seq += o.seq;
+        self.sent += o.sent;
+        for (a, b) in self.dropped.iter_mut().zip(o.dropped) {
+            *a += b;
+        }
+        self.spilled += o.spilled;
+    }
+}
+
 /// The WebSocket side of a connection.
 #[derive(Debug)]
 pub struct WsStream {
+    /// The client's name in `/status` and `/metrics` (`PEER#ID`).
+    pub name: String,
     pub filter: ClientFilter,
-    pub seq: u64,
-    pub sent: u64,
-    pub dropped: u64,
+    pub counts: ClientCounts,
     queue: VecDeque<Item>,
     queue_bytes: usize,
     /// Bytes of the front item already written.
     partial: usize,
+    /// Bodies of the spilled items, in queue order.
+    spill: VecDeque<u8>,
+    /// The spilled items: always the front of `queue`.
+    spilled_items: usize,
+    /// Distinct batches the shared items point into (each batch's items
+    /// are consecutive in the queue: batches are offered whole, in order).
+    runs: usize,
+    /// Most bytes the spill may hold.
+    spill_limit: usize,
+    /// When entries were last copied into the spill: its memory is kept for
+    /// [`SPILL_KEEP`] after that, so a client that lags now and then does
+    /// not allocate it again each time.
+    spill_used_at: Instant,
     limits: QueueLimits,
     pub full_since: Option<Instant>,
     rate_window: Option<Instant>,
@@ -75,18 +196,32 @@ pub struct WsStream {
     pub next_heartbeat: Instant,
     /// A fragmented client message being assembled (opcode, compressed, bytes).
     pub fragment: Option<(u8, bool, Vec<u8>)>,
+    /// Why the connection is being closed, once it is.
+    pub closing: Option<&'static str>,
 }
 
 impl WsStream {
-    pub fn new(filter: ClientFilter, limits: QueueLimits, deflate: bool, now: Instant) -> Self {
+    /// A stream whose spill may hold `spill_bytes` (at most the queue's bytes).
+    pub fn new(
+        name: String,
+        filter: ClientFilter,
+        limits: QueueLimits,
+        spill_bytes: usize,
+        deflate: bool,
+        now: Instant,
+    ) -> Self {
         Self {
+            name,
             filter,
-            seq: 0,
-            sent: 0,
-            dropped: 0,
+            counts: ClientCounts::default(),
             queue: VecDeque::with_capacity(limits.frames),
             queue_bytes: 0,
             partial: 0,
+            spill: VecDeque::new(),
+            spilled_items: 0,
+            runs: 0,
+            spill_limit: spill_bytes.min(limits.bytes),
+            spill_used_at: now,
             limits,
             full_since: None,
             rate_window: None,
@@ -96,21 +231,24 @@ impl WsStream {
             heartbeats: 0,
             next_heartbeat: now,
             fragment: None,
+            closing: None,
         }
     }
 
     /// Offers entry `idx` of `batch`; `staged` receives compressed frames.
+    /// The queue may then point into at most `share` (at least 1) batches.
     pub fn offer(
         &mut self,
         batch: &Arc<Batch>,
         idx: usize,
         staged: &mut Staged,
         now: Instant,
+        share: usize,
     ) -> Enqueue {
         if !self.filter.passes(&batch.entries[idx]) {
             return Enqueue::Filtered;
         }
-        self.seq += 1;
+        self.counts.seq += 1;
         if self.filter.max_rate > 0 {
             match self.rate_window {
                 Some(t) if now.duration_since(t).as_secs() < 1 => {}
@@ -120,22 +258,19 @@ impl WsStream {
                 }
             }
             if self.rate_count >= self.filter.max_rate {
-                self.dropped += 1;
+                self.counts.drop_for(DropReason::MaxRate, 1);
                 return Enqueue::RateLimited;
             }
             self.rate_count += 1;
         }
         let body = batch.body(idx);
-        let (prefix, plen) = encode::seq_prefix(self.seq);
+        let (prefix, plen) = encode::seq_prefix(self.counts.seq);
         let msg_len = plen + body.len();
         let pending = self.queue_bytes + staged.pending();
         if self.queue.len() >= self.limits.frames || pending + msg_len > self.limits.bytes {
-            self.dropped += 1;
+            self.counts.drop_for(DropReason::QueueFull, 1);
             self.full_since.get_or_insert(now);
             return Enqueue::Full;
-        }
-        if self.queue.len() < self.limits.frames / 2 {
-            self.full_since = None;
         }
         if let Some(d) = self.deflate.as_mut() {
             self.zbuf.clear();
@@ -144,8 +279,22 @@ impl WsStream {
             let n = ws::frame_header(ws::OP_BINARY, true, self.zbuf.len(), &mut h);
             staged.buf.extend_from_slice(&h[..n]);
             staged.buf.extend_from_slice(&self.zbuf);
-            self.sent += 1;
+            self.counts.sent += 1;
+            self.queued_one();
             return Enqueue::Queued;
+        }
+        if !self.queue.back().is_some_and(|b| b.in_batch(batch)) {
+            let share = share.max(1);
+            if self.runs >= share {
+                self.spill_used_at = now;
+            }
+            while self.runs >= share && self.spill_oldest_run() {}
+            if self.runs >= share {
+                self.counts.drop_for(DropReason::Share, 1);
+                self.full_since.get_or_insert(now);
+                return Enqueue::Share;
+            }
+            self.runs += 1;
         }
         let mut hdr = [0u8; ITEM_HDR];
         let mut h = [0u8; ws::MAX_HEADER];
@@ -153,19 +302,135 @@ impl WsStream {
         hdr[..n].copy_from_slice(&h[..n]);
         hdr[n..n + plen].copy_from_slice(&prefix[..plen]);
         let item = Item {
-            batch: Arc::clone(batch),
-            idx: idx as u32,
+            body: Body::Shared {
+                batch: Arc::clone(batch),
+                idx: idx as u32,
+            },
             hdr,
             hdr_len: (n + plen) as u8,
         };
         self.queue_bytes += item.len();
         self.queue.push_back(item);
+        self.queued_one();
         Enqueue::Queued
+    }
+
+    /// An entry was queued: a client whose queue is less than half full is
+    /// no longer stuck (the slow-client deadline starts again at its next
+    /// drop).
+    fn queued_one(&mut self) {
+        if self.queue.len() < self.limits.frames / 2 {
+            self.full_since = None;
+        }
+    }
+
+    /// Copies the entries of the oldest batch the queue points into (right
+    /// after the spilled items) into the spill while they fit. Returns true
+    /// if that batch is released (all its entries copied).
+    fn spill_oldest_run(&mut self) -> bool {
+        let Self {
+            queue,
+            spill,
+            spilled_items,
+            runs,
+            counts,
+            spill_limit,
+            ..
+        } = self;
+        let run = match queue.get(*spilled_items).map(|i| &i.body) {
+            Some(Body::Shared { batch, .. }) => Arc::as_ptr(batch),
+            // No shared item: nothing to release (and no run to count).
+            _ => {
+                *runs = 0;
+                return false;
+            }
+        };
+        while let Some(item) = queue.get_mut(*spilled_items) {
+            let Body::Shared { batch, idx } = &item.body else {
+                break;
+            };
+            if !std::ptr::eq(Arc::as_ptr(batch), run) {
+                break;
+            }
+            let body = batch.body(*idx as usize);
+            let need = spill.len() + body.len();
+            if need > *spill_limit {
+                // Its batch stays held; the rest is copied once the client
+                // has written some of the spill.
+                return false;
+            }
+            if need > spill.capacity() {
+                let want = (spill.capacity() * 2)
+                    .max(SPILL_MIN)
+                    .min(*spill_limit)
+                    .max(need);
+                spill.reserve_exact(want - spill.len());
+            }
+            spill.extend(body);
+            let len = body.len() as u32;
+            item.body = Body::Spilled { len };
+            *spilled_items += 1;
+            counts.spilled += 1;
+        }
+        *runs -= 1;
+        true
     }
 
     /// Entries waiting.
     pub fn queued(&self) -> usize {
         self.queue.len()
+    }
+
+    /// Bytes of the spill now held (allocated).
+    pub fn spill_capacity(&self) -> usize {
+        self.spill.capacity()
+    }
+
+    /// Frees the spill's memory when it holds nothing and has not been used
+    /// for [`SPILL_KEEP`] (a client that caught up).
+    pub fn release_spill(&mut self, now: Instant) {
+        if self.spill.is_empty()
+            && self.spill.capacity() > 0
+            && now.duration_since(self.spill_used_at) >= SPILL_KEEP
+        {
+            self.spill = VecDeque::new();
+        }
+    }
+
+    fn pop_front(&mut self) {
+        let Some(item) = self.queue.pop_front() else {
+            return;
+        };
+        self.queue_bytes -= item.len();
+        match &item.body {
+            Body::Spilled { len } => {
+                self.spill.drain(..*len as usize);
+                self.spilled_items -= 1;
+            }
+            Body::Shared { batch, .. } => {
+                if !self.queue.front().is_some_and(|f| f.in_batch(batch)) {
+                    self.runs -= 1;
+                }
+            }
+        }
+    }
+
+    fn pop_back(&mut self) {
+        let Some(item) = self.queue.pop_back() else {
+            return;
+        };
+        self.queue_bytes -= item.len();
+        match &item.body {
+            Body::Spilled { len } => {
+                self.spill.truncate(self.spill.len() - *len as usize);
+                self.spilled_items -= 1;
+            }
+            Body::Shared { batch, .. } => {
+                if !self.queue.back().is_some_and(|b| b.in_batch(batch)) {
+                    self.runs -= 1;
+                }
+            }
+        }
     }
 
     /// Drops everything queued (closing) except a frame already partly
@@ -175,29 +440,49 @@ impl WsStream {
         let keep = usize::from(self.partial > 0);
         let mut n = 0;
         while self.queue.len() > keep {
-            if let Some(item) = self.queue.pop_back() {
-                self.queue_bytes -= item.len();
-                n += 1;
-            }
+            self.pop_back();
+            n += 1;
         }
-        self.dropped += n;
+        self.counts.drop_for(DropReason::Closed, n);
         n
     }
 
-    fn write_items(&mut self, sock: &mut TcpStream) -> io::Result<usize> {
-        let mut iov = [IoSlice::new(&[]); 2 * IOV_ITEMS];
+    /// The connection is gone: everything still queued, a partly written
+    /// frame too, is dropped and counted.
+    pub fn abandon(&mut self) {
+        let n = self.queue.len() as u64;
+        while !self.queue.is_empty() {
+            self.pop_back();
+        }
+        self.partial = 0;
+        self.counts.drop_for(DropReason::Closed, n);
+    }
+
+    fn write_items<W: Write>(&mut self, sock: &mut W) -> io::Result<usize> {
+        let mut iov = [IoSlice::new(&[]); 3 * IOV_ITEMS];
         let mut n = 0;
+        let (s1, s2) = self.spill.as_slices();
+        // Where the next spilled body starts in the spill.
+        let mut at = 0;
         for (i, item) in self.queue.iter().take(IOV_ITEMS).enumerate() {
-            let hl = item.hdr_len as usize;
-            let skip = if i == 0 { self.partial } else { 0 };
-            if skip < hl {
-                iov[n] = IoSlice::new(&item.hdr[skip..hl]);
+            let (b1, b2) = match &item.body {
+                Body::Shared { batch, idx } => (batch.body(*idx as usize), &[][..]),
+                Body::Spilled { len } => {
+                    let r = ring_range(s1, s2, at, *len as usize);
+                    at += *len as usize;
+                    r
+                }
+            };
+            let mut skip = if i == 0 { self.partial } else { 0 };
+            for part in [&item.hdr[..item.hdr_len as usize], b1, b2] {
+                if skip >= part.len() {
+                    skip -= part.len();
+                    continue;
+                }
+                iov[n] = IoSlice::new(&part[skip..]);
                 n += 1;
-                iov[n] = IoSlice::new(item.body());
-            } else {
-                iov[n] = IoSlice::new(&item.body()[skip - hl..]);
+                skip = 0;
             }
-            n += 1;
         }
         let mut written = sock.write_vectored(&iov[..n])?;
         let total = written;
@@ -208,16 +493,27 @@ impl WsStream {
             let rest = front.len() - self.partial;
             if written >= rest {
                 written -= rest;
-                self.queue_bytes -= front.len();
-                self.queue.pop_front();
+                self.pop_front();
                 self.partial = 0;
-                self.sent += 1;
+                self.counts.sent += 1;
             } else {
                 self.partial += written;
                 written = 0;
             }
         }
         Ok(total)
+    }
+}
+
+/// Bytes `at..at + len` of a ring seen as its two slices.
+fn ring_range<'a>(s1: &'a [u8], s2: &'a [u8], at: usize, len: usize) -> (&'a [u8], &'a [u8]) {
+    let end = at + len;
+    if end <= s1.len() {
+        (&s1[at..end], &[])
+    } else if at >= s1.len() {
+        (&s2[at - s1.len()..end - s1.len()], &[])
+    } else {
+        (&s1[at..], &s2[..end - s1.len()])
     }
 }
 
@@ -338,5 +634,319 @@ impl Conn {
                 Err(_) => return Flush::Close,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::publish::EntryMeta;
+    use rcapture_core::event::{EventKind, Module};
+
+    /// A batch of entries whose bodies are `len` bytes of `fill`, `fill + 1`, ...
+    fn batch(entries: usize, len: usize, fill: u8) -> Arc<Batch> {
+        let mut b = Batch {
+            worker: 0,
+            buf: Vec::new(),
+            entries: Vec::new(),
+        };
+        for i in 0..entries {
+            let start = b.buf.len() as u32;
+            b.buf
+                .extend(std::iter::repeat_n(fill.wrapping_add(i as u8), len));
+            b.entries.push(EntryMeta {
+                start,
+                end: b.buf.len() as u32,
+                module: Module::Tls,
+                kind: EventKind::Data,
+                pid: 1,
+                uid: 0,
+                timestamp: 0,
+                payload_len: len as u32,
+            });
+        }
+        Arc::new(b)
+    }
+
+    /// The frame a client must receive for entry `seq` with `body`.
+    fn frame(seq: u64, body: &[u8]) -> Vec<u8> {
+        let (prefix, plen) = encode::seq_prefix(seq);
+        let mut h = [0u8; ws::MAX_HEADER];
+        let n = ws::frame_header(ws::OP_BINARY, false, plen + body.len(), &mut h);
+        [&h[..n], &prefix[..plen], body].concat()
+    }
+
+    /// Takes at most `step` bytes per write.
+    struct Trickle {
+        out: Vec<u8>,
+        step: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            let n = b.len().min(self.step);
+            self.out.extend_from_slice(&b[..n]);
+            Ok(n)
+        }
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            let mut n = 0;
+            for b in bufs {
+                let k = b.len().min(self.step - n);
+                self.out.extend_from_slice(&b[..k]);
+                n += k;
+                if n == self.step {
+                    break;
+                }
+            }
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn limits() -> QueueLimits {
+        QueueLimits {
+            frames: 100_000,
+            bytes: 64 << 20,
+        }
+    }
+
+    /// The bookkeeping agrees with the queue.
+    fn check(w: &WsStream) {
+        let spilled = w
+            .queue
+            .iter()
+            .take_while(|i| matches!(i.body, Body::Spilled { .. }))
+            .count();
+        assert_eq!(spilled, w.spilled_items, "spilled items are the front");
+        assert!(
+            w.queue
+                .iter()
+                .skip(spilled)
+                .all(|i| matches!(i.body, Body::Shared { .. }))
+        );
+        let spill_bytes: usize = w.queue.iter().take(spilled).map(Item::body_len).sum();
+        assert_eq!(spill_bytes, w.spill.len());
+        let mut runs = 0;
+        let mut last: Option<*const Batch> = None;
+        for i in w.queue.iter().skip(spilled) {
+            if let Body::Shared { batch, .. } = &i.body
+                && last != Some(Arc::as_ptr(batch))
+            {
+                runs += 1;
+                last = Some(Arc::as_ptr(batch));
+            }
+        }
+        assert_eq!(runs, w.runs);
+        assert_eq!(w.queue.iter().map(Item::len).sum::<usize>(), w.queue_bytes);
+    }
+
+    #[test]
+    fn a_client_holds_at_most_its_share_of_batches_and_gets_every_byte_in_order() {
+        let now = Instant::now();
+        let mut w = WsStream::new(
+            String::new(),
+            ClientFilter::default(),
+            limits(),
+            usize::MAX,
+            false,
+            now,
+        );
+        let mut staged = Staged::default();
+        let mut expected = Vec::new();
+        let mut out = Trickle {
+            out: Vec::new(),
+            step: 3997,
+        };
+        let mut held = Vec::new();
+        let mut seq = 0;
+        let mut wrapped = false;
+        // Bodies of 1000 bytes: the spill grows past its first 64 KiB and
+        // wraps while the front is written in odd-sized pieces.
+        for b in 0..60u8 {
+            let batch = batch(5, 1000, b.wrapping_mul(7));
+            for i in 0..5 {
+                assert_eq!(w.offer(&batch, i, &mut staged, now, 3), Enqueue::Queued);
+                seq += 1;
+                expected.extend(frame(seq, batch.body(i)));
+            }
+            assert!(w.runs <= 3);
+            check(&w);
+            held.push(batch);
+            w.write_items(&mut out).unwrap();
+            check(&w);
+            wrapped |= !w.spill.as_slices().1.is_empty();
+        }
+        assert!(wrapped, "the spill wrapped around");
+        // Only the last 3 batches are still pointed into.
+        let pointed: Vec<usize> = held.iter().map(Arc::strong_count).collect();
+        assert!(pointed[..57].iter().all(|&n| n == 1), "{pointed:?}");
+        assert!(pointed[57..].iter().all(|&n| n > 1), "{pointed:?}");
+        assert!(w.counts.spilled > 0);
+        while w.queued() > 0 {
+            w.write_items(&mut out).unwrap();
+            check(&w);
+        }
+        assert!(
+            out.out == expected,
+            "the bytes written are the frames in order"
+        );
+        assert_eq!(w.counts.sent, 300);
+        assert!(w.spill.is_empty() && w.spill.capacity() <= limits().bytes);
+        // Kept while recently used, freed once unused for SPILL_KEEP.
+        let cap = w.spill_capacity();
+        w.release_spill(now + SPILL_KEEP / 2);
+        assert_eq!(w.spill_capacity(), cap);
+        w.release_spill(now + SPILL_KEEP);
+        assert_eq!(w.spill_capacity(), 0);
+    }
+
+    #[test]
+    fn drops_are_counted_by_reason() {
+        let now = Instant::now();
+        let small = QueueLimits {
+            frames: 4,
+            bytes: 1 << 20,
+        };
+        let mut w = WsStream::new(
+            String::new(),
+            ClientFilter {
+                max_rate: 6,
+                ..ClientFilter::default()
+            },
+            small,
+            usize::MAX,
+            false,
+            now,
+        );
+        let mut staged = Staged::default();
+        let b = batch(8, 10, 0);
+        let got: Vec<Enqueue> = (0..8)
+            .map(|i| w.offer(&b, i, &mut staged, now, 1))
+            .collect();
+        use Enqueue::*;
+        assert_eq!(
+            got,
+            [
+                Queued,
+                Queued,
+                Queued,
+                Queued,
+                Full,
+                Full,
+                RateLimited,
+                RateLimited
+            ]
+        );
+        // One frame partly written, then the client goes.
+        let mut out = Trickle {
+            out: Vec::new(),
+            step: 3,
+        };
+        w.write_items(&mut out).unwrap();
+        assert_eq!(w.clear(), 3, "the partly written frame stays");
+        w.abandon();
+        check(&w);
+        assert_eq!(w.counts.dropped, [2, 0, 2, 4]);
+        assert_eq!(
+            w.counts.seq,
+            w.counts.sent + w.counts.dropped_total(),
+            "{:?}",
+            w.counts
+        );
+    }
+
+    #[test]
+    fn with_its_share_held_and_its_spill_full_a_client_drops_for_itself() {
+        let now = Instant::now();
+        // Room for 3 bodies of 100 bytes in the spill.
+        let mut w = WsStream::new(
+            String::new(),
+            ClientFilter::default(),
+            limits(),
+            350,
+            false,
+            now,
+        );
+        let mut staged = Staged::default();
+        let batches: Vec<_> = (0..4).map(|b| batch(2, 100, b)).collect();
+        let offer = |w: &mut WsStream, b: usize, i: usize, staged: &mut Staged| {
+            let r = w.offer(&batches[b], i, staged, now, 1);
+            check(w);
+            r
+        };
+        use Enqueue::*;
+        assert_eq!(offer(&mut w, 0, 0, &mut staged), Queued);
+        assert_eq!(offer(&mut w, 0, 1, &mut staged), Queued);
+        // Batch 0 is copied out (200 bytes) to make room for batch 1.
+        assert_eq!(offer(&mut w, 1, 0, &mut staged), Queued);
+        assert_eq!(offer(&mut w, 1, 1, &mut staged), Queued);
+        assert_eq!(Arc::strong_count(&batches[0]), 1);
+        // Batch 1 does not fit: one body is copied, the batch stays held.
+        assert_eq!(offer(&mut w, 2, 0, &mut staged), Share);
+        assert_eq!(offer(&mut w, 2, 1, &mut staged), Share);
+        assert_eq!((w.spilled_items, w.runs), (3, 1));
+        assert!(Arc::strong_count(&batches[1]) > 1);
+        // Stuck since its first drop: later drops do not restart the
+        // slow-client deadline.
+        let stuck = w.full_since.expect("stuck");
+        let later = now + std::time::Duration::from_secs(1);
+        assert_eq!(w.offer(&batches[2], 1, &mut staged, later, 1), Share);
+        assert_eq!(w.full_since, Some(stuck));
+        assert_eq!(w.counts.dropped_for(DropReason::Share), 3);
+        // Once the client has read some, the rest of batch 1 is copied.
+        let mut out = Trickle {
+            out: Vec::new(),
+            step: 1 << 20,
+        };
+        w.write_items(&mut out).unwrap();
+        assert_eq!(offer(&mut w, 3, 0, &mut staged), Queued);
+        assert_eq!(w.full_since, None, "no longer stuck");
+        assert_eq!(w.counts.seq, 8);
+        w.write_items(&mut out).unwrap();
+        assert_eq!(w.counts.sent, 5);
+        let mut expected = Vec::new();
+        for (seq, (b, i)) in [(0, 0), (0, 1), (1, 0), (1, 1), (3, 0)]
+            .into_iter()
+            .enumerate()
+        {
+            let seq = if b == 3 { 8 } else { seq as u64 + 1 };
+            expected.extend(frame(seq, batches[b].body(i)));
+        }
+        assert!(out.out == expected);
+    }
+
+    #[test]
+    fn clearing_a_partly_spilled_queue_keeps_the_bookkeeping() {
+        let now = Instant::now();
+        let mut w = WsStream::new(
+            String::new(),
+            ClientFilter::default(),
+            limits(),
+            usize::MAX,
+            false,
+            now,
+        );
+        let mut staged = Staged::default();
+        for b in 0..6 {
+            let batch = batch(4, 100, b);
+            for i in 0..4 {
+                w.offer(&batch, i, &mut staged, now, 2);
+            }
+        }
+        assert_eq!((w.spilled_items, w.runs), (16, 2));
+        let mut out = Trickle {
+            out: Vec::new(),
+            step: 50,
+        };
+        w.write_items(&mut out).unwrap();
+        assert_eq!(w.clear(), 23);
+        check(&w);
+        assert_eq!((w.queued(), w.spilled_items, w.runs), (1, 1, 0));
+        w.write_items(&mut out).unwrap();
+        w.write_items(&mut out).unwrap();
+        check(&w);
+        assert_eq!((w.queued(), w.counts.sent), (0, 1));
     }
 }

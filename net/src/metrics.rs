@@ -1,9 +1,12 @@
 //! Counters kept by the event loop and the Prometheus text exposition (WIRE.md §6).
 
+use crate::conn::{ClientCounts, DropReason};
 use crate::control::CaptureCounters;
+use crate::eventfile::EventFileStats;
+use crate::forward::ForwardStats;
 use crate::publish::EntryMeta;
 use rcapture_core::event::Module;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
 
 /// Distinct pids labelled per module before the rest go to `pid="other"`.
@@ -14,6 +17,70 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
 ];
 
+/// Closed WebSocket clients whose final counts `/status` keeps.
+pub const RECENT_CLOSED: usize = 64;
+
+/// One WebSocket client's counts, as `/status` and `/metrics` show them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientReport {
+    /// `PEER#ID`.
+    pub name: String,
+    pub counts: ClientCounts,
+    /// Entries queued now.
+    pub queued: u64,
+    /// Why the connection ended (a closed client).
+    pub closed: Option<&'static str>,
+}
+
+/// The forwarder's counters over every forwarder the server has run:
+/// those a `POST /config` replaced or disabled (their final counts, after
+/// the bounded shutdown) plus the running one, so they never go down.
+#[derive(Debug, Default)]
+pub struct ForwardTotals {
+    retired: ForwardStats,
+    /// Forwarders replaced or disabled.
+    pub retired_count: u64,
+}
+
+impl ForwardTotals {
+    /// Adds the final counts of a forwarder that has been shut down.
+    pub fn retire(&mut self, s: ForwardStats) {
+        add_forward(&mut self.retired, s);
+        self.retired.queue_bytes = 0;
+        self.retired_count += 1;
+    }
+
+    /// The totals with `current` (the running forwarder's counters), or
+    /// `None` if no forwarder ever ran. `queue_bytes` is the running
+    /// one's; `last_error` the most recent one's.
+    pub fn with(&self, current: Option<ForwardStats>) -> Option<ForwardStats> {
+        match current {
+            None if self.retired_count == 0 => None,
+            None => Some(self.retired.clone()),
+            Some(c) => {
+                let mut t = self.retired.clone();
+                add_forward(&mut t, c);
+                Some(t)
+            }
+        }
+    }
+}
+
+fn add_forward(t: &mut ForwardStats, s: ForwardStats) {
+    t.sent_events += s.sent_events;
+    t.sent_batches += s.sent_batches;
+    t.failed_batches += s.failed_batches;
+    t.failed_events += s.failed_events;
+    t.retries += s.retries;
+    t.dropped_events += s.dropped_events;
+    t.queue_bytes += s.queue_bytes;
+    t.skipped_events += s.skipped_events;
+    t.malformed_requests += s.malformed_requests;
+    if s.last_error.is_some() {
+        t.last_error = s.last_error;
+    }
+}
+
 /// Counters of the server side.
 #[derive(Debug, Default)]
 pub struct ServerMetrics {
@@ -22,9 +89,12 @@ pub struct ServerMetrics {
     payload_bytes: HashMap<Module, u64>,
     /// Events received from the workers.
     pub received: u64,
-    /// WebSocket entries written / dropped (all clients, ever).
-    pub ws_sent: u64,
-    pub ws_dropped: u64,
+    /// The counts of every WebSocket client that has gone.
+    pub ws_closed: ClientCounts,
+    /// How many have gone.
+    pub ws_closed_clients: u64,
+    /// The last [`RECENT_CLOSED`] of them, oldest first.
+    pub ws_recent_closed: VecDeque<ClientReport>,
     /// HTTP requests answered, by status.
     pub http_responses: HashMap<u16, u64>,
     latency_counts: [u64; LATENCY_BUCKETS.len() + 1],
@@ -52,12 +122,37 @@ impl ServerMetrics {
         self.latency_sum += latency_s.max(0.0);
     }
 
+    /// Counters at zero, with room for the closed clients kept (so that a
+    /// client going allocates nothing).
+    pub fn new() -> Self {
+        Self {
+            ws_recent_closed: VecDeque::with_capacity(RECENT_CLOSED),
+            ..Self::default()
+        }
+    }
+
+    /// Takes the final counts of a WebSocket client that has gone.
+    pub fn client_closed(&mut self, r: ClientReport) {
+        self.ws_closed.add(&r.counts);
+        self.ws_closed_clients += 1;
+        if self.ws_recent_closed.len() == RECENT_CLOSED {
+            self.ws_recent_closed.pop_front();
+        }
+        self.ws_recent_closed.push_back(r);
+    }
+
+    /// The counts of every WebSocket client ever: gone and `live`.
+    pub fn ws_totals(&self, live: &[ClientReport]) -> ClientCounts {
+        let mut t = self.ws_closed;
+        for c in live {
+            t.add(&c.counts);
+        }
+        t
+    }
+
     /// The exposition text.
     pub fn render(&self, view: &MetricsView<'_>) -> String {
         let mut o = String::with_capacity(4096);
-        let head = |o: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
         head(
             &mut o,
             "ecapture_events_total",
@@ -170,35 +265,66 @@ impl ServerMetrics {
             "ecapture_server_queue_dropped_events_total {}",
             view.publish_dropped
         );
+        let ws = self.ws_totals(view.ws_clients);
         head(
             &mut o,
             "ecapture_websocket_sent_events_total",
             "counter",
             "Event entries written to WebSocket clients.",
         );
-        let _ = writeln!(o, "ecapture_websocket_sent_events_total {}", self.ws_sent);
+        let _ = writeln!(o, "ecapture_websocket_sent_events_total {}", ws.sent);
         head(
             &mut o,
             "ecapture_websocket_dropped_events_total",
             "counter",
-            "Event entries dropped for WebSocket clients (slow client or max_rate), all clients ever.",
+            "Event entries dropped for WebSocket clients, all clients ever, by reason: queue_full (slow client), max_rate, closed (queued when the connection went).",
         );
-        let _ = writeln!(
-            o,
-            "ecapture_websocket_dropped_events_total {}",
-            self.ws_dropped
-        );
+        for r in DropReason::ALL {
+            let _ = writeln!(
+                o,
+                "ecapture_websocket_dropped_events_total{{reason=\"{}\"}} {}",
+                r.name(),
+                ws.dropped_for(r)
+            );
+        }
         head(
             &mut o,
             "ecapture_websocket_client_dropped_events",
             "gauge",
-            "Event entries dropped for each connected WebSocket client.",
+            "Event entries dropped for each connected WebSocket client, by reason.",
         );
-        for (id, dropped) in view.ws_clients {
-            let _ = writeln!(
-                o,
-                "ecapture_websocket_client_dropped_events{{client=\"{id}\"}} {dropped}"
-            );
+        for c in view.ws_clients {
+            for r in DropReason::ALL {
+                let _ = writeln!(
+                    o,
+                    "ecapture_websocket_client_dropped_events{{client=\"{}\",reason=\"{}\"}} {}",
+                    c.name,
+                    r.name(),
+                    c.counts.dropped_for(r)
+                );
+            }
+        }
+        head(
+            &mut o,
+            "ecapture_websocket_spilled_events_total",
+            "counter",
+            "Event entries copied out of shared batches for WebSocket clients that held their share of the batch pool.",
+        );
+        let _ = writeln!(o, "ecapture_websocket_spilled_events_total {}", ws.spilled);
+        head(
+            &mut o,
+            "ecapture_websocket_closed_clients_total",
+            "counter",
+            "WebSocket clients that have gone.",
+        );
+        let _ = writeln!(
+            o,
+            "ecapture_websocket_closed_clients_total {}",
+            self.ws_closed_clients
+        );
+        render_forward(&mut o, view.forward.as_ref(), view.forward_enabled);
+        if let Some(f) = view.event_file {
+            render_event_file(&mut o, f);
         }
         head(
             &mut o,
@@ -234,6 +360,133 @@ impl ServerMetrics {
     }
 }
 
+fn head(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// WIRE.md §6 "dropped by the forwarder, batches sent/failed", with the
+/// rest of the `/status` forward counters; zeros before any forwarder ran.
+fn render_forward(o: &mut String, f: Option<&ForwardStats>, enabled: bool) {
+    let zero = ForwardStats::default();
+    let f = f.unwrap_or(&zero);
+    head(
+        o,
+        "ecapture_forward_enabled",
+        "gauge",
+        "1 while events are forwarded to a collector.",
+    );
+    let _ = writeln!(o, "ecapture_forward_enabled {}", u8::from(enabled));
+    for (name, help, v) in [
+        (
+            "ecapture_forward_sent_events_total",
+            "Events the collector accepted.",
+            f.sent_events,
+        ),
+        (
+            "ecapture_forward_sent_batches_total",
+            "Requests the collector accepted.",
+            f.sent_batches,
+        ),
+        (
+            "ecapture_forward_failed_batches_total",
+            "Requests the collector refused for good (4xx other than 408/429, 501).",
+            f.failed_batches,
+        ),
+        (
+            "ecapture_forward_failed_events_total",
+            "Events in the requests refused for good.",
+            f.failed_events,
+        ),
+        (
+            "ecapture_forward_retries_total",
+            "Attempts repeated after a connect error, a timeout, 408, 429 or 5xx.",
+            f.retries,
+        ),
+        (
+            "ecapture_forward_dropped_events_total",
+            "Events dropped by the forwarder (intake or queue full, or left at shutdown).",
+            f.dropped_events,
+        ),
+        (
+            "ecapture_forward_skipped_events_total",
+            "http_proxy: data events that are not an HTTP/1.x request.",
+            f.skipped_events,
+        ),
+        (
+            "ecapture_forward_malformed_requests_total",
+            "http_proxy: requests that could not be parsed.",
+            f.malformed_requests,
+        ),
+    ] {
+        head(o, name, "counter", help);
+        let _ = writeln!(o, "{name} {v}");
+    }
+    head(
+        o,
+        "ecapture_forward_queue_bytes",
+        "gauge",
+        "Bytes of encoded requests waiting to be sent.",
+    );
+    let _ = writeln!(o, "ecapture_forward_queue_bytes {}", f.queue_bytes);
+    if let Some(e) = &f.last_error {
+        head(
+            o,
+            "ecapture_forward_last_error_info",
+            "gauge",
+            "The forwarder's most recent error (as /status forward.last_error).",
+        );
+        o.push_str("ecapture_forward_last_error_info{error=\"");
+        escape_label(o, e);
+        o.push_str("\"} 1\n");
+    }
+}
+
+fn render_event_file(o: &mut String, f: &EventFileStats) {
+    for (name, help, v) in [
+        (
+            "ecapture_event_file_written_events_total",
+            "Events written to the event file.",
+            f.written_events,
+        ),
+        (
+            "ecapture_event_file_dropped_events_total",
+            "Events the event file lost (queue full, a failed write).",
+            f.dropped_events,
+        ),
+        (
+            "ecapture_event_file_written_bytes_total",
+            "Bytes written to the event file.",
+            f.bytes,
+        ),
+        (
+            "ecapture_event_file_rotations_total",
+            "Rotations of the event file.",
+            f.files_rotated,
+        ),
+        (
+            "ecapture_event_file_deleted_files_total",
+            "Rotated event files deleted (more than keep).",
+            f.files_deleted,
+        ),
+    ] {
+        head(o, name, "counter", help);
+        let _ = writeln!(o, "{name} {v}");
+    }
+}
+
+/// Appends a label value escaped as the text format wants (`\`, `"`,
+/// newline), cut at 200 characters.
+fn escape_label(o: &mut String, v: &str) {
+    for c in v.chars().take(200) {
+        match c {
+            '\\' => o.push_str("\\\\"),
+            '"' => o.push_str("\\\""),
+            '\n' => o.push_str("\\n"),
+            c => o.push(c),
+        }
+    }
+}
+
 fn sorted<K: Ord + Copy, V: Copy>(m: &HashMap<K, V>) -> Vec<(K, V)> {
     let mut v: Vec<_> = m.iter().map(|(k, v)| (*k, *v)).collect();
     v.sort_by_key(|a| a.0);
@@ -251,9 +504,66 @@ fn by_module(m: &HashMap<Module, u64>) -> Vec<(Module, u64)> {
 pub struct MetricsView<'a> {
     pub capture: &'a CaptureCounters,
     pub connections: usize,
-    /// (client id, dropped) of each connected WebSocket client.
-    pub ws_clients: &'a [(String, u64)],
+    /// Each connected WebSocket client.
+    pub ws_clients: &'a [ClientReport],
     pub publish_dropped: u64,
-    pub forward: Option<&'a crate::forward::ForwardStats>,
-    pub event_file: Option<&'a crate::eventfile::EventFileStats>,
+    /// The forwarders' totals ([`ForwardTotals::with`]).
+    pub forward: Option<ForwardStats>,
+    /// A forwarder runs now.
+    pub forward_enabled: bool,
+    pub event_file: Option<&'a EventFileStats>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped_and_cut() {
+        let mut o = String::new();
+        escape_label(&mut o, "a \"b\" \\c\nd");
+        assert_eq!(o, r#"a \"b\" \\c\nd"#);
+        o.clear();
+        escape_label(&mut o, &"x".repeat(500));
+        assert_eq!(o.len(), 200);
+    }
+
+    #[test]
+    fn forward_totals_add_retired_forwarders_to_the_running_one() {
+        let mut t = ForwardTotals::default();
+        assert_eq!(t.with(None), None, "no forwarder ever ran");
+        let s = |sent, dropped, queue, err: Option<&str>| ForwardStats {
+            sent_events: sent,
+            dropped_events: dropped,
+            queue_bytes: queue,
+            retries: 1,
+            last_error: err.map(str::to_string),
+            ..ForwardStats::default()
+        };
+        t.retire(s(10, 2, 99, Some("refused")));
+        t.retire(s(5, 0, 0, None));
+        let off = t.with(None).unwrap();
+        assert_eq!(
+            (
+                off.sent_events,
+                off.dropped_events,
+                off.retries,
+                off.queue_bytes
+            ),
+            (15, 2, 2, 0)
+        );
+        assert_eq!(off.last_error.as_deref(), Some("refused"));
+        let on = t.with(Some(s(1, 1, 7, Some("503")))).unwrap();
+        assert_eq!(
+            (
+                on.sent_events,
+                on.dropped_events,
+                on.retries,
+                on.queue_bytes
+            ),
+            (16, 3, 3, 7)
+        );
+        assert_eq!(on.last_error.as_deref(), Some("503"));
+        assert_eq!(t.retired_count, 2);
+    }
 }

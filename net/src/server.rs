@@ -3,13 +3,13 @@
 
 use crate::api::{self, ApiContext, ApiResponse};
 use crate::config::{CaptureConfig, StartSettings};
-use crate::conn::{Conn, Enqueue, Flush, QueueLimits, WsStream};
+use crate::conn::{Conn, Flush, QueueLimits, WsStream};
 use crate::control::{Control, LiveSettings};
 use crate::eventfile::{EventFile, EventFileConfig};
 use crate::filter::{ClientFilter, parse_subscribe};
 use crate::forward::{ForwardConfig, Forwarder};
 use crate::http::{self, Parsed, Request, RequestLimits, parse_request};
-use crate::metrics::ServerMetrics;
+use crate::metrics::{ClientReport, ForwardTotals, ServerMetrics};
 use crate::publish::{Batch, BatchPoolConfig, PublishStats, Publisher, Wake};
 use crate::ws;
 use mio::net::TcpListener;
@@ -40,6 +40,10 @@ pub struct Limits {
     /// Requests per second per client address (burst: twice that).
     pub requests_per_sec: u32,
     pub client_queue: QueueLimits,
+    /// Bytes a WebSocket client's spill may hold: the entries copied out of
+    /// shared batches once its queue points into its share of the batch
+    /// pool (see [`crate::conn`]). At most `client_queue.bytes` counts.
+    pub client_spill_bytes: usize,
     /// A WebSocket client whose queue stays full this long is closed with 1008.
     pub stuck_deadline: Duration,
     /// Largest client WebSocket message.
@@ -58,6 +62,7 @@ impl Default for Limits {
                 frames: 8192,
                 bytes: 16 << 20,
             },
+            client_spill_bytes: 4 << 20,
             stuck_deadline: Duration::from_secs(10),
             max_client_message: 64 * 1024,
         }
@@ -128,9 +133,9 @@ pub struct Server {
     buckets: HashMap<IpAddr, Bucket>,
     started: Instant,
     handle: ServerHandle,
-    /// Entries written to WebSocket clients that have since disconnected.
-    closed_sent: u64,
     forwarder: Option<Forwarder>,
+    /// The final counts of the forwarders `POST /config` replaced or disabled.
+    forward_totals: ForwardTotals,
     event_file: Option<EventFile>,
 }
 
@@ -249,13 +254,13 @@ impl Server {
                 cfg,
                 config,
                 control,
-                metrics: ServerMetrics::default(),
+                metrics: ServerMetrics::new(),
                 publish,
                 buckets: HashMap::new(),
                 started: Instant::now(),
                 handle,
-                closed_sent: 0,
                 forwarder,
+                forward_totals: ForwardTotals::default(),
                 event_file,
             },
             publishers,
@@ -322,10 +327,13 @@ impl Server {
                 }
                 let _ = c.flush();
             }
-            self.close(i);
+            self.close(i, "server stopping");
         }
         if let Some(f) = self.forwarder.take() {
-            let s = f.shutdown(Duration::from_secs(5));
+            self.forward_totals
+                .retire(f.shutdown(Duration::from_secs(5)));
+        }
+        if let Some(s) = self.forward_totals.with(None) {
             eprintln!(
                 "rcapture: forwarded {} events in {} batches; {} failed batches ({} events), {} retries, {} events dropped{}",
                 s.sent_events,
@@ -427,16 +435,23 @@ impl Server {
         }
     }
 
-    fn close(&mut self, i: usize) {
+    /// Closes connection `i`; `why` names the end of a WebSocket client
+    /// whose close was not decided before (the peer went, a timeout).
+    fn close(&mut self, i: usize, why: &'static str) {
         if let Some(mut c) = self.conns.get_mut(i).and_then(Option::take) {
             let _ = self.poll.registry().deregister(&mut c.sock);
             self.open -= 1;
             if let Some(mut w) = c.ws {
                 // Entries still queued when a connection goes (peer gone,
                 // timeout, shutdown) are lost to that client: count them.
-                let left = w.clear() + w.queued() as u64;
-                self.metrics.ws_dropped += left;
-                self.closed_sent += w.sent;
+                w.abandon();
+                // Nothing allocated: a client going is no reason to.
+                self.metrics.client_closed(ClientReport {
+                    name: w.name,
+                    counts: w.counts,
+                    queued: 0,
+                    closed: Some(w.closing.unwrap_or(why)),
+                });
             }
         }
     }
@@ -457,7 +472,7 @@ impl Server {
                 self.http_input(i);
             }
             if !alive {
-                self.close(i);
+                self.close(i, "peer gone");
                 return;
             }
         }
@@ -469,7 +484,7 @@ impl Server {
             return;
         };
         if c.flush() == Flush::Close {
-            self.close(i);
+            self.close(i, "peer gone");
         }
     }
 
@@ -612,27 +627,23 @@ impl Server {
         Some(r)
     }
 
-    fn ws_client_list(&self) -> Vec<(String, u64)> {
+    fn ws_client_list(&self) -> Vec<ClientReport> {
         self.conns
             .iter()
             .flatten()
             .filter_map(|c| {
-                c.ws.as_ref()
-                    .map(|w| (format!("{}#{}", c.peer, c.id), w.dropped))
+                c.ws.as_ref().map(|w| ClientReport {
+                    name: w.name.clone(),
+                    counts: w.counts,
+                    queued: w.queued() as u64,
+                    closed: None,
+                })
             })
             .collect()
     }
 
     fn api(&mut self, req: &Request) -> ApiResponse {
         let ws_clients = self.ws_client_list();
-        self.metrics.ws_sent = self.closed_sent
-            + self
-                .conns
-                .iter()
-                .flatten()
-                .filter_map(|c| c.ws.as_ref())
-                .map(|w| w.sent)
-                .sum::<u64>();
         let mut ctx = ApiContext {
             control: &*self.control,
             config: &mut self.config,
@@ -642,6 +653,7 @@ impl Server {
             ws_clients: &ws_clients,
             publish_dropped: self.publish.dropped.load(Ordering::Relaxed),
             forwarder: &mut self.forwarder,
+            forward_totals: &mut self.forward_totals,
             event_file: self.event_file.as_ref(),
         };
         api::route(req, &mut ctx)
@@ -683,11 +695,13 @@ impl Server {
         let now = Instant::now();
         let heartbeat = self.cfg.heartbeat;
         let limits = self.cfg.limits.client_queue;
+        let spill = self.cfg.limits.client_spill_bytes;
         let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
         c.staged.buf.extend_from_slice(&up.response);
-        let mut w = WsStream::new(filter, limits, up.deflate, now);
+        let name = format!("{}#{}", c.peer, c.id);
+        let mut w = WsStream::new(name, filter, limits, spill, up.deflate, now);
         push_heartbeat(&mut c.staged.buf, &mut w);
         w.next_heartbeat = now + heartbeat;
         c.ws = Some(w);
@@ -711,7 +725,8 @@ impl Server {
                 Ok(Some(x)) => x,
                 Ok(None) => return,
                 Err(e) => {
-                    self.metrics.ws_dropped += w.clear();
+                    w.clear();
+                    w.closing = Some("protocol error");
                     ws::push_close(&mut c.staged.buf, e.code, &e.reason);
                     c.close_after_flush = true;
                     c.hard_deadline = Some(Instant::now() + Duration::from_secs(2));
@@ -731,7 +746,8 @@ impl Server {
                         Some(b) => u16::from_be_bytes([b[0], b[1]]),
                         None => ws::CLOSE_NORMAL,
                     };
-                    self.metrics.ws_dropped += w.clear();
+                    w.clear();
+                    w.closing = Some("closed by the client");
                     ws::push_close(&mut c.staged.buf, code, "");
                     c.close_after_flush = true;
                     c.hard_deadline = Some(Instant::now() + Duration::from_secs(2));
@@ -757,10 +773,10 @@ impl Server {
             let Some((op, compressed, payload)) = message else {
                 continue;
             };
-            let metrics = &mut self.metrics;
-            let mut fail = |c: &mut Conn, code: u16, reason: &str| {
+            let fail = |c: &mut Conn, code: u16, reason: &str| {
                 if let Some(w) = c.ws.as_mut() {
-                    metrics.ws_dropped += w.clear();
+                    w.clear();
+                    w.closing = Some("protocol error");
                 }
                 ws::push_close(&mut c.staged.buf, code, reason);
                 c.close_after_flush = true;
@@ -815,6 +831,7 @@ impl Server {
 
     /// Moves worker batches into slots and offers every entry to every client.
     fn take_batches(&mut self) {
+        let share = self.client_share();
         while let Ok(batch) = self.rx.try_recv() {
             let now = Instant::now();
             let wall = SystemTime::now()
@@ -841,13 +858,41 @@ impl Server {
                 }
                 let Some(w) = c.ws.as_mut() else { continue };
                 for idx in 0..rc.entries.len() {
-                    match w.offer(&rc, idx, &mut c.staged, now) {
-                        Enqueue::Full | Enqueue::RateLimited => self.metrics.ws_dropped += 1,
-                        Enqueue::Queued | Enqueue::Filtered => {}
-                    }
+                    // Drops are counted by the client, with their reason.
+                    w.offer(&rc, idx, &mut c.staged, now, share);
                 }
             }
         }
+    }
+
+    /// How many distinct batches one WebSocket client's queue may point
+    /// into. While the server holds less than half of the batch slots
+    /// (workers × pool), a quarter of a worker's pool: clients that keep up
+    /// share the same few batches and never copy. Once it holds half, the
+    /// workers' pools are at risk, and the share becomes half a worker's pool
+    /// split between the clients being served (at least 1 each), so the
+    /// clients together give the slots back. What a client queues beyond its
+    /// share is copied out or dropped for it alone (see [`crate::conn`]); a
+    /// client gives back what it holds over a smaller share at its next
+    /// batch, as far as its spill allows; one that cannot is not reading,
+    /// and the slow-client deadline closes it.
+    fn client_share(&self) -> usize {
+        let pool = self.cfg.pool.batches;
+        let held = self
+            .slots
+            .iter()
+            .filter(|s| Arc::strong_count(s) > 1 || !s.entries.is_empty())
+            .count();
+        if held * 2 < self.slots.len().max(1) {
+            return (pool / 4).max(1);
+        }
+        let clients = self
+            .conns
+            .iter()
+            .flatten()
+            .filter(|c| c.ws.is_some() && !c.close_after_flush)
+            .count();
+        (pool / 2 / clients.max(1)).max(1)
     }
 
     /// Puts a batch into a free slot (the slot's own storage is reused).
@@ -908,11 +953,15 @@ impl Server {
                         push_heartbeat(&mut c.staged.buf, w);
                         w.next_heartbeat = now + heartbeat;
                     }
+                    if w.queued() == 0 {
+                        w.release_spill(now);
+                    }
                     if w.full_since
                         .is_some_and(|t| now.duration_since(t) >= limits.stuck_deadline)
                         && !c.close_after_flush
                     {
-                        self.metrics.ws_dropped += w.clear();
+                        w.clear();
+                        w.closing = Some("too slow");
                         ws::push_close(
                             &mut c.staged.buf,
                             ws::CLOSE_POLICY,
@@ -936,7 +985,7 @@ impl Server {
             }
         }
         for i in to_close {
-            self.close(i);
+            self.close(i, "timed out");
         }
         self.buckets
             .retain(|_, b| now.duration_since(b.last) < Duration::from_secs(60));

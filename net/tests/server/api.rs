@@ -182,11 +182,40 @@ fn metrics_pass_promtool_with_every_series_populated() {
         "ecapture_captured_events_total 9",
         "ecapture_kernel_lost_events_total{cpu=\"0\"} 1",
         "ecapture_truncated_bytes_total 100",
-        "ecapture_websocket_dropped_events_total 2",
+        "ecapture_websocket_dropped_events_total{reason=\"max_rate\"} 2",
+        "ecapture_websocket_dropped_events_total{reason=\"queue_full\"} 0",
+        "ecapture_websocket_dropped_events_total{reason=\"share\"} 0",
+        "ecapture_websocket_dropped_events_total{reason=\"closed\"} 0",
+        ",reason=\"max_rate\"} 2",
         "ecapture_event_latency_seconds_count 3",
     ] {
         assert!(text.contains(want), "{want:?} missing:\n{text}");
     }
+    // The client's drops, by reason, in /metrics and /status.
+    let local = ws.get_ref().local_addr().unwrap();
+    assert!(
+        text.contains(&format!(
+            "ecapture_websocket_client_dropped_events{{client=\"{local}#"
+        )),
+        "{text}"
+    );
+    let st = s.get("/status").json()["data"].clone();
+    assert_eq!(
+        st["counters"]["ws_dropped_by_reason"],
+        serde_json::json!({"queue_full": 0, "share": 0, "max_rate": 2, "closed": 0}),
+        "{st}"
+    );
+    let c = crate::util::ws_client_status(&st, local).expect("the client in /status");
+    assert_eq!(
+        (
+            &c["seq"],
+            &c["sent"],
+            &c["dropped"],
+            &c["dropped_by_reason"]["max_rate"]
+        ),
+        (&3.into(), &1.into(), &2.into(), &2.into()),
+        "{c}"
+    );
     let bytes: u64 = evs.iter().map(|e| e.payload.len() as u64).sum();
     assert!(
         text.contains(&format!(

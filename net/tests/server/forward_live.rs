@@ -1,11 +1,17 @@
 //! `POST /config` with `event_forward` enables, changes and disables
 //! forwarding while serving; a bad object is refused with the field named.
 
-use crate::util::{TestEvent, TestServer};
+use crate::api::promtool_check;
+use crate::util::{TestEvent, TestServer, config, metric_value, series_value};
+use prost::Message;
+use rcapture_net::eventfile::{EventFileConfig, EventFileFormat};
+use rcapture_net::forward::{CollectorUrl, ForwardConfig, ForwardFormat};
+use rcapture_proto::LogBatch;
+use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A collector thread: answers 200 to every request and reports its
 /// `Content-Type` and body.
@@ -116,18 +122,263 @@ fn event_forward_is_enabled_changed_and_disabled_live() {
         "protobuf"
     );
 
-    // Off: nothing more is sent.
+    // Off: nothing more is sent; the counters of what was forwarded stay.
     let r = srv.post("/config", r#"{"event_forward": {"enabled": false}}"#);
     assert_eq!((r.status, r.code()), (200, 0));
     assert_eq!(
         srv.get("/config").json()["data"]["event_forward"]["enabled"],
         false
     );
-    assert!(srv.get("/status").json()["data"]["counters"]["forward"].is_null());
+    let fwd = &srv.get("/status").json()["data"]["counters"]["forward"];
+    assert_eq!(
+        (fwd["enabled"].as_bool(), fwd["sent_events"].as_u64()),
+        (Some(false), Some(6)),
+        "{fwd}"
+    );
     srv.publish(&[TestEvent::tls(7), TestEvent::tls(8), TestEvent::tls(9)]);
     assert!(
         rx.recv_timeout(Duration::from_millis(800)).is_err(),
         "forwarding is off"
     );
     srv.assert_serving("event_forward changes");
+}
+
+/// Events in one request body the collector got: NDJSON lines or the
+/// entries of a `LogBatch`, gzip-compressed or not.
+fn events_in(ctype: &str, body: &[u8]) -> u64 {
+    let body = if body.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(body)
+            .read_to_end(&mut out)
+            .expect("a gzip body");
+        out
+    } else {
+        body.to_vec()
+    };
+    match ctype {
+        "application/x-ndjson" => body
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count() as u64,
+        "application/x-protobuf" => LogBatch::decode(&body[..])
+            .expect("a LogBatch")
+            .entries
+            .len() as u64,
+        other => panic!("unexpected Content-Type {other:?}"),
+    }
+}
+
+/// The `/status` forward counters that only grow.
+const FORWARD_COUNTERS: [&str; 8] = [
+    "sent_events",
+    "sent_batches",
+    "failed_batches",
+    "failed_events",
+    "retries",
+    "dropped_events",
+    "skipped_events",
+    "malformed_requests",
+];
+
+/// WIRE.md §6 and §5: the forwarder's counters are in `/metrics` (equal to
+/// `/status`), as are the event file's, promtool-clean — with a last error
+/// whose text needs escaping too.
+#[test]
+fn forwarder_and_event_file_counters_are_in_metrics() {
+    let (port, rx) = collector();
+    let dir = std::env::temp_dir().join(format!("rcapture-metrics-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cfg = config();
+    let mut fwd = ForwardConfig::new(
+        CollectorUrl::parse(&format!("http://127.0.0.1:{port}/c")).unwrap(),
+        ForwardFormat::Json,
+    );
+    fwd.batch_size = 2;
+    fwd.batch_timeout = Duration::from_millis(100);
+    cfg.forward = Some(fwd);
+    cfg.event_file = Some(EventFileConfig::new(
+        dir.join("events.pb"),
+        EventFileFormat::Protobuf,
+        0,
+    ));
+    let mut s = TestServer::with(cfg);
+    let evs: Vec<TestEvent> = (1..=5).map(TestEvent::tls).collect();
+    s.publish(&evs);
+    let c = s.wait_counters("5 forwarded and written", |c| {
+        c["forward"]["sent_events"] == 5 && c["event_file"]["written_events"] == 5
+    });
+    let mut got = 0;
+    while got < 5 {
+        let (ctype, body) = rx.recv_timeout(Duration::from_secs(10)).expect("batches");
+        got += events_in(&ctype, &body);
+    }
+    let text = s.get("/metrics").text();
+    let f = &c["forward"];
+    for (series, value) in [
+        ("ecapture_forward_enabled", Some(1)),
+        ("ecapture_forward_sent_events_total", Some(5)),
+        (
+            "ecapture_forward_sent_batches_total",
+            f["sent_batches"].as_u64(),
+        ),
+        ("ecapture_forward_failed_batches_total", Some(0)),
+        ("ecapture_forward_failed_events_total", Some(0)),
+        ("ecapture_forward_retries_total", Some(0)),
+        ("ecapture_forward_dropped_events_total", Some(0)),
+        ("ecapture_forward_skipped_events_total", Some(0)),
+        ("ecapture_forward_malformed_requests_total", Some(0)),
+        ("ecapture_forward_queue_bytes", Some(0)),
+        ("ecapture_event_file_written_events_total", Some(5)),
+        ("ecapture_event_file_dropped_events_total", Some(0)),
+        (
+            "ecapture_event_file_written_bytes_total",
+            c["event_file"]["bytes"].as_u64(),
+        ),
+        ("ecapture_event_file_rotations_total", Some(0)),
+    ] {
+        assert_eq!(
+            metric_value(&text, series),
+            value.map(|v| v as f64),
+            "{series} in\n{text}"
+        );
+    }
+    assert!(f["sent_batches"].as_u64() >= Some(3), "{f}");
+    assert!(!text.contains("ecapture_forward_last_error_info"), "{text}");
+    if let Some((ok, msg)) = promtool_check(&text) {
+        assert!(ok, "promtool check metrics:\n{msg}\n--- input:\n{text}");
+    }
+
+    // A collector nobody listens on: retries, and a last error.
+    let dead = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let r = s.post(
+        "/config",
+        &format!(r#"{{"event_forward": {{"url": "http://127.0.0.1:{dead_port}/c"}}}}"#),
+    );
+    assert_eq!((r.status, r.code()), (200, 0), "{}", r.text());
+    s.publish(&[TestEvent::tls(6)]);
+    let c = s.wait_counters("a retry", |c| {
+        c["forward"]["retries"].as_u64() > Some(0) && c["forward"]["last_error"].is_string()
+    });
+    let text = s.get("/metrics").text();
+    let err = c["forward"]["last_error"].as_str().unwrap();
+    let escaped = err
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n");
+    assert_eq!(
+        series_value(
+            &text,
+            &format!("ecapture_forward_last_error_info{{error=\"{escaped}\"}}")
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(metric_value(&text, "ecapture_forward_retries_total") >= Some(1.0));
+    // What the first forwarder sent is still counted.
+    assert_eq!(
+        metric_value(&text, "ecapture_forward_sent_events_total"),
+        Some(5.0),
+        "{text}"
+    );
+    if let Some((ok, msg)) = promtool_check(&text) {
+        assert!(ok, "promtool check metrics:\n{msg}\n--- input:\n{text}");
+    }
+    // Off (the bounded shutdown drops what the dead collector never got).
+    let r = s.post("/config", r#"{"event_forward": {"enabled": false}}"#);
+    assert_eq!((r.status, r.code()), (200, 0), "{}", r.text());
+    let text = s.get("/metrics").text();
+    assert_eq!(metric_value(&text, "ecapture_forward_enabled"), Some(0.0));
+    assert_eq!(
+        metric_value(&text, "ecapture_forward_sent_events_total").unwrap()
+            + metric_value(&text, "ecapture_forward_dropped_events_total").unwrap(),
+        6.0,
+        "{text}"
+    );
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Replacing or disabling the forwarder keeps what the old one did: the
+/// counters in `/status` and `/metrics` are totals over every forwarder,
+/// they never go down, and every event offered is accounted for (sent,
+/// dropped or refused) — here all of them sent, once each.
+#[test]
+fn forwarder_totals_survive_replacement_and_disabling() {
+    let mut srv = TestServer::start();
+    let (port, rx) = collector();
+    // Events wait in the batcher (a large batch, a long timeout): each
+    // replacement's bounded shutdown flushes and sends them.
+    let on = format!(
+        r#"{{"event_forward": {{"enabled": true, "url": "http://127.0.0.1:{port}/c", "format": "json", "batch_size": 1000, "batch_timeout_ms": 60000}}}}"#
+    );
+    let r = srv.post("/config", &on);
+    assert_eq!((r.status, r.code()), (200, 0), "{}", r.text());
+    let mut offered = 0u64;
+    let mut next = 1u64;
+    let mut before = serde_json::Map::new();
+    for (i, change) in [
+        r#"{"format": "protobuf"}"#,
+        r#"{"gzip": true}"#,
+        r#"{"format": "json", "batch_size": 999}"#,
+        r#"{"enabled": false}"#,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let n = 3 + i as u64;
+        let evs: Vec<TestEvent> = (next..next + n).map(TestEvent::tls).collect();
+        next += n;
+        srv.publish(&evs);
+        offered += n;
+        // The loop offers the batch before it reads the next request.
+        let _ = srv.get("/status");
+        let r = srv.post("/config", &format!(r#"{{"event_forward": {change}}}"#));
+        assert_eq!((r.status, r.code()), (200, 0), "{change}: {}", r.text());
+        let fwd = srv.counters()["forward"].clone();
+        let get = |k: &str| {
+            fwd[k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("after {change}: forward.{k} in {fwd}"))
+        };
+        assert_eq!(
+            (
+                get("sent_events"),
+                get("dropped_events") + get("failed_events") + get("skipped_events")
+            ),
+            (offered, 0),
+            "after {change}: every event offered so far was sent: {fwd}"
+        );
+        for k in FORWARD_COUNTERS {
+            let was = before.get(k).and_then(Value::as_u64).unwrap_or(0);
+            assert!(
+                get(k) >= was,
+                "after {change}: forward.{k} went down from {was}: {fwd}"
+            );
+        }
+        assert_eq!(fwd["enabled"], i < 3, "after {change}: {fwd}");
+        before = fwd.as_object().unwrap().clone();
+    }
+    let text = srv.get("/metrics").text();
+    assert_eq!(
+        metric_value(&text, "ecapture_forward_sent_events_total"),
+        Some(offered as f64),
+        "{text}"
+    );
+    assert_eq!(metric_value(&text, "ecapture_forward_enabled"), Some(0.0));
+    // The collector got each event once.
+    let mut got = 0;
+    let end = Instant::now() + Duration::from_secs(10);
+    while got < offered && Instant::now() < end {
+        if let Ok((ctype, body)) = rx.recv_timeout(Duration::from_millis(100)) {
+            got += events_in(&ctype, &body);
+        }
+    }
+    assert_eq!(got, offered, "events the collector got");
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "nothing more"
+    );
 }

@@ -237,12 +237,24 @@ fn max_rate_drops_are_counted_and_seen_as_seq_gaps() {
         (Some(15), Some(5)),
         "{c}"
     );
-    assert_eq!(s.metric("ecapture_websocket_dropped_events_total"), 15.0);
+    assert_eq!(
+        c["ws_dropped_by_reason"],
+        json!({"queue_full": 0, "share": 0, "max_rate": 15, "closed": 0}),
+        "{c}"
+    );
     let m = s.get("/metrics").text();
+    assert_eq!(
+        crate::util::series_value(
+            &m,
+            "ecapture_websocket_dropped_events_total{reason=\"max_rate\"}"
+        ),
+        Some(15.0),
+        "{m}"
+    );
     assert!(
         m.lines().any(|l| l
             .starts_with("ecapture_websocket_client_dropped_events{client=\"127.0.0.1:")
-            && l.ends_with("} 15")),
+            && l.ends_with(",reason=\"max_rate\"} 15")),
         "{m}"
     );
     // The next second's budget: the gap shows in seq.

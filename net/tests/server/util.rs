@@ -134,6 +134,13 @@ impl TestServer {
         );
     }
 
+    /// `/status` `data`.
+    pub fn status(&self) -> Value {
+        let r = self.get("/status");
+        assert_eq!(r.status, 200, "{r:?}");
+        r.json()["data"].clone()
+    }
+
     /// `/status` counters.
     pub fn counters(&self) -> Value {
         let r = self.get("/status");
@@ -185,6 +192,44 @@ pub fn metric_value(text: &str, name: &str) -> Option<f64> {
         let rest = l.strip_prefix(name)?.strip_prefix(' ')?;
         rest.trim().parse().ok()
     })
+}
+
+/// Sum of every series of `name`, whatever its labels (`None`: no series).
+pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(rest) = l.strip_prefix(name) else {
+            continue;
+        };
+        let value = if let Some(labelled) = rest.strip_prefix('{') {
+            labelled.rsplit_once("} ").map(|(_, v)| v)
+        } else {
+            rest.strip_prefix(' ')
+        };
+        if let Some(v) = value.and_then(|v| v.trim().parse::<f64>().ok()) {
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
+}
+
+/// The value of one series written exactly as `series` (name and labels).
+pub fn series_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(series)?.strip_prefix(' ')?;
+        rest.trim().parse().ok()
+    })
+}
+
+/// The `/status` `websocket.clients` entry of the client whose socket is
+/// `local` (the server names clients `ADDR#ID`).
+pub fn ws_client_status(status: &Value, local: SocketAddr) -> Option<Value> {
+    let prefix = format!("{local}#");
+    status["websocket"]["clients"]
+        .as_array()?
+        .iter()
+        .find(|c| c["client"].as_str().is_some_and(|n| n.starts_with(&prefix)))
+        .cloned()
 }
 
 /// One HTTP response.
