@@ -22,6 +22,8 @@ pub enum RequestError {
     Head(httparse::Error),
     #[error("request has no Host header, so no absolute URL can be formed")]
     NoHost,
+    #[error("Host header {0:?} cannot be the authority of a URL")]
+    BadHost(String),
     #[error("request target {0:?} cannot be re-sent through a proxy")]
     Target(String),
     #[error("Content-Length {0:?} is not a number")]
@@ -122,7 +124,18 @@ pub fn write_absolute_form(
         return Err(RequestError::Target(target.to_string()));
     }
     let host = match host.map(<[u8]>::trim_ascii) {
-        Some(h) if !h.is_empty() && !h.iter().any(|b| b.is_ascii_whitespace()) => h,
+        Some(h) if !h.is_empty() && !absolute => {
+            // RFC 3986 authority characters only (reg-name, IP literal,
+            // port, pct-encoding): anything else would make the request
+            // line invalid (found by the http_proxy fuzz target).
+            if !h
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b))
+            {
+                return Err(RequestError::BadHost(String::from_utf8_lossy(h).into()));
+            }
+            h
+        }
         _ if absolute => &b""[..],
         _ => return Err(RequestError::NoHost),
     };
@@ -183,6 +196,20 @@ mod tests {
                 Err(e)
             }
         }
+    }
+
+    #[test]
+    fn refuses_a_host_that_cannot_be_a_url_authority() {
+        for host in [&b"example.com\x91"[..], b"a b", b"h/x", b"h?q", b"h@u"] {
+            let mut p = b"GET /a HTTP/1.1\r\nHost: ".to_vec();
+            p.extend_from_slice(host);
+            p.extend_from_slice(b"\r\n\r\n");
+            assert!(
+                matches!(one(&p, Scheme::Http), Err(RequestError::BadHost(_))),
+                "{host:?}"
+            );
+        }
+        assert!(one(b"GET /a HTTP/1.1\r\nHost: [::1]:8443\r\n\r\n", Scheme::Http).is_ok());
     }
 
     #[test]
