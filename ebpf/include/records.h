@@ -169,7 +169,7 @@ struct rc_filter {
 /* Per-CPU counters (array map "rc_counters", per-CPU values). */
 struct rc_counters {
 	__u64 emitted;     /* records written to the ring buffer */
-	__u64 lost;        /* ring buffer full: records that could not be written */
+	__u64 lost;        /* records that could not be written: ring full, unreadable user memory, or a call with no slot to track it */
 	__u64 lost_bytes;  /* payload bytes of those records */
 	__u64 filtered;    /* calls skipped by the live filter */
 };

@@ -372,8 +372,15 @@ static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr, __u8 di
 		fd = st->known_fd;
 
 	call = call_begin(pid_tgid);
-	if (!call)
+	if (!call) {
+		/* no slot and no room in the overflow hash: the call's data is
+		 * lost, and counted as such */
+		struct rc_counters *cnt = rc_counters_get();
+
+		if (cnt)
+			cnt->lost++;
 		return 0;
+	}
 	if (call->fd_wait) /* a call that never returned */
 		fd_waits_add(-1);
 	call->fd_wait = fd < 0;
