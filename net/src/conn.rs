@@ -705,6 +705,18 @@ mod tests {
         }
     }
 
+    /// A plain (no deflate, no filter) stream whose spill may hold `spill` bytes.
+    fn stream(spill: usize, now: Instant) -> WsStream {
+        WsStream::new(
+            String::new(),
+            ClientFilter::default(),
+            limits(),
+            spill,
+            false,
+            now,
+        )
+    }
+
     fn limits() -> QueueLimits {
         QueueLimits {
             frames: 100_000,
@@ -745,14 +757,7 @@ mod tests {
     #[test]
     fn a_client_holds_at_most_its_share_of_batches_and_gets_every_byte_in_order() {
         let now = Instant::now();
-        let mut w = WsStream::new(
-            String::new(),
-            ClientFilter::default(),
-            limits(),
-            usize::MAX,
-            false,
-            now,
-        );
+        let mut w = stream(usize::MAX, now);
         let mut staged = Staged::default();
         let mut expected = Vec::new();
         let mut out = Trickle {
@@ -861,14 +866,7 @@ mod tests {
     fn with_its_share_held_and_its_spill_full_a_client_drops_for_itself() {
         let now = Instant::now();
         // Room for 3 bodies of 100 bytes in the spill.
-        let mut w = WsStream::new(
-            String::new(),
-            ClientFilter::default(),
-            limits(),
-            350,
-            false,
-            now,
-        );
+        let mut w = stream(350, now);
         let mut staged = Staged::default();
         let batches: Vec<_> = (0..4).map(|b| batch(2, 100, b)).collect();
         let offer = |w: &mut WsStream, b: usize, i: usize, staged: &mut Staged| {
@@ -920,14 +918,7 @@ mod tests {
     #[test]
     fn clearing_a_partly_spilled_queue_keeps_the_bookkeeping() {
         let now = Instant::now();
-        let mut w = WsStream::new(
-            String::new(),
-            ClientFilter::default(),
-            limits(),
-            usize::MAX,
-            false,
-            now,
-        );
+        let mut w = stream(usize::MAX, now);
         let mut staged = Staged::default();
         for b in 0..6 {
             let batch = batch(4, 100, b);
