@@ -9,8 +9,9 @@
 //!   write as the forwarder's client does) written to a loopback TCP sink
 //!   that reads and discards (no response: the round trip is not included).
 //! - `forward_pipeline`: the real [`Forwarder`] end to end — batches
-//!   offered as the event loop does, its batcher thread building (and
-//!   gzipping) bodies while its sender thread POSTs the previous ones over
+//!   offered as the event loop does, its batcher thread building bodies
+//!   (and its compressor thread gzipping them) while its sender thread
+//!   POSTs the previous ones over
 //!   its keep-alive connection to a loopback HTTP/1.1 sink thread that
 //!   reads each request whole and answers `200`; timed until the sink has
 //!   answered every batch. The references: the same protobuf body
@@ -19,7 +20,7 @@
 //!   After the group it prints the gzip pipeline's speed over each, measured
 //!   in the same samples (each gzip sample is followed by as many bodies
 //!   compressed alone, so all see the same machine load), and the same
-//!   ratios in CPU time (the batcher thread's, from `/proc`).
+//!   CPU time of each forwarder thread per batch (from `/proc`).
 //! - `gzip_backends`: MB/s of raw deflate at the forwarder's level
 //!   (`GzipEncoder::LEVEL`) of the same protobuf batch body, per backend,
 //!   side by side, plus the gzip trailer's CRC-32; three ways to build the
@@ -531,6 +532,8 @@ struct Pipeline {
     ring: Vec<Arc<Batch>>,
     /// The loop batch's timestamps.
     timestamps: Vec<i64>,
+    /// The loop batch's bytes.
+    template: Vec<u8>,
     offered: u64,
     /// Answered when last looked.
     answered: u64,
@@ -550,6 +553,7 @@ impl Pipeline {
         let fwd = Forwarder::start(cfg).expect("start the forwarder");
         let batch = loop_batch();
         let timestamps = batch.entries.iter().map(|m| m.timestamp).collect();
+        let template = batch.buf.clone();
         let ring = (0..RING)
             .map(|_| {
                 Arc::new(Batch {
@@ -564,6 +568,7 @@ impl Pipeline {
             sink,
             ring,
             timestamps,
+            template,
             offered: 0,
             answered: 0,
         }
@@ -580,6 +585,9 @@ impl Pipeline {
         for (m, t) in b.entries.iter_mut().zip(&self.timestamps) {
             m.timestamp = t + shift;
         }
+        // Written now, as a worker writes a batch just before the loop
+        // hands it over (its bytes are in this CPU's cache, not stale).
+        b.buf.copy_from_slice(&self.template);
         i
     }
 
@@ -663,6 +671,24 @@ impl Alone {
     }
 }
 
+/// Moves a thread of this process to one CPU (`FORWARD_BENCH_PIN`).
+fn pin_thread(tid: &str, cpu: usize) {
+    let tid: libc::pid_t = tid.parse().expect("a task id");
+    // SAFETY: `set` is a plain bit set, zeroed then filled by the libc
+    // macros; sched_setaffinity only reads it.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    assert_eq!(
+        rc,
+        0,
+        "pin task {tid} to CPU {cpu}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
 /// CPU time a thread has run so far (`/proc/self/task/TID/schedstat`, ns).
 fn thread_cpu(tid: &str) -> Duration {
     std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
@@ -725,26 +751,49 @@ fn forward_pipeline(c: &mut Criterion) {
 
     // Each gzip sample is followed by as many of its bodies compressed alone
     // (raw deflate, then gzip members): the ratios compare them under the
-    // same load. The CPU time of the forwarder's batcher thread and of the
+    // same load. The CPU time of the forwarder's threads and of the
     // compressions alone are summed too (less sensitive to what else the
     // machine runs than wall time).
     let mut p = Pipeline::start(ForwardFormat::Protobuf, true);
     // Thread names are cut to 15 bytes.
-    let batcher = thread_named("rcapture-fwd-ba").expect("the forwarder's batcher thread");
+    // The compressor threads: one, or two with two CPUs or more.
+    let threads = [
+        "rcapture-fwd-ba",
+        "rcapture-gzip-0",
+        "rcapture-gzip-1",
+        "rcapture-fwd-se",
+    ]
+    .map(|n| thread_named(n).unwrap_or_default());
+    assert!(!threads[0].is_empty() && !threads[1].is_empty() && !threads[3].is_empty());
     let me = this_thread();
+    if std::env::var_os("FORWARD_BENCH_PIN").is_some() {
+        // The compressor on a CPU of its own, everything else (this
+        // thread, the sink, batcher, sender) on the other.
+        for e in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
+            let tid = e
+                .expect("a task")
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            pin_thread(&tid, 0);
+        }
+        pin_thread(&threads[1], 1);
+    }
     let mut alone = Alone::new(body.clone());
     let gz = Cell::new(GzipSums::default());
     g.bench_function("protobuf_gzip", |b| {
         b.iter_custom(|iters| {
-            let b0 = thread_cpu(&batcher);
+            let c0 = threads.each_ref().map(|t| thread_cpu(t));
             let t = p.run(iters);
-            let b1 = thread_cpu(&batcher);
+            let c1 = threads.each_ref().map(|t| thread_cpu(t));
             let raw = alone.run(iters, false, &me);
             let member = alone.run(iters, true, &me);
             let mut s = gz.get();
             s.batches += iters;
             s.pipeline += t;
-            s.batcher_cpu += b1.saturating_sub(b0);
+            for i in 0..4 {
+                s.cpu[i] += c1[i].saturating_sub(c0[i]);
+            }
             s.raw.0 += raw.0;
             s.raw.1 += raw.1;
             s.member.0 += member.0;
@@ -777,7 +826,8 @@ fn forward_pipeline(c: &mut Criterion) {
          in the same samples:\n\
          \x20   raw deflate: {:.0} MB/s -> pipeline at {:.0} % of it (target >= 70 %)\n\
          \x20   gzip member: {:.0} MB/s -> pipeline at {:.0} % of it\n\
-         \x20 CPU a batch: batcher thread {:.1} us; raw deflate {:.1} us ({:.0} %), gzip member {:.1} us ({:.0} %)",
+         \x20 CPU a batch: batcher {:.1} us, compressors {:.1} us, sender {:.1} us; the same body alone: \
+         raw deflate {:.1} us ({:.0} % of the compressors'), gzip member {:.1} us ({:.0} %)",
         body.len(),
         GzipEncoder::LEVEL,
         plain_events / 1e6,
@@ -787,11 +837,13 @@ fn forward_pipeline(c: &mut Criterion) {
         pct(s.raw.0, s.pipeline),
         mb(s.member.0),
         pct(s.member.0, s.pipeline),
-        us(s.batcher_cpu),
+        us(s.cpu[0]),
+        us(s.cpu[1] + s.cpu[2]),
+        us(s.cpu[3]),
         us(s.raw.1),
-        pct(s.raw.1, s.batcher_cpu),
+        pct(s.raw.1, s.cpu[1] + s.cpu[2]),
         us(s.member.1),
-        pct(s.member.1, s.batcher_cpu),
+        pct(s.member.1, s.cpu[1] + s.cpu[2]),
     );
 }
 
@@ -801,8 +853,8 @@ struct GzipSums {
     batches: u64,
     /// Wall time of the pipeline runs.
     pipeline: Duration,
-    /// CPU time of the forwarder's batcher thread in them.
-    batcher_cpu: Duration,
+    /// CPU time of the forwarder's batcher, compressor (2) and sender threads in them.
+    cpu: [Duration; 4],
     /// Wall and CPU time of as many bodies compressed alone: raw deflate,
     /// and the gzip member.
     raw: (Duration, Duration),
@@ -858,12 +910,17 @@ fn gzip_backends(c: &mut Criterion) {
         });
     }
 
-    g.bench_function("crc32", |b| {
+    // The gzip trailer's CRC-32: flate2's (zlib-rs's own here) and
+    // crc32fast's, which the forwarder uses.
+    g.bench_function("crc32_flate2", |b| {
         b.iter(|| {
             let mut crc = Crc::new();
             crc.update(black_box(&input));
             black_box(crc.sum())
         })
+    });
+    g.bench_function("crc32_crc32fast", |b| {
+        b.iter(|| black_box(crc32fast::hash(black_box(&input))))
     });
 
     // The gzip member three ways, on the same backend and level.

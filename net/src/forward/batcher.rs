@@ -1,17 +1,20 @@
-//! The batcher thread: copies the entries the forwarder wants out of the
-//! loop's shared batches (releasing them at once), orders them by
-//! timestamp, numbers them with the forwarder's `seq`, and encodes request
-//! bodies — `LogBatch` or NDJSON, gzip'd if asked — or, for `http_proxy`,
+//! The batcher thread: takes the entries the forwarder wants from the
+//! loop's shared batches (holding them only for the round that takes them,
+//! see [`Pending`]), orders them by timestamp, numbers them with the
+//! forwarder's `seq`, and encodes request bodies — `LogBatch` or NDJSON,
+//! handed to the compressor thread when gzip is on — or, for `http_proxy`,
 //! one absolute-form request per captured HTTP request.
 //!
-//! Every buffer is reused: the pending store, the uncompressed body, and the
-//! request bodies (returned by the sender after delivery, kept with room for
-//! the largest body seen), so a steady stream of batches allocates nothing.
+//! Every buffer is reused: the pending store, the uncompressed bodies, and
+//! the request bodies (returned by the sender after delivery, kept with
+//! room for the largest body seen), so a steady stream of batches
+//! allocates nothing.
 
+use super::bodies::Bodies;
+use super::compressor::{Job, JobItem, OWN, warm};
 use super::config::{ForwardConfig, ForwardFormat};
-use super::gzip::GzipEncoder;
 use super::proxy::{Scheme, looks_like_request, write_absolute_form};
-use super::queue::{Outgoing, SendQueue};
+use super::queue::Outgoing;
 use super::stats::Counters;
 use crate::entry::event_fields_of;
 use crate::publish::{Batch, EntryMeta};
@@ -19,7 +22,7 @@ use rcapture_core::encode;
 use rcapture_core::event::{EventKind, Module};
 use rcapture_core::ndjson::write_ndjson_line;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::Instant;
 
 /// Whether a module's captures are TLS plaintext (`https` for `http_proxy`).
@@ -55,30 +58,40 @@ struct Item {
     /// Arrival order: ties in timestamp keep it.
     order: u64,
     arrived: Instant,
+    /// Where the bytes are: `OWN`, or an index into `Pending::held`.
+    src: u32,
     start: u32,
     end: u32,
 }
 
-/// Entry bodies waiting for their batch.
+/// Entries waiting for their batch.
+///
+/// Entries are read where the workers encoded them: the loop batches taken
+/// in one round are held (`held`) while the round's full requests are
+/// encoded straight from them. What a round leaves over is copied into the
+/// store's own buffer and the loop batches are let go, so a loop batch is
+/// never held past the round that took it (the workers' pools get their
+/// batches back at once), and each entry of a busy stream is copied once.
 #[derive(Debug, Default)]
 struct Pending {
     buf: Vec<u8>,
     items: Vec<Item>,
     /// Compaction space (swapped with `buf`).
     spare: Vec<u8>,
+    /// The loop batches taken this round.
+    held: Vec<Arc<Batch>>,
     next_order: u64,
 }
 
 impl Pending {
-    fn push(&mut self, body: &[u8], timestamp: i64, arrived: Instant) {
-        let start = self.buf.len() as u32;
-        self.buf.extend_from_slice(body);
+    fn push(&mut self, src: u32, start: u32, end: u32, timestamp: i64, arrived: Instant) {
         self.items.push(Item {
             timestamp,
             order: self.next_order,
             arrived,
+            src,
             start,
-            end: self.buf.len() as u32,
+            end,
         });
         self.next_order += 1;
     }
@@ -93,83 +106,194 @@ impl Pending {
     }
 
     fn body(&self, it: &Item) -> &[u8] {
-        &self.buf[it.start as usize..it.end as usize]
+        let buf = if it.src == OWN {
+            &self.buf
+        } else {
+            &self.held[it.src as usize].buf
+        };
+        &buf[it.start as usize..it.end as usize]
     }
 
-    /// Keeps the items from `from` on (moving their bytes to the front).
+    /// Keeps the items from `from` on, their bytes moved to the front of
+    /// the own buffer, and lets the loop batches go.
     fn keep_from(&mut self, from: usize) {
         self.spare.clear();
         for it in &mut self.items[from..] {
-            let start = self.spare.len() as u32;
-            self.spare
-                .extend_from_slice(&self.buf[it.start as usize..it.end as usize]);
-            it.end = self.spare.len() as u32;
-            it.start = start;
+            let buf = if it.src == OWN {
+                &self.buf
+            } else {
+                &self.held[it.src as usize].buf
+            };
+            move_item(it, buf, &mut self.spare);
         }
         self.items.drain(..from);
         std::mem::swap(&mut self.buf, &mut self.spare);
+        self.held.clear();
+    }
+
+    /// Copies the entries still read from loop batches into the own buffer
+    /// (after those already there) and lets the loop batches go.
+    fn release(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        for it in &mut self.items {
+            if it.src == OWN {
+                continue;
+            }
+            move_item(it, &self.held[it.src as usize].buf, &mut self.buf);
+        }
+        self.held.clear();
     }
 }
 
-/// Request bodies kept for reuse (and the capacity of the channel that
-/// returns them from the sender).
-pub(crate) const POOL: usize = 16;
+/// Appends an item's bytes (in `from`) to the own buffer `to` and points
+/// the item there.
+fn move_item(it: &mut Item, from: &[u8], to: &mut Vec<u8>) {
+    let start = to.len() as u32;
+    to.extend_from_slice(&from[it.start as usize..it.end as usize]);
+    *it = Item {
+        src: OWN,
+        start,
+        end: to.len() as u32,
+        ..*it
+    };
+}
 
-/// Body buffers made ready whenever bodies grow: the one the sender has in
-/// flight and a queue of several behind it reuse buffers, not allocate.
-const STOCK: usize = 8;
-
-/// Batches' worth of entries the pending store has room for: loop batches
-/// that arrive together (a burst, or while the thread was not running) up
-/// to that size are taken without growing it.
+/// Batches' worth of entries the pending store has room for: what a round
+/// leaves over, and the entries of a slow stream waiting for the timeout.
 const PENDING_BATCHES: usize = 4;
 
-/// Body buffers up to this capacity are kept for reuse; a larger body's
-/// buffer is freed after delivery (its allocation is small next to the
-/// work of encoding it, and the pool's memory stays within `POOL` × this).
-const POOLED_MAX: usize = 4 << 20;
+/// Loop batches one round holds at most: a request's worth, one entry
+/// each (usually one or two hold them all).
+fn held_capacity(batch_size: usize) -> usize {
+    batch_size.min(1024)
+}
+
+/// Where the batcher's bodies go.
+pub(crate) enum Out {
+    /// Final bodies, encoded and queued for the sender by the batcher.
+    Direct(Bodies),
+    /// Jobs for the compressor threads.
+    Gzip(Jobs),
+}
+
+/// The batcher's side of the compressor jobs (see `compressor`).
+pub(crate) struct Jobs {
+    tx: SyncSender<Job>,
+    back: Receiver<Job>,
+    free: Vec<Job>,
+    /// Per held loop batch, its index in the job being filled.
+    map: Vec<u32>,
+    /// Entry bytes of the largest job so far, and some.
+    room: usize,
+    /// The next job's ticket.
+    ticket: u64,
+}
+
+impl Jobs {
+    /// `jobs` jobs going round: to the compressors over `tx`, back over
+    /// `back`, for a forwarder sending `batch_size` events a request.
+    pub fn new(tx: SyncSender<Job>, back: Receiver<Job>, jobs: usize, batch_size: usize) -> Self {
+        // All made now with room for a request's entries and loop batches
+        // (and their bytes as soon as the sizes are seen), not on first use.
+        let held = held_capacity(batch_size);
+        Self {
+            tx,
+            back,
+            free: (0..jobs)
+                .map(|_| Job {
+                    items: Vec::with_capacity(batch_size),
+                    batches: Vec::with_capacity(held),
+                    ..Job::default()
+                })
+                .collect(),
+            map: Vec::with_capacity(held),
+            room: 0,
+            ticket: 0,
+        }
+    }
+
+    /// An empty job: a free one, or else the next one a compressor
+    /// returns (waiting for it). `None` if the compressors are gone.
+    fn take(&mut self) -> Option<Job> {
+        while let Ok(j) = self.back.try_recv() {
+            self.free.push(j);
+        }
+        match self.free.pop() {
+            Some(j) => Some(j),
+            None => self.back.recv().ok(),
+        }
+    }
+
+    /// Empties `job` and gives it room for the largest job so far (its own
+    /// bytes are at most its entries'), `items` entries and `held` loop
+    /// batches, so once the sizes are seen no job grows.
+    fn make_room(&self, job: &mut Job, items: usize, held: usize) {
+        job.clear();
+        job.own.reserve(self.room);
+        job.items.reserve(items);
+        job.batches.reserve(held);
+    }
+}
+
+/// Appends one entry to a request body in the forwarder's format: a
+/// `LogBatch` item with its `seq`, or an NDJSON line. Returns false (the
+/// event counted as dropped, the error kept) if the entry cannot be read.
+pub(crate) fn encode_entry(
+    format: ForwardFormat,
+    entry: &[u8],
+    seq: u64,
+    out: &mut Vec<u8>,
+    counters: &Counters,
+) -> bool {
+    match format {
+        ForwardFormat::Json => match event_fields_of(entry) {
+            Ok(f) => write_ndjson_line(&f, seq, out),
+            Err(e) => {
+                Counters::add(&counters.dropped_events, 1);
+                counters.error(format!("event entry unreadable: {e}"));
+                return false;
+            }
+        },
+        _ => {
+            let (prefix, n) = encode::seq_prefix(seq);
+            encode::encode_batch_item_header(n + entry.len(), out);
+            out.extend_from_slice(&prefix[..n]);
+            out.extend_from_slice(entry);
+        }
+    }
+    true
+}
 
 /// See the module docs.
 pub(crate) struct Batcher {
     cfg: ForwardConfig,
     rx: Receiver<Arc<Batch>>,
-    queue: Arc<SendQueue>,
     counters: Arc<Counters>,
-    recycled: Receiver<Vec<u8>>,
-    /// Empty body buffers, each with room for `body_room` bytes.
-    pool: Vec<Vec<u8>>,
-    /// Room for the largest body so far, and some (up to `POOLED_MAX`):
-    /// every pooled buffer is grown to it, so once the sizes are seen no
-    /// body grows its buffer again.
-    body_room: usize,
+    out: Out,
     pending: Pending,
     seq: u64,
-    raw: Vec<u8>,
-    gzip: GzipEncoder,
-    evicted: Vec<Outgoing>,
 }
 
 impl Batcher {
     pub fn new(
         cfg: ForwardConfig,
         rx: Receiver<Arc<Batch>>,
-        queue: Arc<SendQueue>,
         counters: Arc<Counters>,
-        recycled: Receiver<Vec<u8>>,
+        out: Out,
     ) -> Self {
+        let held = held_capacity(cfg.batch_size);
         Self {
             cfg,
             rx,
-            queue,
             counters,
-            recycled,
-            pool: Vec::with_capacity(POOL),
-            body_room: 0,
-            pending: Pending::default(),
+            out,
+            pending: Pending {
+                held: Vec::with_capacity(held),
+                ..Pending::default()
+            },
             seq: 0,
-            raw: Vec::new(),
-            gzip: GzipEncoder::new(),
-            evicted: Vec::new(),
         }
     }
 
@@ -192,23 +316,26 @@ impl Batcher {
             };
             if let Some(b) = first {
                 let now = Instant::now();
-                self.take(&b, now);
-                drop(b);
+                self.take(b, now);
                 // Batches that arrived together (from several workers) are
                 // ordered together — up to one request's worth: a backlog
                 // (the batcher was slow) is taken a request at a time, so
                 // the pending store stays about one batch in size instead
-                // of copying in the whole intake (up to every pool batch).
+                // of holding the whole intake (up to every pool batch).
                 while self.pending.items.len() < self.cfg.batch_size
                     && let Ok(b) = self.rx.try_recv()
                 {
-                    self.take(&b, now);
+                    self.take(b, now);
                 }
             }
             self.flush(false);
         }
         self.flush(true);
-        self.queue.close();
+        match self.out {
+            Out::Direct(b) => b.close(),
+            // The compressor closes the queue once it has queued the last body.
+            Out::Gzip(r) => drop(r),
+        }
     }
 
     /// When the oldest pending event's batch is due.
@@ -221,30 +348,46 @@ impl Batcher {
             .map(|t| t + self.cfg.batch_timeout)
     }
 
-    fn take(&mut self, b: &Batch, now: Instant) {
+    fn take(&mut self, b: Arc<Batch>, now: Instant) {
+        let proxy = self.cfg.format == ForwardFormat::HttpProxy;
+        let src = self.pending.held.len() as u32;
+        let mut any = false;
         for (i, m) in b.entries.iter().enumerate() {
             if !wants(&self.cfg, m) {
                 continue;
             }
-            if self.cfg.format == ForwardFormat::HttpProxy {
+            if proxy {
                 self.proxy(b.body(i), m.module);
             } else {
-                self.pending.push(b.body(i), m.timestamp, now);
+                self.pending.push(src, m.start, m.end, m.timestamp, now);
+                any = true;
             }
+        }
+        if any {
+            self.pending.held.push(b);
         }
     }
 
     /// Sends full batches; with `all` (timeout or shutdown) also the rest.
+    /// Lets the round's loop batches go either way.
     fn flush(&mut self, all: bool) {
         let n = self.pending.items.len();
         let due = self.deadline().is_some_and(|d| Instant::now() >= d);
         if n == 0 || (n < self.cfg.batch_size && !all && !due) {
+            self.pending.release();
             return;
         }
         // One worker's batch usually comes in order: checking is cheaper.
         let key = |it: &Item| (it.timestamp, it.order);
         if !self.pending.items.is_sorted_by_key(key) {
             self.pending.items.sort_unstable_by_key(key);
+            if matches!(self.out, Out::Direct(_)) {
+                // Entries are about to be read out of order (compressor
+                // threads do this for their own jobs).
+                for b in &self.pending.held {
+                    warm(&b.buf);
+                }
+            }
         }
         let size = self.cfg.batch_size;
         let mut from = 0;
@@ -256,91 +399,80 @@ impl Batcher {
         self.pending.keep_from(from);
     }
 
-    /// An empty body buffer: a pooled one, or a new one with the usual room.
-    fn body_buf(&mut self) -> Vec<u8> {
-        while let Ok(b) = self.recycled.try_recv() {
-            self.shelve(b);
+    /// Encodes pending items `from..to` as one request body, or hands
+    /// them to a compressor thread. Their `seq`s are numbered in order
+    /// (an entry that cannot be encoded leaves a gap, and is counted).
+    fn emit(&mut self, from: usize, to: usize) {
+        let seq = self.seq;
+        self.seq += (to - from) as u64;
+        let bodies = match &mut self.out {
+            Out::Direct(b) => b,
+            Out::Gzip(jobs) => {
+                let Some(mut job) = jobs.take() else {
+                    // The compressor threads are gone (they panicked).
+                    Counters::add(&self.counters.dropped_events, (to - from) as u64);
+                    self.counters
+                        .error("gzip: the compressor threads stopped".to_owned());
+                    return;
+                };
+                let items = &self.pending.items[from..to];
+                let bytes: usize = items.iter().map(|it| (it.end - it.start) as usize).sum();
+                if bytes > jobs.room {
+                    jobs.room = bytes + bytes / 4;
+                    for j in &mut jobs.free {
+                        j.own.reserve(jobs.room);
+                    }
+                    // The pending store grows with the bodies (`PENDING_BATCHES`).
+                    self.pending.reserve(
+                        PENDING_BATCHES * jobs.room,
+                        PENDING_BATCHES * self.cfg.batch_size,
+                    );
+                }
+                let held = self.pending.held.capacity();
+                jobs.map.reserve(held);
+                jobs.make_room(&mut job, self.cfg.batch_size, held);
+                fill_job(&mut job, seq, &self.pending, from, to, &mut jobs.map);
+                job.ticket = jobs.ticket;
+                if let Err(e) = jobs.tx.send(job) {
+                    // Nobody waits for this ticket: the threads are gone.
+                    Counters::add(&self.counters.dropped_events, (to - from) as u64);
+                    self.counters
+                        .error("gzip: the compressor threads stopped".to_owned());
+                    let mut job = e.0;
+                    job.clear();
+                    jobs.free.push(job);
+                } else {
+                    jobs.ticket += 1;
+                }
+                return;
+            }
+        };
+        let mut out = bodies.take();
+        let mut events = 0u64;
+        for (k, it) in self.pending.items[from..to].iter().enumerate() {
+            let entry = self.pending.body(it);
+            if encode_entry(
+                self.cfg.format,
+                entry,
+                seq + 1 + k as u64,
+                &mut out,
+                &self.counters,
+            ) {
+                events += 1;
+            }
         }
-        self.pool
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(self.body_room))
-    }
-
-    /// Keeps a body buffer for reuse (see `body_room`).
-    fn shelve(&mut self, mut b: Vec<u8>) {
-        if self.pool.len() < POOL && b.capacity() <= POOLED_MAX {
-            b.clear();
-            b.reserve(self.body_room);
-            self.pool.push(b);
-        }
-    }
-
-    /// Notes the room a body needed. When it is more than the pooled
-    /// buffers have, they grow to it with a quarter to spare (bodies of a
-    /// steady stream vary a little: `seq` grows a byte now and then), the
-    /// pool is stocked up, and the pending store grows to match.
-    fn needed(&mut self, room: usize) {
-        if room <= self.body_room || room > POOLED_MAX {
-            return;
-        }
-        self.body_room = room.saturating_add(room / 4).min(POOLED_MAX);
-        for b in &mut self.pool {
-            b.reserve(self.body_room);
-        }
-        while self.pool.len() < STOCK {
-            self.pool.push(Vec::with_capacity(self.body_room));
-        }
-        if self.cfg.format != ForwardFormat::HttpProxy {
+        if bodies.needed(out.len()) && self.cfg.format != ForwardFormat::HttpProxy {
+            // The pending store grows with the bodies (`PENDING_BATCHES`).
+            let room = bodies.room();
             self.pending.reserve(
-                PENDING_BATCHES * self.body_room,
+                PENDING_BATCHES * room,
                 PENDING_BATCHES * self.cfg.batch_size,
             );
         }
-    }
-
-    /// Encodes pending items `from..to` as one request body.
-    fn emit(&mut self, from: usize, to: usize) {
-        let mut body = self.body_buf();
-        let mut raw = std::mem::take(&mut self.raw);
-        let out = if self.cfg.gzip { &mut raw } else { &mut body };
-        out.clear();
-        let mut events = 0u64;
-        for it in &self.pending.items[from..to] {
-            let entry = self.pending.body(it);
-            match self.cfg.format {
-                ForwardFormat::Json => match event_fields_of(entry) {
-                    Ok(f) => write_ndjson_line(&f, self.seq + 1, out),
-                    Err(e) => {
-                        Counters::add(&self.counters.dropped_events, 1);
-                        self.counters.error(format!("event entry unreadable: {e}"));
-                        continue;
-                    }
-                },
-                _ => {
-                    let (prefix, n) = encode::seq_prefix(self.seq + 1);
-                    encode::encode_batch_item_header(n + entry.len(), out);
-                    out.extend_from_slice(&prefix[..n]);
-                    out.extend_from_slice(entry);
-                }
-            }
-            self.seq += 1;
-            events += 1;
-        }
-        if self.cfg.gzip {
-            self.needed(GzipEncoder::max_len(raw.len()));
-            if let Err(e) = self.gzip.compress(&raw, &mut body) {
-                Counters::add(&self.counters.dropped_events, events);
-                self.counters.error(format!("gzip: {e}"));
-                events = 0;
-            }
-        } else {
-            self.needed(body.len());
-        }
-        self.raw = raw;
         if events > 0 {
-            self.enqueue(Outgoing { body, events });
+            bodies.enqueue(Outgoing { body: out, events });
         } else {
-            self.shelve(body);
+            bodies.shelve(out);
         }
     }
 
@@ -359,14 +491,18 @@ impl Batcher {
             Counters::add(&self.counters.skipped_events, 1);
             return;
         }
+        // `http_proxy` bodies are the requests as they are (never gzip'd).
+        let Out::Direct(bodies) = &mut self.out else {
+            return;
+        };
         let mut rest = f.payload;
         while !rest.is_empty() {
-            let mut body = self.body_buf();
+            let mut body = bodies.take();
             match write_absolute_form(rest, scheme, &self.cfg.headers, &mut body) {
                 Ok(n) => {
                     rest = &rest[n..];
-                    self.needed(body.len());
-                    self.enqueue(Outgoing { body, events: 1 });
+                    bodies.needed(body.len());
+                    bodies.enqueue(Outgoing { body, events: 1 });
                 }
                 Err(e) => {
                     Counters::add(&self.counters.malformed_requests, 1);
@@ -374,18 +510,43 @@ impl Batcher {
                         "http_proxy: pid {} {} {}: {e}",
                         f.pid, f.pname, f.uuid
                     ));
-                    self.shelve(body);
+                    bodies.shelve(body);
                     return;
                 }
             }
         }
     }
+}
 
-    fn enqueue(&mut self, o: Outgoing) {
-        self.queue.push(o, &mut self.evicted);
-        while let Some(old) = self.evicted.pop() {
-            Counters::add(&self.counters.dropped_events, old.events);
-            self.shelve(old.body);
+/// Fills `job` with pending items `from..to`: references to the loop
+/// batches they are in (each batch once), the bytes of those already in
+/// the pending store's own buffer copied.
+fn fill_job(job: &mut Job, seq: u64, p: &Pending, from: usize, to: usize, map: &mut Vec<u32>) {
+    job.clear();
+    job.seq = seq;
+    map.clear();
+    map.resize(p.held.len(), OWN);
+    for it in &p.items[from..to] {
+        if it.src == OWN {
+            let start = job.own.len() as u32;
+            job.own
+                .extend_from_slice(&p.buf[it.start as usize..it.end as usize]);
+            job.items.push(JobItem {
+                src: OWN,
+                start,
+                end: job.own.len() as u32,
+            });
+        } else {
+            let m = &mut map[it.src as usize];
+            if *m == OWN {
+                *m = job.batches.len() as u32;
+                job.batches.push(Arc::clone(&p.held[it.src as usize]));
+            }
+            job.items.push(JobItem {
+                src: *m,
+                start: it.start,
+                end: it.end,
+            });
         }
     }
 }

@@ -1,18 +1,23 @@
 //! Forwarding of events to collectors (WIRE.md §5).
 //!
 //! The event loop [`offer`](Forwarder::offer)s every batch it receives; the
-//! forwarder never makes it wait. Two threads do the work:
+//! forwarder never makes it wait. Two threads do the work, and with gzip
+//! one or two compressor threads:
 //!
 //! ```text
 //! loop ──offer (bounded, full = dropped)──► batcher ──SendQueue (bytes-bounded,
 //!                                           order, seq,   oldest pushed out)──► sender ──► collector
-//!                                           encode, gzip                          retries, keep-alive
+//!                                           encode    │                    ▲      retries, keep-alive
+//!                                                     └─► compressors ─────┘
+//!                                                         (gzip: encode + deflate, 1–2 threads)
 //! ```
 //!
 //! Every event is accounted for in [`ForwardStats`].
 
 mod batcher;
+mod bodies;
 pub mod client;
+mod compressor;
 pub mod config;
 pub mod gzip;
 pub mod proxy;
@@ -27,8 +32,10 @@ pub use config::{CollectorUrl, ForwardConfig, ForwardFormat};
 pub use stats::ForwardStats;
 
 use crate::publish::Batch;
-use batcher::{Batcher, wants};
+use batcher::{Batcher, Jobs, Out, wants};
+use bodies::Bodies;
 use client::{Canceller, HttpClient};
+use compressor::{Compressor, JOBS_PER_THREAD};
 use queue::SendQueue;
 use sender::Sender;
 use stats::Counters;
@@ -47,6 +54,8 @@ pub struct Forwarder {
     counters: Arc<Counters>,
     queue: Arc<SendQueue>,
     batcher: Option<JoinHandle<()>>,
+    /// With gzip (not `http_proxy`).
+    compressors: Vec<JoinHandle<()>>,
     sender: Option<JoinHandle<()>>,
     canceller: Canceller,
 }
@@ -75,16 +84,10 @@ impl Forwarder {
         let (intake_tx, intake_rx) = sync_channel(INTAKE_BATCHES);
         // Bounded (its slots are allocated once): an unbounded channel
         // allocates a block every few dozen sends.
-        let (recycle_tx, recycle_rx) = sync_channel(batcher::POOL);
+        let (recycle_tx, recycle_rx) = sync_channel(bodies::POOL);
         let client = HttpClient::new(&cfg.url, tls, cfg.io_timeout);
         let canceller = client.canceller();
-        let batcher = Batcher::new(
-            cfg.clone(),
-            intake_rx,
-            Arc::clone(&queue),
-            Arc::clone(&counters),
-            recycle_rx,
-        );
+        let bodies = Bodies::new(Arc::clone(&queue), Arc::clone(&counters), recycle_rx);
         let sender = Sender::new(
             cfg.clone(),
             client,
@@ -92,19 +95,53 @@ impl Forwarder {
             Arc::clone(&counters),
             recycle_tx,
         );
-        let sender = std::thread::Builder::new()
-            .name("rcapture-fwd-send".into())
-            .spawn(move || sender.run())
-            .map_err(|e| format!("cannot start the forwarder's sender thread: {e}"))?;
-        let batcher = match std::thread::Builder::new()
-            .name("rcapture-fwd-batch".into())
-            .spawn(move || batcher.run())
-        {
+        let sender = spawn("rcapture-fwd-send", move || sender.run())?;
+        let (out, compressors) = if cfg.gzip && cfg.format != ForwardFormat::HttpProxy {
+            let n = compressor::threads();
+            let jobs = n * JOBS_PER_THREAD;
+            let (job_tx, job_rx) = sync_channel(jobs);
+            let (back_tx, back_rx) = sync_channel(jobs);
+            let shared = compressor::Shared::new(job_rx, bodies, n);
+            let mut threads = Vec::with_capacity(n);
+            for i in 0..n {
+                let c = Compressor::new(
+                    Arc::clone(&shared),
+                    back_tx.clone(),
+                    cfg.format,
+                    Arc::clone(&counters),
+                );
+                match spawn(&format!("rcapture-gzip-{i}"), move || c.run()) {
+                    Ok(t) => threads.push(t),
+                    Err(e) => {
+                        // Dropping the job sender lets the started ones end.
+                        drop(job_tx);
+                        for t in threads {
+                            let _ = t.join();
+                        }
+                        queue.abort();
+                        let _ = sender.join();
+                        return Err(e);
+                    }
+                }
+            }
+            (
+                Out::Gzip(Jobs::new(job_tx, back_rx, jobs, cfg.batch_size)),
+                threads,
+            )
+        } else {
+            (Out::Direct(bodies), Vec::new())
+        };
+        let batcher = Batcher::new(cfg.clone(), intake_rx, Arc::clone(&counters), out);
+        let batcher = match spawn("rcapture-fwd-batch", move || batcher.run()) {
             Ok(b) => b,
             Err(e) => {
+                // Dropping the batcher let the compressors end.
                 queue.abort();
+                for c in compressors {
+                    let _ = c.join();
+                }
                 let _ = sender.join();
-                return Err(format!("cannot start the forwarder's batcher thread: {e}"));
+                return Err(e);
             }
         };
         Ok(Forwarder {
@@ -113,6 +150,7 @@ impl Forwarder {
             counters,
             queue,
             batcher: Some(batcher),
+            compressors,
             sender: Some(sender),
             canceller,
         })
@@ -159,6 +197,10 @@ impl Forwarder {
         if let Some(b) = self.batcher.take() {
             let _ = b.join();
         }
+        // The batcher gone, the compressors queue what they have and end.
+        for c in self.compressors.drain(..) {
+            let _ = c.join();
+        }
         if let Some(s) = self.sender.take() {
             while !s.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
@@ -177,6 +219,14 @@ impl Forwarder {
             Counters::add(&self.counters.dropped_events, o.events);
         }
     }
+}
+
+/// Starts a named forwarder thread.
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, String> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|e| format!("cannot start the forwarder's {name} thread: {e}"))
 }
 
 impl Drop for Forwarder {

@@ -23,6 +23,9 @@ struct Inner {
     closed: bool,
     /// Stop now (shutdown deadline passed).
     aborted: bool,
+    /// Threads waiting on the condition variable (a push wakes them only
+    /// if there are any: a busy sender is not sent a wake-up per request).
+    waiting: u32,
 }
 
 /// See the module docs.
@@ -70,8 +73,11 @@ impl SendQueue {
         g.bytes += o.body.len();
         g.q.push_back(o);
         self.publish_bytes(&g);
+        let wake = g.waiting > 0;
         drop(g);
-        self.cv.notify_all();
+        if wake {
+            self.cv.notify_all();
+        }
     }
 
     /// Puts a request that is to be retried back at the head (it is again
@@ -99,7 +105,9 @@ impl SendQueue {
             if g.closed {
                 return None;
             }
+            g.waiting += 1;
             g = self.cv.wait(g).unwrap_or_else(PoisonError::into_inner);
+            g.waiting -= 1;
         }
     }
 
@@ -114,11 +122,13 @@ impl SendQueue {
             if now >= until {
                 return true;
             }
+            g.waiting += 1;
             g = self
                 .cv
                 .wait_timeout(g, until - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            g.waiting -= 1;
         }
     }
 

@@ -70,8 +70,9 @@ pub const METRICS: &[MetricSpec] = &[
         Probe::BenchBytes("pipeline_bytes/memcpy/16384"),
     )
     .target(Target::ratio_at_least(0.40)),
-    // benches/forward.rs `forward_pipeline`: the real two-thread Forwarder
-    // (batcher + sender) POSTing to a loopback HTTP/1.1 sink that answers 200.
+    // benches/forward.rs `forward_pipeline`: the real Forwarder (batcher,
+    // compressor with gzip, sender threads) POSTing to a loopback HTTP/1.1
+    // sink that answers 200.
     m(
         "forward_pipeline_protobuf_events_per_s",
         "forward, real Forwarder → HTTP sink, protobuf, no gzip",

@@ -1,0 +1,259 @@
+//! The compressor threads (gzip only): each takes a job — one request's
+//! entries, in order and numbered — from the batcher, encodes the body,
+//! compresses it into a gzip member and queues it for the sender.
+//!
+//! Compressing is most of a gzip'd batch's cost (deflate at level 1 costs
+//! several times ordering and encoding the entries), so it runs beside the
+//! batcher, on up to [`MAX_THREADS`] threads that each take the next job:
+//! while one body is compressed the batcher orders the next, and a second
+//! thread compresses another body. A job carries references to the loop
+//! batches its entries are in, not copies: the compressor encodes the body
+//! straight from them into its own buffer (so the uncompressed body is
+//! written and compressed by the same CPU, in its cache) and lets the loop
+//! batches go before it compresses. Bodies are queued in the order the
+//! batcher made the jobs (a thread that finishes a body before the one
+//! ahead of it waits for it), so the collector gets them in `seq` order.
+//!
+//! [`JOBS_PER_THREAD`] jobs per thread go round between the batcher and
+//! the compressors, so when compression falls behind the batcher waits
+//! (and the forwarder's intake fills, then drops with a count) rather than
+//! buffering without bound.
+
+use super::batcher::encode_entry;
+use super::bodies::Bodies;
+use super::config::ForwardFormat;
+use super::gzip::GzipEncoder;
+use super::queue::Outgoing;
+use super::stats::Counters;
+use crate::publish::Batch;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+/// Reads `buf` front to back, one byte a cache line. Entries are copied
+/// in timestamp order, and entries of several CPUs interleave: jumping
+/// around a batch that is not in this CPU's cache defeats the hardware
+/// prefetcher, a front-to-back pass does not (in the `forward_pipeline`
+/// bench, with batches out of the cache, the copy cost 18 µs a body
+/// without this pass and 5 µs + 3 µs with it).
+pub(crate) fn warm(buf: &[u8]) {
+    let mut acc = 0u8;
+    for x in buf.iter().step_by(64) {
+        acc ^= *x;
+    }
+    std::hint::black_box(acc);
+}
+
+/// Compressor threads at most: two keep up with well over a gigabyte a
+/// second of bodies while leaving the capture host's other CPUs to the
+/// traffic it captures.
+pub(crate) const MAX_THREADS: usize = 2;
+
+/// Jobs in circulation per compressor thread: one being compressed, one
+/// being filled by the batcher or waiting.
+pub(crate) const JOBS_PER_THREAD: usize = 2;
+
+/// How many compressor threads this host gets: one per two CPUs, at least
+/// one, at most [`MAX_THREADS`]. With two CPUs a second compressor only
+/// slows both (measured with `forward_pipeline`: the two vCPUs here share
+/// a core's resources — two deflates side by side each run ~45 % slower —
+/// and the sender and the collector need the other CPU).
+pub(crate) fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).clamp(1, MAX_THREADS))
+}
+
+/// `JobItem::src` of an entry whose bytes are in `Job::own`.
+pub(crate) const OWN: u32 = u32::MAX;
+
+/// Where one entry's bytes are.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct JobItem {
+    /// `OWN`, or an index into `Job::batches`.
+    pub src: u32,
+    pub start: u32,
+    pub end: u32,
+}
+
+/// One request's entries, in order.
+#[derive(Debug, Default)]
+pub(crate) struct Job {
+    pub items: Vec<JobItem>,
+    /// The loop batches the entries are read from.
+    pub batches: Vec<Arc<Batch>>,
+    /// Entries the batcher had already copied out of their loop batches.
+    pub own: Vec<u8>,
+    /// The `seq` before the first entry's.
+    pub seq: u64,
+    /// The job's place in the batcher's order (0, 1, 2, ...).
+    pub ticket: u64,
+}
+
+impl Job {
+    fn entry(&self, it: &JobItem) -> &[u8] {
+        let buf = if it.src == OWN {
+            &self.own
+        } else {
+            &self.batches[it.src as usize].buf
+        };
+        &buf[it.start as usize..it.end as usize]
+    }
+
+    /// Brings the loop batches into this CPU's cache before the entries
+    /// are copied in timestamp order (see [`warm`]).
+    fn warm(&self) {
+        for b in &self.batches {
+            warm(&b.buf);
+        }
+    }
+
+    /// Empties the job, letting its loop batches go.
+    pub fn clear(&mut self) {
+        self.items.clear();
+        self.batches.clear();
+        self.own.clear();
+    }
+}
+
+/// The body pool and whose turn it is to queue a body.
+struct Ordered {
+    bodies: Bodies,
+    /// The ticket of the next job to be queued.
+    next: u64,
+    /// Threads waiting for their turn (passing the turn wakes them only
+    /// if there are any).
+    waiting: u32,
+}
+
+/// What the compressor threads share.
+pub(crate) struct Shared {
+    jobs: Mutex<Receiver<Job>>,
+    ordered: Mutex<Ordered>,
+    /// Signalled when `next` moves on.
+    turn: Condvar,
+    /// Threads still running: the last one closes the queue.
+    running: AtomicUsize,
+}
+
+impl Shared {
+    pub fn new(jobs: Receiver<Job>, bodies: Bodies, threads: usize) -> Arc<Self> {
+        Arc::new(Self {
+            jobs: Mutex::new(jobs),
+            ordered: Mutex::new(Ordered {
+                bodies,
+                next: 0,
+                waiting: 0,
+            }),
+            turn: Condvar::new(),
+            running: AtomicUsize::new(threads),
+        })
+    }
+
+    fn ordered(&self) -> MutexGuard<'_, Ordered> {
+        self.ordered.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for job `ticket`'s turn, lets `f` queue its body, and passes
+    /// the turn on.
+    fn in_turn(&self, ticket: u64, f: impl FnOnce(&mut Bodies)) {
+        let mut g = self.ordered();
+        while g.next != ticket {
+            g.waiting += 1;
+            g = self.turn.wait(g).unwrap_or_else(PoisonError::into_inner);
+            g.waiting -= 1;
+        }
+        f(&mut g.bodies);
+        g.next += 1;
+        let wake = g.waiting > 0;
+        drop(g);
+        if wake {
+            self.turn.notify_all();
+        }
+    }
+
+    /// The next job; `None` once the batcher is gone and none is left.
+    fn next(&self) -> Option<Job> {
+        let rx = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+        rx.recv().ok()
+    }
+}
+
+/// One compressor thread (see the module docs).
+pub(crate) struct Compressor {
+    shared: Arc<Shared>,
+    /// Returns emptied jobs to the batcher.
+    back: SyncSender<Job>,
+    format: ForwardFormat,
+    counters: Arc<Counters>,
+    gzip: GzipEncoder,
+    /// The uncompressed body.
+    raw: Vec<u8>,
+}
+
+impl Compressor {
+    pub fn new(
+        shared: Arc<Shared>,
+        back: SyncSender<Job>,
+        format: ForwardFormat,
+        counters: Arc<Counters>,
+    ) -> Self {
+        Self {
+            shared,
+            back,
+            format,
+            counters,
+            gzip: GzipEncoder::new(),
+            raw: Vec::new(),
+        }
+    }
+
+    /// Runs until the batcher is gone and every job it sent is queued;
+    /// the last thread to finish closes the queue.
+    pub fn run(mut self) {
+        while let Some(mut job) = self.shared.next() {
+            let ticket = job.ticket;
+            if !job.items.is_sorted_by_key(|it| (it.src, it.start)) {
+                job.warm();
+            }
+            self.raw.clear();
+            let mut events = 0u64;
+            let mut seq = job.seq;
+            for it in &job.items {
+                seq += 1;
+                if encode_entry(
+                    self.format,
+                    job.entry(it),
+                    seq,
+                    &mut self.raw,
+                    &self.counters,
+                ) {
+                    events += 1;
+                }
+            }
+            job.clear();
+            // The batcher keeps its jobs; if it is gone, so is the need.
+            let _ = self.back.try_send(job);
+            if events == 0 {
+                self.shared.in_turn(ticket, |_| {});
+                continue;
+            }
+            let mut body = {
+                let mut g = self.shared.ordered();
+                g.bodies.needed(GzipEncoder::max_len(self.raw.len()));
+                g.bodies.take()
+            };
+            let r = self.gzip.compress(&self.raw, &mut body);
+            let counters = &self.counters;
+            self.shared.in_turn(ticket, |b| match r {
+                Ok(()) => b.enqueue(Outgoing { body, events }),
+                Err(e) => {
+                    Counters::add(&counters.dropped_events, events);
+                    counters.error(format!("gzip: {e}"));
+                    b.shelve(body);
+                }
+            });
+        }
+        if self.shared.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.ordered().bodies.close();
+        }
+    }
+}
