@@ -100,6 +100,10 @@ pub struct ForwardArgs {
     /// CA bundle (PEM) for an https:// collector; default: the system's roots.
     #[arg(long, value_name = "FILE", requires = "forward")]
     pub forward_ca: Option<PathBuf>,
+    /// Requests in flight at once, each on its own keep-alive connection
+    /// (above 1, batches may arrive out of order; `seq` orders them).
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "forward")]
+    pub forward_concurrency: usize,
     /// Bytes of batches queued for the collector before the oldest are dropped.
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, requires = "forward")]
     pub forward_queue_bytes: usize,

@@ -32,6 +32,7 @@ pub fn forward_config(a: &ForwardArgs) -> anyhow::Result<Option<ForwardConfig>> 
         "batch_size": a.batch_size,
         "batch_timeout_ms": a.batch_timeout_ms,
         "gzip": a.gzip,
+        "concurrency": a.forward_concurrency,
         "headers": headers,
     });
     let mut cfg = ForwardConfig::patched(None, &v)

@@ -392,6 +392,9 @@ impl Answered {
 
 const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
 
+/// The name of the sink's connection threads (their CPU time is reported).
+const SINK_THREAD: &str = "fwd-bench-sink";
+
 impl HttpSink {
     fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
@@ -399,17 +402,28 @@ impl HttpSink {
         let answered = Arc::new(Answered::default());
         let stop = Arc::new(AtomicBool::new(false));
         let (a, st) = (Arc::clone(&answered), Arc::clone(&stop));
-        let thread = std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if st.load(Ordering::Acquire) {
-                    return;
+        let thread = std::thread::Builder::new()
+            .name("fwd-bench-accept".into())
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    if st.load(Ordering::Acquire) {
+                        return;
+                    }
+                    if let Ok(c) = conn {
+                        // A thread per connection (the forwarder may keep
+                        // several); it ends when the forwarder closes it.
+                        let a = Arc::clone(&a);
+                        std::thread::Builder::new()
+                            .name(SINK_THREAD.into())
+                            .spawn(move || {
+                                // A broken connection: the forwarder opens a new one.
+                                let _ = serve_requests(c, &a);
+                            })
+                            .expect("start a sink thread");
+                    }
                 }
-                if let Ok(c) = conn {
-                    // A broken connection: the forwarder opens a new one.
-                    let _ = serve_requests(c, &a);
-                }
-            }
-        });
+            })
+            .expect("start the sink's accept thread");
         Self {
             addr,
             answered,
@@ -544,12 +558,13 @@ struct Pipeline {
 const RING: u64 = 2 * WINDOW;
 
 impl Pipeline {
-    fn start(format: ForwardFormat, gzip: bool) -> Self {
+    fn start(format: ForwardFormat, gzip: bool, concurrency: usize) -> Self {
         let sink = HttpSink::start();
         let url = CollectorUrl::parse(&format!("http://{}/events", sink.addr)).expect("url");
         let mut cfg = ForwardConfig::new(url, format);
         cfg.batch_size = EVENTS;
         cfg.gzip = gzip;
+        cfg.concurrency = concurrency;
         let fwd = Forwarder::start(cfg).expect("start the forwarder");
         let batch = loop_batch();
         let timestamps = batch.entries.iter().map(|m| m.timestamp).collect();
@@ -697,6 +712,34 @@ fn thread_cpu(tid: &str) -> Duration {
         .map_or(Duration::ZERO, Duration::from_nanos)
 }
 
+/// The task ids of this process's threads named `name` (waits up to a
+/// second for one to exist).
+fn threads_named(name: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let found: Vec<String> = std::fs::read_dir("/proc/self/task")
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| {
+                        std::fs::read_to_string(e.path().join("comm"))
+                            .is_ok_and(|c| c.trim() == name)
+                    })
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !found.is_empty() || Instant::now() >= deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// CPU time the threads have run so far.
+fn cpu_of(tids: &[String]) -> Duration {
+    tids.iter().map(|t| thread_cpu(t)).sum()
+}
+
 /// The task id of this process's (newest) thread named `name` (a new
 /// thread names itself once it runs: waits up to a second for it).
 fn thread_named(name: &str) -> Option<String> {
@@ -737,35 +780,58 @@ fn forward_pipeline(c: &mut Criterion) {
     let mut g = c.benchmark_group("forward_pipeline");
     g.throughput(Throughput::Elements(EVENTS as u64));
 
-    let mut p = Pipeline::start(ForwardFormat::Protobuf, false);
-    let plain = Cell::new((Duration::ZERO, 0u64));
-    g.bench_function("protobuf", |b| {
-        b.iter_custom(|iters| {
-            let t = p.run(iters);
-            let (d, n) = plain.get();
-            plain.set((d + t, n + iters));
-            t
-        })
-    });
-    p.finish();
+    let me = this_thread();
+    // Wall time and batches, and the CPU time of every thread involved
+    // (forwarder, sink, this one), for one request at a time (the default)
+    // and two in flight.
+    let mut plain = [(Duration::ZERO, 0u64, Duration::ZERO); 2];
+    for (k, concurrency) in [1, 2].into_iter().enumerate() {
+        let mut p = Pipeline::start(ForwardFormat::Protobuf, false, concurrency);
+        // Sender and sink threads are found once their connections are up.
+        p.run(WINDOW);
+        let tids: Vec<String> = ["rcapture-fwd-ba", "rcapture-fwd-se", SINK_THREAD]
+            .iter()
+            .flat_map(|n| threads_named(n))
+            .chain([me.clone()])
+            .collect();
+        let sums = Cell::new(plain[k]);
+        let name = if concurrency == 1 {
+            "protobuf".to_string()
+        } else {
+            format!("protobuf_concurrency{concurrency}")
+        };
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let c0 = cpu_of(&tids);
+                let t = p.run(iters);
+                let (d, n, c) = sums.get();
+                sums.set((d + t, n + iters, c + cpu_of(&tids).saturating_sub(c0)));
+                t
+            })
+        });
+        plain[k] = sums.get();
+        p.finish();
+    }
 
     // Each gzip sample is followed by as many of its bodies compressed alone
     // (raw deflate, then gzip members): the ratios compare them under the
     // same load. The CPU time of the forwarder's threads and of the
     // compressions alone are summed too (less sensitive to what else the
     // machine runs than wall time).
-    let mut p = Pipeline::start(ForwardFormat::Protobuf, true);
+    let mut p = Pipeline::start(ForwardFormat::Protobuf, true, 1);
+    // The sink's connection thread exists once the first request is made.
+    p.run(WINDOW);
     // Thread names are cut to 15 bytes.
     // The compressor threads: one, or two with two CPUs or more.
-    let threads = [
+    let gzip_threads = [
         "rcapture-fwd-ba",
         "rcapture-gzip-0",
         "rcapture-gzip-1",
         "rcapture-fwd-se",
+        SINK_THREAD,
     ]
     .map(|n| thread_named(n).unwrap_or_default());
-    assert!(!threads[0].is_empty() && !threads[1].is_empty() && !threads[3].is_empty());
-    let me = this_thread();
+    assert!([0, 1, 3, 4].iter().all(|&i| !gzip_threads[i].is_empty()));
     if std::env::var_os("FORWARD_BENCH_PIN").is_some() {
         // The compressor on a CPU of its own, everything else (this
         // thread, the sink, batcher, sender) on the other.
@@ -777,21 +843,26 @@ fn forward_pipeline(c: &mut Criterion) {
                 .into_owned();
             pin_thread(&tid, 0);
         }
-        pin_thread(&threads[1], 1);
+        pin_thread(&gzip_threads[1], 1);
     }
     let mut alone = Alone::new(body.clone());
     let gz = Cell::new(GzipSums::default());
+    // The bench thread's own CPU time while the pipeline runs (offering batches).
+    let s_main = Cell::new(Duration::ZERO);
     g.bench_function("protobuf_gzip", |b| {
         b.iter_custom(|iters| {
-            let c0 = threads.each_ref().map(|t| thread_cpu(t));
+            let c0 = gzip_threads.each_ref().map(|t| thread_cpu(t));
+            let m0 = thread_cpu(&me);
             let t = p.run(iters);
-            let c1 = threads.each_ref().map(|t| thread_cpu(t));
+            let m1 = thread_cpu(&me);
+            let c1 = gzip_threads.each_ref().map(|t| thread_cpu(t));
+            s_main.set(s_main.get() + m1.saturating_sub(m0));
             let raw = alone.run(iters, false, &me);
             let member = alone.run(iters, true, &me);
             let mut s = gz.get();
             s.batches += iters;
             s.pipeline += t;
-            for i in 0..4 {
+            for i in 0..5 {
                 s.cpu[i] += c1[i].saturating_sub(c0[i]);
             }
             s.raw.0 += raw.0;
@@ -812,8 +883,15 @@ fn forward_pipeline(c: &mut Criterion) {
     });
     g.finish();
 
-    let (d, n) = plain.get();
-    let plain_events = n as f64 * EVENTS as f64 / d.as_secs_f64().max(1e-9);
+    let fwd_cpu = gz.get().cpu[..4].iter().sum::<Duration>();
+    let rates = plain.map(|(d, n, c)| {
+        let events = n as f64 * EVENTS as f64;
+        (
+            events / d.as_secs_f64().max(1e-9) / 1e6,
+            c.as_secs_f64() * 1e6 / n.max(1) as f64,
+            2.0 * events / c.as_secs_f64().max(1e-9) / 1e6,
+        )
+    });
     let s = gz.get();
     let mb = |d: Duration| s.batches as f64 * body.len() as f64 / d.as_secs_f64().max(1e-9) / 1e6;
     let us = |d: Duration| d.as_secs_f64() * 1e6 / s.batches.max(1) as f64;
@@ -821,16 +899,25 @@ fn forward_pipeline(c: &mut Criterion) {
         |fast: Duration, slow: Duration| 100.0 * fast.as_secs_f64() / slow.as_secs_f64().max(1e-9);
     eprintln!(
         "forward_pipeline: {EVENTS} events x {PAYLOAD} B a batch, protobuf body {} bytes, gzip level {}\n\
-         \x20 protobuf:      {:.2} M events/s (target >= 2 M)\n\
+         \x20 protobuf:      {:.2} M events/s (target >= 2 M); CPU a batch, all threads \
+         (forwarder, sink, bench thread): {:.1} us -> two CPUs kept busy would reach {:.2} M events/s\n\
+         \x20 protobuf, 2 requests in flight: {:.2} M events/s; CPU a batch {:.1} us -> at most {:.2} M events/s\n\
          \x20 protobuf_gzip: {:.2} M events/s = {:.0} MB/s of body. The same body compressed alone, \
          in the same samples:\n\
          \x20   raw deflate: {:.0} MB/s -> pipeline at {:.0} % of it (target >= 70 %)\n\
          \x20   gzip member: {:.0} MB/s -> pipeline at {:.0} % of it\n\
          \x20 CPU a batch: batcher {:.1} us, compressors {:.1} us, sender {:.1} us; the same body alone: \
-         raw deflate {:.1} us ({:.0} % of the compressors'), gzip member {:.1} us ({:.0} %)",
+         raw deflate {:.1} us ({:.0} % of the compressors'), gzip member {:.1} us ({:.0} %)\n\
+         \x20 CPU a batch, all threads: forwarder {:.1} us + sink {:.1} us + bench thread offering {:.1} us \
+         -> two CPUs kept busy would reach {:.0} % of raw deflate",
         body.len(),
         GzipEncoder::LEVEL,
-        plain_events / 1e6,
+        rates[0].0,
+        rates[0].1,
+        rates[0].2,
+        rates[1].0,
+        rates[1].1,
+        rates[1].2,
         s.batches as f64 * EVENTS as f64 / s.pipeline.as_secs_f64().max(1e-9) / 1e6,
         mb(s.pipeline),
         mb(s.raw.0),
@@ -844,6 +931,10 @@ fn forward_pipeline(c: &mut Criterion) {
         pct(s.raw.1, s.cpu[1] + s.cpu[2]),
         us(s.member.1),
         pct(s.member.1, s.cpu[1] + s.cpu[2]),
+        us(fwd_cpu),
+        us(s.cpu[4]),
+        us(s_main.get()),
+        pct(2 * s.raw.1, fwd_cpu + s.cpu[4] + s_main.get()),
     );
 }
 
@@ -853,8 +944,9 @@ struct GzipSums {
     batches: u64,
     /// Wall time of the pipeline runs.
     pipeline: Duration,
-    /// CPU time of the forwarder's batcher, compressor (2) and sender threads in them.
-    cpu: [Duration; 4],
+    /// CPU time of the forwarder's batcher, compressor (2) and sender
+    /// threads in them, and of the sink's thread.
+    cpu: [Duration; 5],
     /// Wall and CPU time of as many bodies compressed alone: raw deflate,
     /// and the gzip member.
     raw: (Duration, Duration),

@@ -1,7 +1,7 @@
 """A test collector: an HTTP/1.1 server that records every request.
 
 usage: collector.py OUT.jsonl [--port N] [--delay-start SECS] [--fail N]
-                    [--fail-status S] [--retry-after SECS]
+                    [--fail-status S] [--retry-after SECS] [--hold SECS]
                     [--tls CERT KEY]
 
 Listens on 127.0.0.1 (port 0 = any; the chosen port is printed on stdout as
@@ -9,7 +9,9 @@ one line once the socket is bound; with --delay-start the port is printed at
 once and the socket is bound only after SECS, so clients see a collector that
 is down and comes back). Every request is appended to OUT.jsonl as one JSON
 line: {"method", "path", "headers": [[name, value]...], "body": base64,
-"status", "t": arrival time}. The first N requests (--fail) are answered with --fail-status
+"status", "t": arrival time, "peer": the client's port}. With --hold
+each answer waits SECS after its request was read (requests on other
+connections are served meanwhile). The first N requests (--fail) are answered with --fail-status
 (default 503, with Retry-After when given), the rest with 200. Keep-alive
 is supported; bodies are read by Content-Length or chunked coding.
 """
@@ -58,9 +60,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 "body": base64.b64encode(body).decode(),
                 "status": status,
                 "t": time.time(),
+                "peer": self.client_address[1],
             }
             with open(srv.args.out, "a") as f:
                 f.write(json.dumps(rec) + "\n")
+        if srv.args.hold:
+            time.sleep(srv.args.hold)
         reply = b"busy\n" if failing else b"ok\n"
         self.send_response(status)
         if failing and srv.args.retry_after is not None:
@@ -88,6 +93,7 @@ def main():
     p.add_argument("--fail", type=int, default=0)
     p.add_argument("--fail-status", type=int, default=503)
     p.add_argument("--retry-after", type=int)
+    p.add_argument("--hold", type=float, default=0)
     p.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     args = p.parse_args()
     if args.delay_start:

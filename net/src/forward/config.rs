@@ -140,7 +140,14 @@ pub struct ForwardConfig {
     pub retry: RetryPolicy,
     /// Connect, read and write timeout of the collector connection.
     pub io_timeout: Duration,
+    /// Requests in flight at once, each on its own keep-alive connection
+    /// (1: one after the other, in order; more: they may complete out of
+    /// order, `seq` tells the order).
+    pub concurrency: usize,
 }
+
+/// Largest `concurrency` accepted.
+pub const MAX_CONCURRENCY: usize = 16;
 
 /// Largest batch_size accepted.
 pub const MAX_BATCH_SIZE: usize = 100_000;
@@ -161,6 +168,7 @@ impl ForwardConfig {
             queue_bytes: 64 << 20,
             retry: RetryPolicy::default(),
             io_timeout: Duration::from_secs(10),
+            concurrency: 1,
         }
     }
 
@@ -182,6 +190,7 @@ impl ForwardConfig {
             "batch_size": c.batch_size,
             "batch_timeout_ms": c.batch_timeout.as_millis() as u64,
             "gzip": c.gzip,
+            "concurrency": c.concurrency,
             "headers": headers,
             "filter": {"protocols": c.protocols},
         })
@@ -278,6 +287,15 @@ impl ForwardConfig {
                     c.batch_timeout = Duration::from_millis(n);
                 }
                 "gzip" => c.gzip = v.as_bool().ok_or_else(|| field("true or false"))?,
+                "concurrency" => {
+                    let n = v.as_u64().ok_or_else(|| field("a number"))?;
+                    if n == 0 || n as usize > MAX_CONCURRENCY {
+                        return Err(ConfigError::Check(format!(
+                            "event_forward.concurrency: {n} is out of range 1..={MAX_CONCURRENCY}"
+                        )));
+                    }
+                    c.concurrency = n as usize;
+                }
                 "headers" => {
                     let o = v.as_object().ok_or_else(|| field("an object of strings"))?;
                     c.headers = o
@@ -313,7 +331,7 @@ impl ForwardConfig {
                 }
                 other => {
                     return Err(ConfigError::Decode(format!(
-                        "unknown event_forward key {other:?} (known: enabled, url, format, modules, batch_size, batch_timeout_ms, gzip, headers, filter)"
+                        "unknown event_forward key {other:?} (known: enabled, url, format, modules, batch_size, batch_timeout_ms, gzip, concurrency, headers, filter)"
                     )));
                 }
             }
@@ -376,12 +394,32 @@ mod tests {
 
     #[test]
     fn event_forward_object() {
-        let v: Value = serde_json::from_str(r#"{"enabled": true, "url": "http://c:8080/events", "format": "json", "modules": ["tls"], "batch_size": 5, "batch_timeout_ms": 200, "gzip": true, "headers": {"Authorization": "Bearer x"}, "filter": {"protocols": ["http"]}}"#).unwrap();
+        let v: Value = serde_json::from_str(r#"{"enabled": true, "url": "http://c:8080/events", "format": "json", "modules": ["tls"], "batch_size": 5, "batch_timeout_ms": 200, "gzip": true, "concurrency": 3, "headers": {"Authorization": "Bearer x"}, "filter": {"protocols": ["http"]}}"#).unwrap();
         let c = ForwardConfig::patched(None, &v).unwrap().unwrap();
         assert_eq!(
-            (c.format, c.batch_size, c.gzip),
-            (ForwardFormat::Json, 5, true)
+            (c.format, c.batch_size, c.gzip, c.concurrency),
+            (ForwardFormat::Json, 5, true, 3)
         );
+        for (bad, code, msg) in [
+            (
+                json!(0),
+                5,
+                "event_forward.concurrency: 0 is out of range 1..=16",
+            ),
+            (
+                json!(17),
+                5,
+                "event_forward.concurrency: 17 is out of range 1..=16",
+            ),
+            (
+                json!("2"),
+                4,
+                "event_forward.concurrency must be a number, got \"2\"",
+            ),
+        ] {
+            let e = ForwardConfig::patched(Some(&c), &json!({ "concurrency": bad })).unwrap_err();
+            assert_eq!((e.code(), e.to_string()), (code, msg.to_string()));
+        }
         assert_eq!(
             ForwardConfig::patched(Some(&c), &ForwardConfig::to_json(Some(&c))).unwrap(),
             Some(c.clone())

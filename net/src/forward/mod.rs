@@ -56,8 +56,9 @@ pub struct Forwarder {
     batcher: Option<JoinHandle<()>>,
     /// With gzip (not `http_proxy`).
     compressors: Vec<JoinHandle<()>>,
-    sender: Option<JoinHandle<()>>,
-    canceller: Canceller,
+    /// `concurrency` of them, each with its connection.
+    senders: Vec<JoinHandle<()>>,
+    cancellers: Vec<Canceller>,
 }
 
 impl std::fmt::Debug for Forwarder {
@@ -85,17 +86,28 @@ impl Forwarder {
         // Bounded (its slots are allocated once): an unbounded channel
         // allocates a block every few dozen sends.
         let (recycle_tx, recycle_rx) = sync_channel(bodies::POOL);
-        let client = HttpClient::new(&cfg.url, tls, cfg.io_timeout);
-        let canceller = client.canceller();
         let bodies = Bodies::new(Arc::clone(&queue), Arc::clone(&counters), recycle_rx);
-        let sender = Sender::new(
-            cfg.clone(),
-            client,
-            Arc::clone(&queue),
-            Arc::clone(&counters),
-            recycle_tx,
-        );
-        let sender = spawn("rcapture-fwd-send", move || sender.run())?;
+        let mut senders = Vec::with_capacity(cfg.concurrency);
+        let mut cancellers = Vec::with_capacity(cfg.concurrency);
+        for i in 0..cfg.concurrency.max(1) {
+            let client = HttpClient::new(&cfg.url, tls.clone(), cfg.io_timeout);
+            cancellers.push(client.canceller());
+            let sender = Sender::new(
+                cfg.clone(),
+                client,
+                Arc::clone(&queue),
+                Arc::clone(&counters),
+                recycle_tx.clone(),
+            );
+            match spawn(&format!("rcapture-fwd-send{i}"), move || sender.run()) {
+                Ok(t) => senders.push(t),
+                Err(e) => {
+                    queue.abort();
+                    join_all(senders);
+                    return Err(e);
+                }
+            }
+        }
         let (out, compressors) = if cfg.gzip && cfg.format != ForwardFormat::HttpProxy {
             let n = compressor::threads();
             let jobs = n * JOBS_PER_THREAD;
@@ -115,11 +127,9 @@ impl Forwarder {
                     Err(e) => {
                         // Dropping the job sender lets the started ones end.
                         drop(job_tx);
-                        for t in threads {
-                            let _ = t.join();
-                        }
+                        join_all(threads);
                         queue.abort();
-                        let _ = sender.join();
+                        join_all(senders);
                         return Err(e);
                     }
                 }
@@ -137,10 +147,8 @@ impl Forwarder {
             Err(e) => {
                 // Dropping the batcher let the compressors end.
                 queue.abort();
-                for c in compressors {
-                    let _ = c.join();
-                }
-                let _ = sender.join();
+                join_all(compressors);
+                join_all(senders);
                 return Err(e);
             }
         };
@@ -151,8 +159,8 @@ impl Forwarder {
             queue,
             batcher: Some(batcher),
             compressors,
-            sender: Some(sender),
-            canceller,
+            senders,
+            cancellers,
         })
     }
 
@@ -198,19 +206,17 @@ impl Forwarder {
             let _ = b.join();
         }
         // The batcher gone, the compressors queue what they have and end.
-        for c in self.compressors.drain(..) {
-            let _ = c.join();
+        join_all(self.compressors.drain(..));
+        while !self.senders.iter().all(JoinHandle::is_finished) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
         }
-        if let Some(s) = self.sender.take() {
-            while !s.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
+        if !self.senders.iter().all(JoinHandle::is_finished) {
+            self.abort_queue();
+            for c in &self.cancellers {
+                c.cancel();
             }
-            if !s.is_finished() {
-                self.abort_queue();
-                self.canceller.cancel();
-            }
-            let _ = s.join();
         }
+        join_all(self.senders.drain(..));
         self.abort_queue();
     }
 
@@ -218,6 +224,13 @@ impl Forwarder {
         for o in self.queue.abort() {
             Counters::add(&self.counters.dropped_events, o.events);
         }
+    }
+}
+
+/// Waits for threads to end.
+fn join_all(threads: impl IntoIterator<Item = JoinHandle<()>>) {
+    for t in threads {
+        let _ = t.join();
     }
 }
 

@@ -5,11 +5,20 @@
 use crate::config;
 use crate::support::{Collector, TempDir, batch, body, event, free_port, make_certs, wait_for};
 use prost::Message;
+use rcapture_core::event::EventFields;
 use rcapture_net::forward::{ForwardFormat, Forwarder};
 use std::time::{Duration, Instant};
 
 fn uuids(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// A TLS event per uuid, timestamps 0, 1, 2, ..., all with `payload`.
+fn tls_events<'a>(ids: &'a [String], payload: &'a [u8]) -> Vec<EventFields<'a>> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, u)| event(i as i64, u, "tls", payload))
+        .collect()
 }
 
 /// Events in a protobuf body (not gzip'd).
@@ -32,11 +41,7 @@ fn retries_503_honouring_retry_after() {
     cfg.retry.max = Duration::from_secs(5);
     let f = Forwarder::start(cfg).expect("start");
     let ids = uuids("r", 5);
-    let evs: Vec<_> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, u)| event(i as i64, u, "tls", b"x"))
-        .collect();
+    let evs = tls_events(&ids, b"x");
     f.offer(&batch(&evs));
     assert!(wait_for(Duration::from_secs(15), || f.stats().sent_events == 5));
     let stats = f.shutdown(Duration::from_secs(1));
@@ -82,11 +87,7 @@ fn client_error_fails_the_batch_without_retry() {
     cfg.batch_size = 5;
     let f = Forwarder::start(cfg).expect("start");
     let ids = uuids("f", 10);
-    let evs: Vec<_> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, u)| event(i as i64, u, "tls", b"x"))
-        .collect();
+    let evs = tls_events(&ids, b"x");
     f.offer(&batch(&evs[..5]));
     assert!(wait_for(Duration::from_secs(5), || f
         .stats()
@@ -200,11 +201,7 @@ fn https_collector_with_ca_file() {
     );
     let url = format!("https://127.0.0.1:{}/tls", c.port);
     let ids = uuids("t", 6);
-    let evs: Vec<_> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, u)| event(i as i64, u, "tls", b"s"))
-        .collect();
+    let evs = tls_events(&ids, b"s");
 
     // Not trusted by the system roots: retried, the error says why, and
     // the events are counted as dropped at shutdown.
@@ -250,11 +247,7 @@ fn shutdown_flushes_the_partial_batch() {
     cfg.batch_timeout = Duration::from_secs(3600);
     let f = Forwarder::start(cfg).expect("start");
     let ids = uuids("s", 3);
-    let evs: Vec<_> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, u)| event(i as i64, u, "tls", b"z"))
-        .collect();
+    let evs = tls_events(&ids, b"z");
     f.offer(&batch(&evs));
     std::thread::sleep(Duration::from_millis(100));
     assert!(
@@ -277,11 +270,7 @@ fn offer_never_blocks_and_every_event_is_counted() {
     cfg.queue_bytes = 16 * 1024;
     let f = Forwarder::start(cfg).expect("start");
     let ids = uuids("b", 10);
-    let evs: Vec<_> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, u)| event(i as i64, u, "tls", &[7; 200]))
-        .collect();
+    let evs = tls_events(&ids, &[7; 200]);
     let b = batch(&evs);
     let t0 = Instant::now();
     for _ in 0..20_000 {
@@ -294,4 +283,81 @@ fn offer_never_blocks_and_every_event_is_counted() {
     assert_eq!(stats.sent_events, 0);
     assert_eq!(stats.dropped_events, 200_000, "{stats:?}");
     assert_eq!(stats.queue_bytes, 0);
+}
+
+/// (arrival times, distinct client ports, seqs) of the requests a
+/// forwarder with `concurrency` makes for 3 batches of 5 events offered at
+/// once, to a collector that answers each request 0.4 s after reading it.
+fn three_held_batches(concurrency: usize) -> (Vec<f64>, usize, Vec<u64>) {
+    let dir = TempDir::new("conc");
+    let c = Collector::start(&dir, "c", &["--hold", "0.4"]);
+    let mut cfg = config(
+        &format!("http://127.0.0.1:{}/", c.port),
+        ForwardFormat::Protobuf,
+    );
+    cfg.batch_size = 5;
+    cfg.concurrency = concurrency;
+    let f = Forwarder::start(cfg).expect("start");
+    let ids = uuids(&format!("c{concurrency}"), 15);
+    let evs = tls_events(&ids, b"x");
+    f.offer(&batch(&evs));
+    let stats = f.shutdown(Duration::from_secs(10));
+    assert_eq!(
+        (stats.sent_events, stats.sent_batches, stats.dropped_events),
+        (15, 3, 0),
+        "{stats:?}"
+    );
+    let recs = c.records();
+    let times: Vec<f64> = recs.iter().map(|r| r["t"].as_f64().expect("t")).collect();
+    let mut peers: Vec<u64> = recs
+        .iter()
+        .map(|r| r["peer"].as_u64().expect("peer"))
+        .collect();
+    peers.sort_unstable();
+    peers.dedup();
+    let mut seqs = Vec::new();
+    let mut got = Vec::new();
+    for r in &recs {
+        for e in rcapture_proto::LogBatch::decode(&body(r)[..])
+            .expect("a LogBatch")
+            .entries
+        {
+            seqs.push(e.seq);
+            let Some(rcapture_proto::log_entry::Payload::EventPayload(ev)) = e.payload else {
+                panic!("an event entry");
+            };
+            got.push(ev.uuid);
+        }
+    }
+    got.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(got, want, "every event exactly once");
+    seqs.sort_unstable();
+    (times, peers.len(), seqs)
+}
+
+#[test]
+fn concurrent_requests_on_their_own_connections() {
+    // One at a time: each request waits for the previous answer.
+    let (t, conns, seqs) = three_held_batches(1);
+    let spread =
+        t.iter().cloned().fold(f64::MIN, f64::max) - t.iter().cloned().fold(f64::MAX, f64::min);
+    assert_eq!(conns, 1);
+    assert!(
+        spread >= 0.75,
+        "sequential requests arrived {spread:.2} s apart"
+    );
+    assert_eq!(seqs, (1..=15).collect::<Vec<_>>());
+    // Three in flight: all three arrive before the first is answered, each
+    // on its own keep-alive connection.
+    let (t, conns, seqs) = three_held_batches(3);
+    let spread =
+        t.iter().cloned().fold(f64::MIN, f64::max) - t.iter().cloned().fold(f64::MAX, f64::min);
+    assert_eq!(conns, 3, "one connection per request in flight");
+    assert!(
+        spread < 0.3,
+        "concurrent requests arrived {spread:.2} s apart"
+    );
+    assert_eq!(seqs, (1..=15).collect::<Vec<_>>());
 }

@@ -81,6 +81,13 @@ pub const METRICS: &[MetricSpec] = &[
     )
     .target(Target::value_at_least(2e6)),
     m(
+        "forward_pipeline_protobuf_2_in_flight_events_per_s",
+        "forward, real Forwarder → HTTP sink, protobuf, no gzip, --forward-concurrency 2",
+        Unit::EventsPerSec,
+        Probe::BenchElements("forward_pipeline/protobuf_concurrency2"),
+    )
+    .target(Target::value_at_least(2e6)),
+    m(
         "forward_pipeline_gzip_vs_raw_deflate",
         "forward, real Forwarder → HTTP sink, protobuf + gzip, vs raw deflate of the same body",
         Unit::BatchesPerSec,
