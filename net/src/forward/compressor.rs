@@ -209,8 +209,16 @@ impl Compressor {
     /// Runs until the batcher is gone and every job it sent is queued;
     /// the last thread to finish closes the queue.
     pub fn run(mut self) {
+        let shared = Arc::clone(&self.shared);
+        let _running = Running(&shared);
         while let Some(mut job) = self.shared.next() {
-            let ticket = job.ticket;
+            let mut turn = Turn {
+                shared: &shared,
+                counters: &self.counters,
+                ticket: job.ticket,
+                events: job.items.len() as u64,
+                passed: false,
+            };
             if !job.items.is_sorted_by_key(|it| (it.src, it.start)) {
                 job.warm();
             }
@@ -233,7 +241,7 @@ impl Compressor {
             // The batcher keeps its jobs; if it is gone, so is the need.
             let _ = self.back.try_send(job);
             if events == 0 {
-                self.shared.in_turn(ticket, |_| {});
+                turn.pass(|_| {});
                 continue;
             }
             let mut body = {
@@ -243,7 +251,7 @@ impl Compressor {
             };
             let r = self.gzip.compress(&self.raw, &mut body);
             let counters = &self.counters;
-            self.shared.in_turn(ticket, |b| match r {
+            turn.pass(|b| match r {
                 Ok(()) => b.enqueue(Outgoing { body, events }),
                 Err(e) => {
                     Counters::add(&counters.dropped_events, events);
@@ -252,8 +260,104 @@ impl Compressor {
                 }
             });
         }
-        if self.shared.running.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.shared.ordered().bodies.close();
+    }
+}
+
+/// A job's turn to queue its body. Passed on when dropped without having
+/// been (the thread panicked): its events are counted as dropped and the
+/// other threads, waiting for their turns, go on.
+struct Turn<'a> {
+    shared: &'a Shared,
+    counters: &'a Counters,
+    ticket: u64,
+    events: u64,
+    passed: bool,
+}
+
+impl Turn<'_> {
+    fn pass(&mut self, f: impl FnOnce(&mut Bodies)) {
+        self.passed = true;
+        self.shared.in_turn(self.ticket, f);
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if !self.passed {
+            Counters::add(&self.counters.dropped_events, self.events);
+            self.counters
+                .error("gzip: a compressor thread panicked".to_owned());
+            self.shared.in_turn(self.ticket, |_| {});
         }
+    }
+}
+
+/// Counts a compressor thread out when it ends, however it ends: the last
+/// one closes the queue (the sender then stops once it is empty).
+struct Running<'a>(&'a Shared);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.ordered().bodies.close();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forward::queue::SendQueue;
+    use std::sync::mpsc::sync_channel;
+    use std::time::Duration;
+
+    /// A thread that panics holding job 0's turn does not leave job 1's
+    /// thread waiting: the turn passes on, job 0's events are counted as
+    /// dropped, job 1's body is queued, and the last thread closes the queue.
+    #[test]
+    fn a_panicking_thread_passes_its_turn_on() {
+        let counters = Arc::new(Counters::default());
+        let queue = Arc::new(SendQueue::new(1 << 20, Arc::clone(&counters)));
+        let (_jobs_tx, jobs_rx) = sync_channel(1);
+        let (_recycle_tx, recycle_rx) = sync_channel(1);
+        let bodies = Bodies::new(Arc::clone(&queue), Arc::clone(&counters), recycle_rx);
+        let shared = Shared::new(jobs_rx, bodies, 2);
+        let turn = |ticket: u64, events: u64, queue_it: bool| {
+            let (shared, counters) = (Arc::clone(&shared), Arc::clone(&counters));
+            std::thread::spawn(move || {
+                let _running = Running(&shared);
+                let mut t = Turn {
+                    shared: &shared,
+                    counters: &counters,
+                    ticket,
+                    events,
+                    passed: false,
+                };
+                if !queue_it {
+                    panic!("job {ticket} fails");
+                }
+                t.pass(|b| {
+                    b.enqueue(Outgoing {
+                        body: vec![1; 10],
+                        events,
+                    })
+                });
+            })
+        };
+        // Job 1's thread waits for job 0's turn first.
+        let second = turn(1, 7, true);
+        std::thread::sleep(Duration::from_millis(50));
+        let first = turn(0, 5, false);
+        assert!(first.join().is_err(), "job 0's thread panicked");
+        second
+            .join()
+            .expect("job 1 queued after job 0's turn passed");
+        assert_eq!(counters.snapshot().dropped_events, 5);
+        assert_eq!(
+            counters.snapshot().last_error.as_deref(),
+            Some("gzip: a compressor thread panicked")
+        );
+        assert_eq!(queue.pop().map(|o| o.events), Some(7));
+        assert!(queue.pop().is_none(), "closed by the last thread");
     }
 }
