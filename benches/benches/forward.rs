@@ -743,21 +743,9 @@ fn cpu_of(tids: &[String]) -> Duration {
 /// The task id of this process's (newest) thread named `name` (a new
 /// thread names itself once it runs: waits up to a second for it).
 fn thread_named(name: &str) -> Option<String> {
-    let deadline = Instant::now() + Duration::from_secs(1);
-    loop {
-        let found = std::fs::read_dir("/proc/self/task")
-            .ok()?
-            .filter_map(Result::ok)
-            .filter(|e| {
-                std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == name)
-            })
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .max_by_key(|tid| tid.parse::<u64>().unwrap_or(0));
-        if found.is_some() || Instant::now() >= deadline {
-            return found;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    threads_named(name)
+        .into_iter()
+        .max_by_key(|tid| tid.parse::<u64>().unwrap_or(0))
 }
 
 /// This thread's task id (`/proc/thread-self` links to `PID/task/TID`).

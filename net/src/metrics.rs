@@ -364,6 +364,14 @@ fn head(o: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+/// Unlabelled counters: (name, help, value).
+fn counters<const N: usize>(o: &mut String, rows: [(&str, &str, u64); N]) {
+    for (name, help, v) in rows {
+        head(o, name, "counter", help);
+        let _ = writeln!(o, "{name} {v}");
+    }
+}
+
 /// WIRE.md §6 "dropped by the forwarder, batches sent/failed", with the
 /// rest of the `/status` forward counters; zeros before any forwarder ran.
 fn render_forward(o: &mut String, f: Option<&ForwardStats>, enabled: bool) {
@@ -376,51 +384,51 @@ fn render_forward(o: &mut String, f: Option<&ForwardStats>, enabled: bool) {
         "1 while events are forwarded to a collector.",
     );
     let _ = writeln!(o, "ecapture_forward_enabled {}", u8::from(enabled));
-    for (name, help, v) in [
-        (
-            "ecapture_forward_sent_events_total",
-            "Events the collector accepted.",
-            f.sent_events,
-        ),
-        (
-            "ecapture_forward_sent_batches_total",
-            "Requests the collector accepted.",
-            f.sent_batches,
-        ),
-        (
-            "ecapture_forward_failed_batches_total",
-            "Requests the collector refused for good (4xx other than 408/429, 501).",
-            f.failed_batches,
-        ),
-        (
-            "ecapture_forward_failed_events_total",
-            "Events in the requests refused for good.",
-            f.failed_events,
-        ),
-        (
-            "ecapture_forward_retries_total",
-            "Attempts repeated after a connect error, a timeout, 408, 429 or 5xx.",
-            f.retries,
-        ),
-        (
-            "ecapture_forward_dropped_events_total",
-            "Events dropped by the forwarder (intake or queue full, or left at shutdown).",
-            f.dropped_events,
-        ),
-        (
-            "ecapture_forward_skipped_events_total",
-            "http_proxy: data events that are not an HTTP/1.x request.",
-            f.skipped_events,
-        ),
-        (
-            "ecapture_forward_malformed_requests_total",
-            "http_proxy: requests that could not be parsed.",
-            f.malformed_requests,
-        ),
-    ] {
-        head(o, name, "counter", help);
-        let _ = writeln!(o, "{name} {v}");
-    }
+    counters(
+        o,
+        [
+            (
+                "ecapture_forward_sent_events_total",
+                "Events the collector accepted.",
+                f.sent_events,
+            ),
+            (
+                "ecapture_forward_sent_batches_total",
+                "Requests the collector accepted.",
+                f.sent_batches,
+            ),
+            (
+                "ecapture_forward_failed_batches_total",
+                "Requests the collector refused for good (4xx other than 408/429, 501).",
+                f.failed_batches,
+            ),
+            (
+                "ecapture_forward_failed_events_total",
+                "Events in the requests refused for good.",
+                f.failed_events,
+            ),
+            (
+                "ecapture_forward_retries_total",
+                "Attempts repeated after a connect error, a timeout, 408, 429 or 5xx.",
+                f.retries,
+            ),
+            (
+                "ecapture_forward_dropped_events_total",
+                "Events dropped by the forwarder (intake or queue full, an unreadable entry, a gzip error, or left at shutdown).",
+                f.dropped_events,
+            ),
+            (
+                "ecapture_forward_skipped_events_total",
+                "http_proxy: data events that are not an HTTP/1.x request.",
+                f.skipped_events,
+            ),
+            (
+                "ecapture_forward_malformed_requests_total",
+                "http_proxy: requests that could not be parsed.",
+                f.malformed_requests,
+            ),
+        ],
+    );
     head(
         o,
         "ecapture_forward_queue_bytes",
@@ -442,36 +450,36 @@ fn render_forward(o: &mut String, f: Option<&ForwardStats>, enabled: bool) {
 }
 
 fn render_event_file(o: &mut String, f: &EventFileStats) {
-    for (name, help, v) in [
-        (
-            "ecapture_event_file_written_events_total",
-            "Events written to the event file.",
-            f.written_events,
-        ),
-        (
-            "ecapture_event_file_dropped_events_total",
-            "Events the event file lost (queue full, a failed write).",
-            f.dropped_events,
-        ),
-        (
-            "ecapture_event_file_written_bytes_total",
-            "Bytes written to the event file.",
-            f.bytes,
-        ),
-        (
-            "ecapture_event_file_rotations_total",
-            "Rotations of the event file.",
-            f.files_rotated,
-        ),
-        (
-            "ecapture_event_file_deleted_files_total",
-            "Rotated event files deleted (more than keep).",
-            f.files_deleted,
-        ),
-    ] {
-        head(o, name, "counter", help);
-        let _ = writeln!(o, "{name} {v}");
-    }
+    counters(
+        o,
+        [
+            (
+                "ecapture_event_file_written_events_total",
+                "Events written to the event file.",
+                f.written_events,
+            ),
+            (
+                "ecapture_event_file_dropped_events_total",
+                "Events the event file lost (queue full, a failed write).",
+                f.dropped_events,
+            ),
+            (
+                "ecapture_event_file_written_bytes_total",
+                "Bytes written to the event file.",
+                f.bytes,
+            ),
+            (
+                "ecapture_event_file_rotations_total",
+                "Rotations of the event file.",
+                f.files_rotated,
+            ),
+            (
+                "ecapture_event_file_deleted_files_total",
+                "Rotated event files deleted (more than keep).",
+                f.files_deleted,
+            ),
+        ],
+    );
 }
 
 /// Appends a label value escaped as the text format wants (`\`, `"`,

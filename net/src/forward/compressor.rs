@@ -309,7 +309,18 @@ mod tests {
     use super::*;
     use crate::forward::queue::SendQueue;
     use std::sync::mpsc::sync_channel;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
+
+    fn wait_for(mut done: impl FnMut() -> bool, limit: Duration) -> bool {
+        let end = Instant::now() + limit;
+        while !done() {
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
 
     /// A thread that panics holding job 0's turn does not leave job 1's
     /// thread waiting: the turn passes on, job 0's events are counted as
@@ -349,6 +360,11 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         let first = turn(0, 5, false);
         assert!(first.join().is_err(), "job 0's thread panicked");
+        // Fails (rather than hangs) if job 1's thread is still waiting.
+        assert!(
+            wait_for(|| second.is_finished(), Duration::from_secs(5)),
+            "job 1's thread still waits for job 0's turn"
+        );
         second
             .join()
             .expect("job 1 queued after job 0's turn passed");
