@@ -102,7 +102,7 @@ pub struct ForwardArgs {
     pub forward_ca: Option<PathBuf>,
     /// Requests in flight at once, each on its own keep-alive connection
     /// (above 1, batches may arrive out of order; `seq` orders them).
-    #[arg(long, value_name = "N", default_value_t = 1, requires = "forward")]
+    #[arg(long, value_name = "N", default_value_t = rcapture_net::forward::DEFAULT_CONCURRENCY, requires = "forward")]
     pub forward_concurrency: usize,
     /// Bytes of batches queued for the collector before the oldest are dropped.
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, requires = "forward")]

@@ -9,12 +9,14 @@
 //!   write as the forwarder's client does) written to a loopback TCP sink
 //!   that reads and discards (no response: the round trip is not included).
 //! - `forward_pipeline`: the real [`Forwarder`] end to end — batches
-//!   offered as the event loop does, its batcher thread building bodies
-//!   (and its compressor thread gzipping them) while its sender thread
-//!   POSTs the previous ones over
-//!   its keep-alive connection to a loopback HTTP/1.1 sink thread that
-//!   reads each request whole and answers `200`; timed until the sink has
-//!   answered every batch. The references: the same protobuf body
+//!   offered as the event loop does, its batcher thread ordering them
+//!   (and its compressor threads encoding and gzipping the bodies) while
+//!   its sender threads POST the previous ones over their keep-alive
+//!   connections to a loopback HTTP/1.1 sink (a thread per connection)
+//!   that reads each request whole and answers `200`; timed until the sink
+//!   has answered every request. Protobuf with the default requests in
+//!   flight (two) and with one; gzip with the default `batch_size` (100)
+//!   and with 1000 (ten loop batches a request). The references: the same protobuf body
 //!   compressed alone at the forwarder's level, as raw deflate (the
 //!   backend's own speed) and as the forwarder's gzip member (+ CRC-32).
 //!   After the group it prints the gzip pipeline's speed over each, measured
@@ -45,7 +47,9 @@ use rcapture_core::event::{EventFields, EventKind, Module};
 use rcapture_core::ndjson::write_ndjson_line;
 use rcapture_net::entry::event_fields_of;
 use rcapture_net::forward::gzip::GzipEncoder;
-use rcapture_net::forward::{CollectorUrl, ForwardConfig, ForwardFormat, Forwarder};
+use rcapture_net::forward::{
+    CollectorUrl, DEFAULT_CONCURRENCY, ForwardConfig, ForwardFormat, Forwarder,
+};
 use rcapture_net::publish::{Batch, EntryMeta};
 use std::cell::Cell;
 use std::hint::black_box;
@@ -533,43 +537,49 @@ fn content_length(head: &[u8]) -> Option<usize> {
         .ok()
 }
 
-/// Batches the pipeline lets be offered but not yet answered (well below
-/// the forwarder's intake of 256, so none is dropped); it tops the window
-/// up when half of it has been answered.
+/// Loop batches the pipeline lets be offered but not yet answered (well
+/// below the forwarder's intake of 256, so none is dropped) when a request
+/// holds one; at least six requests' worth when it holds more. It tops the
+/// window up when half of it has been answered.
 const WINDOW: u64 = 32;
 
 /// A running [`Forwarder`] posting to an [`HttpSink`].
 struct Pipeline {
     fwd: Forwarder,
     sink: HttpSink,
-    /// Copies of the loop batch, offered in turn (see `next_batch`).
+    /// Loop batches (of `EVENTS` events) a request holds: `batch_size` is
+    /// `EVENTS` times this.
+    per_request: u64,
+    /// Loop batches let be offered but not yet answered.
+    window: u64,
+    /// Copies of the loop batch, offered in turn (see `next_batch`): twice
+    /// the window, so a batch is offered again only after the forwarder
+    /// has answered it (and let go of it).
     ring: Vec<Arc<Batch>>,
     /// The loop batch's timestamps.
     timestamps: Vec<i64>,
     /// The loop batch's bytes.
     template: Vec<u8>,
+    /// Loop batches offered.
     offered: u64,
-    /// Answered when last looked.
+    /// Requests answered when last looked.
     answered: u64,
 }
 
-/// Batches in the ring: twice the window, so a batch is offered again only
-/// after the forwarder has answered it (and let go of it).
-const RING: u64 = 2 * WINDOW;
-
 impl Pipeline {
-    fn start(format: ForwardFormat, gzip: bool, concurrency: usize) -> Self {
+    fn start(format: ForwardFormat, gzip: bool, concurrency: usize, per_request: u64) -> Self {
         let sink = HttpSink::start();
         let url = CollectorUrl::parse(&format!("http://{}/events", sink.addr)).expect("url");
         let mut cfg = ForwardConfig::new(url, format);
-        cfg.batch_size = EVENTS;
+        cfg.batch_size = EVENTS * per_request as usize;
         cfg.gzip = gzip;
         cfg.concurrency = concurrency;
         let fwd = Forwarder::start(cfg).expect("start the forwarder");
         let batch = loop_batch();
         let timestamps = batch.entries.iter().map(|m| m.timestamp).collect();
         let template = batch.buf.clone();
-        let ring = (0..RING)
+        let window = WINDOW.max(6 * per_request);
+        let ring = (0..2 * window)
             .map(|_| {
                 Arc::new(Batch {
                     worker: 0,
@@ -581,6 +591,8 @@ impl Pipeline {
         Self {
             fwd,
             sink,
+            per_request,
+            window,
             ring,
             timestamps,
             template,
@@ -594,7 +606,7 @@ impl Pipeline {
     /// taken together is not interleaved — every body holds the bytes of
     /// one loop batch, as `protobuf_body` (the raw reference) does.
     fn next_batch(&mut self) -> usize {
-        let i = (self.offered % RING) as usize;
+        let i = (self.offered % self.ring.len() as u64) as usize;
         let shift = self.offered as i64 * 1_000_000;
         let b = Arc::get_mut(&mut self.ring[i]).expect("the forwarder let go of the batch");
         for (m, t) in b.entries.iter_mut().zip(&self.timestamps) {
@@ -606,19 +618,22 @@ impl Pipeline {
         i
     }
 
-    /// Offers `n` loop batches of `EVENTS` events (each makes exactly one
-    /// request) and waits until the sink has answered all of them.
+    /// Makes `n` requests — offers `n * per_request` loop batches of
+    /// `EVENTS` events — and waits until the sink has answered all of them.
     fn run(&mut self, n: u64) -> Duration {
         let t0 = Instant::now();
-        for _ in 0..n {
-            if self.offered - self.answered >= WINDOW {
-                self.answered = self.sink.wait_for(self.offered - WINDOW / 2, &self.fwd);
+        for _ in 0..n * self.per_request {
+            if self.offered - self.answered * self.per_request >= self.window {
+                let want = (self.offered - self.window / 2).div_ceil(self.per_request);
+                self.answered = self.sink.wait_for(want, &self.fwd);
             }
             let i = self.next_batch();
             self.fwd.offer(&self.ring[i]);
             self.offered += 1;
         }
-        self.answered = self.sink.wait_for(self.offered, &self.fwd);
+        self.answered = self
+            .sink
+            .wait_for(self.offered / self.per_request, &self.fwd);
         t0.elapsed()
     }
 
@@ -740,14 +755,6 @@ fn cpu_of(tids: &[String]) -> Duration {
     tids.iter().map(|t| thread_cpu(t)).sum()
 }
 
-/// The task id of this process's (newest) thread named `name` (a new
-/// thread names itself once it runs: waits up to a second for it).
-fn thread_named(name: &str) -> Option<String> {
-    threads_named(name)
-        .into_iter()
-        .max_by_key(|tid| tid.parse::<u64>().unwrap_or(0))
-}
-
 /// This thread's task id (`/proc/thread-self` links to `PID/task/TID`).
 fn this_thread() -> String {
     std::fs::read_link("/proc/thread-self")
@@ -758,8 +765,26 @@ fn this_thread() -> String {
 
 /// The uncompressed protobuf body of one loop batch, as the forwarder builds it.
 fn protobuf_body() -> Vec<u8> {
+    request_body(1)
+}
+
+/// The uncompressed protobuf body of a request holding `per_request` loop
+/// batches offered one after the other, as [`Pipeline`] offers them (each
+/// batch's times moved past the previous one's, `seq` running on).
+fn request_body(per_request: u64) -> Vec<u8> {
     let mut bb = BodyBuilder::new();
-    bb.take(&loop_batch());
+    let batch = loop_batch();
+    for k in 0..per_request {
+        let mut b = Batch {
+            worker: 0,
+            buf: batch.buf.clone(),
+            entries: batch.entries.clone(),
+        };
+        for m in &mut b.entries {
+            m.timestamp += k as i64 * 1_000_000;
+        }
+        bb.take(&b);
+    }
     bb.emit(Format::Protobuf, false).to_vec()
 }
 
@@ -770,11 +795,11 @@ fn forward_pipeline(c: &mut Criterion) {
 
     let me = this_thread();
     // Wall time and batches, and the CPU time of every thread involved
-    // (forwarder, sink, this one), for one request at a time (the default)
-    // and two in flight.
+    // (forwarder, sink, this one), with the default requests in flight
+    // (two) and one at a time.
     let mut plain = [(Duration::ZERO, 0u64, Duration::ZERO); 2];
-    for (k, concurrency) in [1, 2].into_iter().enumerate() {
-        let mut p = Pipeline::start(ForwardFormat::Protobuf, false, concurrency);
+    for (k, concurrency) in [DEFAULT_CONCURRENCY, 1].into_iter().enumerate() {
+        let mut p = Pipeline::start(ForwardFormat::Protobuf, false, concurrency, 1);
         // Sender and sink threads are found once their connections are up.
         p.run(WINDOW);
         let tids: Vec<String> = ["rcapture-fwd-ba", "rcapture-fwd-se", SINK_THREAD]
@@ -783,7 +808,7 @@ fn forward_pipeline(c: &mut Criterion) {
             .chain([me.clone()])
             .collect();
         let sums = Cell::new(plain[k]);
-        let name = if concurrency == 1 {
+        let name = if concurrency == DEFAULT_CONCURRENCY {
             "protobuf".to_string()
         } else {
             format!("protobuf_concurrency{concurrency}")
@@ -801,25 +826,82 @@ fn forward_pipeline(c: &mut Criterion) {
         p.finish();
     }
 
-    // Each gzip sample is followed by as many of its bodies compressed alone
-    // (raw deflate, then gzip members): the ratios compare them under the
-    // same load. The CPU time of the forwarder's threads and of the
-    // compressions alone are summed too (less sensitive to what else the
-    // machine runs than wall time).
-    let mut p = Pipeline::start(ForwardFormat::Protobuf, true, 1);
+    // gzip with the default batch size, then with ten times as many events
+    // a request (a body of ~417 KB, still far below what collectors take).
+    let gz = gzip_pipeline(&mut g, &me, 1, "protobuf_gzip");
+    let gz10 = gzip_pipeline(&mut g, &me, 10, "protobuf_gzip_batch1000");
+
+    g.throughput(Throughput::Elements(EVENTS as u64));
+    let mut alone = Alone::new(body.clone());
+    g.bench_function(format!("raw_deflate_level{}", GzipEncoder::LEVEL), |b| {
+        b.iter(|| black_box(alone.raw_once()))
+    });
+    g.bench_function(format!("gzip_member_level{}", GzipEncoder::LEVEL), |b| {
+        b.iter(|| black_box(alone.member_once()))
+    });
+    g.finish();
+
+    let rates = plain.map(|(d, n, c)| {
+        let events = n as f64 * EVENTS as f64;
+        (
+            events / d.as_secs_f64().max(1e-9) / 1e6,
+            c.as_secs_f64() * 1e6 / n.max(1) as f64,
+            2.0 * events / c.as_secs_f64().max(1e-9) / 1e6,
+        )
+    });
+    eprintln!(
+        "forward_pipeline: {EVENTS} events x {PAYLOAD} B a loop batch, protobuf body {} bytes, gzip level {}\n\
+         \x20 protobuf ({DEFAULT_CONCURRENCY} requests in flight, the default): {:.2} M events/s (target >= 2 M); \
+         CPU a batch, all threads (forwarder, sink, bench thread): {:.1} us -> two CPUs kept busy would reach {:.2} M events/s\n\
+         \x20 protobuf, 1 request in flight: {:.2} M events/s; CPU a batch {:.1} us -> at most {:.2} M events/s\n{}{}",
+        body.len(),
+        GzipEncoder::LEVEL,
+        rates[0].0,
+        rates[0].1,
+        rates[0].2,
+        rates[1].0,
+        rates[1].1,
+        rates[1].2,
+        gz.report("protobuf_gzip"),
+        gz10.report("protobuf_gzip_batch1000"),
+    );
+}
+
+/// Runs the gzip pipeline with `per_request` loop batches a request as
+/// bench `name`. Each sample is followed by as many of its bodies
+/// compressed alone (raw deflate, then gzip members): the ratios compare
+/// them under the same load. The CPU time of the forwarder's threads, the
+/// sink's and this thread's, and of the compressions alone, are summed too
+/// (less sensitive to what else the machine runs than wall time).
+fn gzip_pipeline(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    me: &str,
+    per_request: u64,
+    name: &str,
+) -> GzipSums {
+    g.throughput(Throughput::Elements(EVENTS as u64 * per_request));
+    let body = request_body(per_request);
+    let mut p = Pipeline::start(
+        ForwardFormat::Protobuf,
+        true,
+        DEFAULT_CONCURRENCY,
+        per_request,
+    );
     // The sink's connection thread exists once the first request is made.
-    p.run(WINDOW);
-    // Thread names are cut to 15 bytes.
-    // The compressor threads: one, or two with two CPUs or more.
-    let gzip_threads = [
-        "rcapture-fwd-ba",
-        "rcapture-gzip-0",
-        "rcapture-gzip-1",
-        "rcapture-fwd-se",
-        SINK_THREAD,
-    ]
-    .map(|n| thread_named(n).unwrap_or_default());
-    assert!([0, 1, 3, 4].iter().all(|&i| !gzip_threads[i].is_empty()));
+    p.run(WINDOW.div_ceil(per_request));
+    // Batcher, compressors (one per CPU, up to two), senders (one per
+    // request in flight), the sink's connection threads. Thread names are
+    // cut to 15 bytes.
+    let groups = [
+        threads_named("rcapture-fwd-ba"),
+        ["rcapture-gzip-0", "rcapture-gzip-1"]
+            .iter()
+            .flat_map(|n| threads_named(n))
+            .collect(),
+        threads_named("rcapture-fwd-se"),
+        threads_named(SINK_THREAD),
+    ];
+    assert!(groups.iter().all(|g| !g.is_empty()), "{groups:?}");
     if std::env::var_os("FORWARD_BENCH_PIN").is_some() {
         // The compressor on a CPU of its own, everything else (this
         // thread, the sink, batcher, sender) on the other.
@@ -831,28 +913,30 @@ fn forward_pipeline(c: &mut Criterion) {
                 .into_owned();
             pin_thread(&tid, 0);
         }
-        pin_thread(&gzip_threads[1], 1);
+        pin_thread(&groups[1][0], 1);
     }
     let mut alone = Alone::new(body.clone());
-    let gz = Cell::new(GzipSums::default());
-    // The bench thread's own CPU time while the pipeline runs (offering batches).
-    let s_main = Cell::new(Duration::ZERO);
-    g.bench_function("protobuf_gzip", |b| {
+    let gz = Cell::new(GzipSums {
+        body: body.len(),
+        events: EVENTS as u64 * per_request,
+        ..GzipSums::default()
+    });
+    g.bench_function(name, |b| {
         b.iter_custom(|iters| {
-            let c0 = gzip_threads.each_ref().map(|t| thread_cpu(t));
-            let m0 = thread_cpu(&me);
+            let c0 = groups.each_ref().map(|g| cpu_of(g));
+            let m0 = thread_cpu(me);
             let t = p.run(iters);
-            let m1 = thread_cpu(&me);
-            let c1 = gzip_threads.each_ref().map(|t| thread_cpu(t));
-            s_main.set(s_main.get() + m1.saturating_sub(m0));
-            let raw = alone.run(iters, false, &me);
-            let member = alone.run(iters, true, &me);
+            let m1 = thread_cpu(me);
+            let c1 = groups.each_ref().map(|g| cpu_of(g));
+            let raw = alone.run(iters, false, me);
+            let member = alone.run(iters, true, me);
             let mut s = gz.get();
             s.batches += iters;
             s.pipeline += t;
-            for i in 0..5 {
+            for i in 0..4 {
                 s.cpu[i] += c1[i].saturating_sub(c0[i]);
             }
+            s.main += m1.saturating_sub(m0);
             s.raw.0 += raw.0;
             s.raw.1 += raw.1;
             s.member.0 += member.0;
@@ -862,83 +946,70 @@ fn forward_pipeline(c: &mut Criterion) {
         })
     });
     p.finish();
-
-    g.bench_function(format!("raw_deflate_level{}", GzipEncoder::LEVEL), |b| {
-        b.iter(|| black_box(alone.raw_once()))
-    });
-    g.bench_function(format!("gzip_member_level{}", GzipEncoder::LEVEL), |b| {
-        b.iter(|| black_box(alone.member_once()))
-    });
-    g.finish();
-
-    let fwd_cpu = gz.get().cpu[..4].iter().sum::<Duration>();
-    let rates = plain.map(|(d, n, c)| {
-        let events = n as f64 * EVENTS as f64;
-        (
-            events / d.as_secs_f64().max(1e-9) / 1e6,
-            c.as_secs_f64() * 1e6 / n.max(1) as f64,
-            2.0 * events / c.as_secs_f64().max(1e-9) / 1e6,
-        )
-    });
-    let s = gz.get();
-    let mb = |d: Duration| s.batches as f64 * body.len() as f64 / d.as_secs_f64().max(1e-9) / 1e6;
-    let us = |d: Duration| d.as_secs_f64() * 1e6 / s.batches.max(1) as f64;
-    let pct =
-        |fast: Duration, slow: Duration| 100.0 * fast.as_secs_f64() / slow.as_secs_f64().max(1e-9);
-    eprintln!(
-        "forward_pipeline: {EVENTS} events x {PAYLOAD} B a batch, protobuf body {} bytes, gzip level {}\n\
-         \x20 protobuf:      {:.2} M events/s (target >= 2 M); CPU a batch, all threads \
-         (forwarder, sink, bench thread): {:.1} us -> two CPUs kept busy would reach {:.2} M events/s\n\
-         \x20 protobuf, 2 requests in flight: {:.2} M events/s; CPU a batch {:.1} us -> at most {:.2} M events/s\n\
-         \x20 protobuf_gzip: {:.2} M events/s = {:.0} MB/s of body. The same body compressed alone, \
-         in the same samples:\n\
-         \x20   raw deflate: {:.0} MB/s -> pipeline at {:.0} % of it (target >= 70 %)\n\
-         \x20   gzip member: {:.0} MB/s -> pipeline at {:.0} % of it\n\
-         \x20 CPU a batch: batcher {:.1} us, compressors {:.1} us, sender {:.1} us; the same body alone: \
-         raw deflate {:.1} us ({:.0} % of the compressors'), gzip member {:.1} us ({:.0} %)\n\
-         \x20 CPU a batch, all threads: forwarder {:.1} us + sink {:.1} us + bench thread offering {:.1} us \
-         -> two CPUs kept busy would reach {:.0} % of raw deflate",
-        body.len(),
-        GzipEncoder::LEVEL,
-        rates[0].0,
-        rates[0].1,
-        rates[0].2,
-        rates[1].0,
-        rates[1].1,
-        rates[1].2,
-        s.batches as f64 * EVENTS as f64 / s.pipeline.as_secs_f64().max(1e-9) / 1e6,
-        mb(s.pipeline),
-        mb(s.raw.0),
-        pct(s.raw.0, s.pipeline),
-        mb(s.member.0),
-        pct(s.member.0, s.pipeline),
-        us(s.cpu[0]),
-        us(s.cpu[1] + s.cpu[2]),
-        us(s.cpu[3]),
-        us(s.raw.1),
-        pct(s.raw.1, s.cpu[1] + s.cpu[2]),
-        us(s.member.1),
-        pct(s.member.1, s.cpu[1] + s.cpu[2]),
-        us(fwd_cpu),
-        us(s.cpu[4]),
-        us(s_main.get()),
-        pct(2 * s.raw.1, fwd_cpu + s.cpu[4] + s_main.get()),
-    );
+    gz.get()
 }
 
 /// What the gzip samples of `forward_pipeline` summed.
 #[derive(Debug, Default, Clone, Copy)]
 struct GzipSums {
+    /// Bytes of one uncompressed request body, and its events.
+    body: usize,
+    events: u64,
+    /// Requests made.
     batches: u64,
     /// Wall time of the pipeline runs.
     pipeline: Duration,
-    /// CPU time of the forwarder's batcher, compressor (2) and sender
-    /// threads in them, and of the sink's thread.
-    cpu: [Duration; 5],
+    /// CPU time of the forwarder's batcher, compressor and sender threads
+    /// in them, and of the sink's threads.
+    cpu: [Duration; 4],
+    /// CPU time of the bench's own thread in them (offering batches).
+    main: Duration,
     /// Wall and CPU time of as many bodies compressed alone: raw deflate,
     /// and the gzip member.
     raw: (Duration, Duration),
     member: (Duration, Duration),
+}
+
+impl GzipSums {
+    /// The lines `forward_pipeline` prints for bench `name`.
+    fn report(&self, name: &str) -> String {
+        let s = self;
+        let mb = |d: Duration| s.batches as f64 * s.body as f64 / d.as_secs_f64().max(1e-9) / 1e6;
+        let us = |d: Duration| d.as_secs_f64() * 1e6 / s.batches.max(1) as f64;
+        let pct = |fast: Duration, slow: Duration| {
+            100.0 * fast.as_secs_f64() / slow.as_secs_f64().max(1e-9)
+        };
+        let fwd_cpu = s.cpu[..3].iter().sum::<Duration>();
+        format!(
+            "\x20 {name} ({} events, {} bytes a request): {:.2} M events/s = {:.0} MB/s of body. \
+             The same body compressed alone, in the same samples:\n\
+             \x20   raw deflate: {:.0} MB/s -> pipeline at {:.0} % of it (target >= 70 %)\n\
+             \x20   gzip member: {:.0} MB/s -> pipeline at {:.0} % of it\n\
+             \x20 CPU a request: batcher {:.1} us, compressors {:.1} us, sender {:.1} us; the same body alone: \
+             raw deflate {:.1} us ({:.0} % of the compressors'), gzip member {:.1} us ({:.0} %)\n\
+             \x20 CPU a request, all threads: forwarder {:.1} us + sink {:.1} us + bench thread offering {:.1} us \
+             -> two CPUs kept busy would reach {:.0} % of raw deflate\n",
+            s.events,
+            s.body,
+            s.batches as f64 * s.events as f64 / s.pipeline.as_secs_f64().max(1e-9) / 1e6,
+            mb(s.pipeline),
+            mb(s.raw.0),
+            pct(s.raw.0, s.pipeline),
+            mb(s.member.0),
+            pct(s.member.0, s.pipeline),
+            us(s.cpu[0]),
+            us(s.cpu[1]),
+            us(s.cpu[2]),
+            us(s.raw.1),
+            pct(s.raw.1, s.cpu[1]),
+            us(s.member.1),
+            pct(s.member.1, s.cpu[1]),
+            us(fwd_cpu),
+            us(s.cpu[3]),
+            us(s.main),
+            pct(2 * s.raw.1, fwd_cpu + s.cpu[3] + s.main),
+        )
+    }
 }
 
 fn gzip_backends(c: &mut Criterion) {

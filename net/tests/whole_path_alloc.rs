@@ -10,7 +10,8 @@
 //! WebSocket client and collector threads, and the harness's main thread,
 //! are exempt), every event reaches the client, and the collector decodes
 //! every body and receives exactly every event, numbered by `seq` from 1
-//! without a gap, over one keep-alive connection.
+//! without a gap or a repeat (each body's entries consecutive), over one
+//! keep-alive connection per request in flight (the default, two).
 
 use base64::Engine;
 use prost::Message;
@@ -21,7 +22,7 @@ use rcapture_core::synth;
 use rcapture_core::worker::{LiveFilter, Worker, WorkerConfig};
 use rcapture_net::config::StartSettings;
 use rcapture_net::control::{CaptureCounters, Control, LiveSettings, ModuleStatus};
-use rcapture_net::forward::{CollectorUrl, ForwardConfig, ForwardFormat};
+use rcapture_net::forward::{CollectorUrl, DEFAULT_CONCURRENCY, ForwardConfig, ForwardFormat};
 use rcapture_net::{Limits, Server, ServerConfig};
 use rcapture_proto::{LogBatch, LogType, log_entry::Payload};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -328,8 +329,11 @@ const VARIANTS: [Variant; 3] = [
 /// What the collector received (read live by the pacing loop).
 #[derive(Debug, Default)]
 struct Collected {
-    /// Events in accepted bodies; their `seq`s are exactly `1..=events`.
+    /// Events in accepted bodies.
     events: AtomicU64,
+    /// (first seq, events) of each accepted body: together exactly
+    /// `1..=events` once every body is in (`seq_gaps` checks).
+    ranges: Mutex<Vec<(u64, u64)>>,
     batches: AtomicU64,
     connections: AtomicU64,
     /// The first thing the collector found wrong (it then stops answering).
@@ -337,6 +341,26 @@ struct Collected {
 }
 
 impl Collected {
+    /// What is wrong with the bodies' seq ranges taken together: not
+    /// exactly `1..=events`, each once.
+    fn seq_gaps(&self) -> Option<String> {
+        let mut r = self
+            .ranges
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        r.sort_unstable();
+        let mut next = 1;
+        for (first, n) in r {
+            if first != next {
+                return Some(format!("a body starts at seq {first}, want {next}"));
+            }
+            next += n;
+        }
+        let events = self.events.load(SeqCst);
+        (next != events + 1).then(|| format!("seqs up to {}, events {events}", next - 1))
+    }
+
     fn error(&self) -> Option<String> {
         self.error
             .lock()
@@ -346,8 +370,8 @@ impl Collected {
 }
 
 /// A loopback HTTP/1.1 collector: reads whole requests (by Content-Length)
-/// on a keep-alive connection, checks and decodes every body, answers
-/// `200` with an empty body.
+/// on keep-alive connections (a thread each), checks and decodes every
+/// body, answers `200` with an empty body.
 struct Collector {
     addr: SocketAddr,
     state: Arc<Collected>,
@@ -364,18 +388,27 @@ impl Collector {
         let (st, sp) = (Arc::clone(&state), Arc::clone(&stop));
         let thread = std::thread::spawn(move || {
             EXEMPT.with(|t| t.set(true));
+            let mut served = Vec::new();
             for conn in listener.incoming() {
                 if sp.load(SeqCst) {
-                    return;
+                    break;
                 }
                 st.connections.fetch_add(1, SeqCst);
-                let served = conn
-                    .map_err(|e| format!("accept: {e}"))
-                    .and_then(|c| serve(c, v, &st));
-                if let Err(e) = served {
-                    let mut slot = st.error.lock().unwrap_or_else(PoisonError::into_inner);
-                    slot.get_or_insert(e);
-                }
+                let st = Arc::clone(&st);
+                served.push(std::thread::spawn(move || {
+                    EXEMPT.with(|t| t.set(true));
+                    let r = conn
+                        .map_err(|e| format!("accept: {e}"))
+                        .and_then(|c| serve(c, v, &st));
+                    if let Err(e) = r {
+                        let mut slot = st.error.lock().unwrap_or_else(PoisonError::into_inner);
+                        slot.get_or_insert(e);
+                    }
+                }));
+            }
+            // The forwarder has closed its connections by now.
+            for t in served {
+                t.join().unwrap();
             }
         });
         Self {
@@ -441,10 +474,9 @@ fn serve(mut s: TcpStream, v: Variant, st: &Collected) -> Result<(), String> {
         } else {
             body
         };
-        let first = st.events.load(SeqCst) + 1;
-        let n = match v.format {
-            ForwardFormat::Json => json_entries(body, first),
-            _ => protobuf_entries(body, first),
+        let (first, n) = match v.format {
+            ForwardFormat::Json => json_entries(body),
+            _ => protobuf_entries(body),
         }
         .map_err(|e| format!("batch {batch}: {e}"))?;
         if batch % FULL_DECODE_EVERY == 1 {
@@ -457,6 +489,10 @@ fn serve(mut s: TcpStream, v: Variant, st: &Collected) -> Result<(), String> {
         }
         s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
             .map_err(|e| format!("writing the response: {e}"))?;
+        st.ranges
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((first, n));
         st.events.fetch_add(n, SeqCst);
         st.batches.fetch_add(1, SeqCst);
         buf.copy_within(end..have, 0);
@@ -529,10 +565,12 @@ fn varint(b: &[u8], pos: &mut usize) -> Result<u64, String> {
 }
 
 /// Walks a `LogBatch`: every entry is an event entry (log_type 2, an
-/// `event_payload`) with `seq` = `first`, `first + 1`, ...; returns the count.
-fn protobuf_entries(body: &[u8], first: u64) -> Result<u64, String> {
+/// `event_payload`) with `seq` = `first`, `first + 1`, ...; returns
+/// `first` (the first entry's seq) and the count.
+fn protobuf_entries(body: &[u8]) -> Result<(u64, u64), String> {
     let mut pos = 0;
     let mut n = 0;
+    let mut first = 0;
     while pos < body.len() {
         let key = varint(body, &mut pos)?;
         if key != 0x0a {
@@ -567,15 +605,18 @@ fn protobuf_entries(body: &[u8], first: u64) -> Result<u64, String> {
         if p != entry.len() {
             return Err("a LogEntry field runs past the entry".into());
         }
+        if n == 0 {
+            first = seq;
+        }
         let want = first + n;
-        if log_type != 2 || !event || seq != want {
+        if log_type != 2 || !event || seq != want || seq == 0 {
             return Err(format!(
                 "entry {n}: log_type {log_type}, event {event}, seq {seq} (want seq {want})"
             ));
         }
         n += 1;
     }
-    Ok(n)
+    Ok((first, n))
 }
 
 /// Where `pat` first occurs in `hay` (libc's memmem: this file is not
@@ -595,13 +636,15 @@ fn find(hay: &[u8], pat: &[u8]) -> Option<usize> {
 }
 
 /// Walks an NDJSON body: one event object per line, its `seq` (the last
-/// key) = `first`, `first + 1`, ...; returns the count. Each line's base64
-/// payload is stepped over by its `length` (which checks it), not scanned.
-fn json_entries(body: &[u8], first: u64) -> Result<u64, String> {
+/// key) = `first`, `first + 1`, ...; returns `first` (the first line's
+/// seq) and the count. Each line's base64 payload is stepped over by its
+/// `length` (which checks it), not scanned.
+fn json_entries(body: &[u8]) -> Result<(u64, u64), String> {
     const PAYLOAD: &[u8] = b"\"payload\":\"";
     const LENGTH: &[u8] = b",\"length\":";
     let mut pos = 0;
     let mut n = 0;
+    let mut first = 0;
     while pos < body.len() {
         let want = first + n;
         let line = &body[pos..];
@@ -630,7 +673,11 @@ fn json_entries(body: &[u8], first: u64) -> Result<u64, String> {
         let seq = find(tail, b",\"seq\":")
             .and_then(|i| tail[i + 7..].strip_suffix(b"}"))
             .and_then(|d| std::str::from_utf8(d).ok()?.parse::<u64>().ok());
-        if !tail.starts_with(b"\",\"tid\":") || seq != Some(want) {
+        if n == 0 {
+            first = seq.unwrap_or(0);
+        }
+        let want = first + n;
+        if !tail.starts_with(b"\",\"tid\":") || seq != Some(want) || want == 0 {
             return Err(bad(&format!(
                 "after the payload {:?}",
                 String::from_utf8_lossy(tail)
@@ -639,7 +686,7 @@ fn json_entries(body: &[u8], first: u64) -> Result<u64, String> {
         pos += after + end + 1;
         n += 1;
     }
-    Ok(n)
+    Ok((first, n))
 }
 
 /// Decodes a body with the reference decoders: `n` events numbered from
@@ -891,10 +938,11 @@ fn one_million_events_worker_to_websocket_and_forwarder_allocate_nothing() {
             "{}: the collector got every event, seq 1..=N",
             v.name
         );
+        assert_eq!(st.seq_gaps(), None, "{}: every seq exactly once", v.name);
         assert_eq!(
             st.connections.load(SeqCst),
-            1,
-            "{}: one keep-alive connection",
+            DEFAULT_CONCURRENCY as u64,
+            "{}: one keep-alive connection per request in flight",
             v.name
         );
         assert_eq!(

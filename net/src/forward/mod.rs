@@ -28,7 +28,7 @@ mod sender;
 mod stats;
 pub mod tls;
 
-pub use config::{CollectorUrl, ForwardConfig, ForwardFormat};
+pub use config::{CollectorUrl, DEFAULT_CONCURRENCY, ForwardConfig, ForwardFormat};
 pub use stats::ForwardStats;
 
 use crate::publish::Batch;

@@ -1,12 +1,18 @@
 //! The bounded queue of encoded requests between the batcher and the
-//! sender: when adding a request would pass the byte limit, the oldest
+//! senders: when adding a request would pass the byte limit, the oldest
 //! requests are pushed out (and handed back to be counted and recycled).
+//!
+//! The retry backoff is the queue's, not a sender's: a request to be
+//! retried goes back to the head and every sender waits out the backoff
+//! before taking the next request, so two requests in flight do not retry
+//! twice as often (an idle sender would otherwise take the failed request
+//! at once).
 
 use super::stats::Counters;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// One encoded request body and the events it carries.
 #[derive(Debug)]
@@ -26,6 +32,10 @@ struct Inner {
     /// Threads waiting on the condition variable (a push wakes them only
     /// if there are any: a busy sender is not sent a wake-up per request).
     waiting: u32,
+    /// Failed attempts in a row (any sender's): the backoff's exponent.
+    failures: u32,
+    /// No request is taken before this (a retry's backoff).
+    paused_until: Option<Instant>,
 }
 
 /// See the module docs.
@@ -80,54 +90,59 @@ impl SendQueue {
         }
     }
 
-    /// Puts a request that is to be retried back at the head (it is again
-    /// the oldest, and the first to be pushed out).
-    pub fn requeue(&self, o: Outgoing) {
+    /// Puts a request whose attempt failed back at the head (it is again
+    /// the oldest, and the first to be pushed out) and pauses every sender
+    /// for `backoff(failures in a row)`. Returns that count.
+    pub fn retry_later(&self, o: Outgoing, backoff: impl FnOnce(u32) -> Duration) -> u32 {
         let mut g = self.lock();
+        g.failures = g.failures.saturating_add(1);
+        let until = Instant::now() + backoff(g.failures);
+        g.paused_until = Some(g.paused_until.map_or(until, |t| t.max(until)));
         g.bytes += o.body.len();
         g.q.push_front(o);
         self.publish_bytes(&g);
+        g.failures
     }
 
-    /// The oldest request, waiting for one; `None` once closed and empty,
-    /// or aborted.
+    /// A request was answered (delivered, or refused for good): the
+    /// failures in a row start again from zero.
+    pub fn answered(&self) {
+        let mut g = self.lock();
+        if g.failures != 0 {
+            g.failures = 0;
+        }
+    }
+
+    /// The oldest request, waiting for one (and for a retry's backoff to
+    /// pass); `None` once closed and empty, or aborted.
     pub fn pop(&self) -> Option<Outgoing> {
         let mut g = self.lock();
         loop {
             if g.aborted {
                 return None;
             }
-            if let Some(o) = g.q.pop_front() {
+            let now = Instant::now();
+            let pause = g.paused_until.filter(|&t| t > now);
+            if pause.is_none()
+                && let Some(o) = g.q.pop_front()
+            {
                 g.bytes -= o.body.len();
                 self.publish_bytes(&g);
                 return Some(o);
             }
-            if g.closed {
+            if g.closed && g.q.is_empty() {
                 return None;
             }
             g.waiting += 1;
-            g = self.cv.wait(g).unwrap_or_else(PoisonError::into_inner);
-            g.waiting -= 1;
-        }
-    }
-
-    /// Sleeps until `until` (a retry's backoff); returns false if aborted.
-    pub fn wait_until(&self, until: Instant) -> bool {
-        let mut g = self.lock();
-        loop {
-            if g.aborted {
-                return false;
-            }
-            let now = Instant::now();
-            if now >= until {
-                return true;
-            }
-            g.waiting += 1;
-            g = self
-                .cv
-                .wait_timeout(g, until - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            g = match pause {
+                Some(t) => {
+                    self.cv
+                        .wait_timeout(g, t - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+                None => self.cv.wait(g).unwrap_or_else(PoisonError::into_inner),
+            };
             g.waiting -= 1;
         }
     }
@@ -179,6 +194,51 @@ mod tests {
         );
         q.close();
         assert_eq!(q.pop().map(|o| o.events), Some(4));
+        assert!(q.pop().is_none());
+    }
+
+    /// A failed request pauses every sender for the backoff, then is the
+    /// first taken again; an answer resets the count of failures.
+    #[test]
+    fn a_retry_pauses_every_sender() {
+        let q = Arc::new(SendQueue::new(1 << 20, Arc::default()));
+        let mut ev = Vec::new();
+        for events in [1, 2] {
+            q.push(
+                Outgoing {
+                    body: vec![0; 4],
+                    events,
+                },
+                &mut ev,
+            );
+        }
+        let first = q.pop().unwrap();
+        let t0 = Instant::now();
+        let delay = Duration::from_millis(300);
+        assert_eq!(q.retry_later(first, |_| delay), 1);
+        // Another sender, idle until now: it waits out the backoff too,
+        // then takes the failed request before the newer one.
+        let other = {
+            let q = Arc::clone(&q);
+            std::thread::spawn(move || q.pop().map(|o| (o.events, t0.elapsed())))
+        };
+        let (events, waited) = other.join().unwrap().unwrap();
+        assert_eq!(events, 1, "the failed request is retried first");
+        assert!(waited >= delay, "taken after {waited:?}, backoff {delay:?}");
+        let again = q.pop().unwrap();
+        assert_eq!(
+            q.retry_later(again, |n| Duration::from_millis(u64::from(n))),
+            2
+        );
+        q.answered();
+        let o = q.pop().unwrap();
+        assert_eq!(
+            q.retry_later(o, |_| Duration::ZERO),
+            1,
+            "counted from zero again"
+        );
+        q.close();
+        assert_eq!(q.pop().map(|o| o.events), Some(2));
         assert!(q.pop().is_none());
     }
 }

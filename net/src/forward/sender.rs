@@ -1,6 +1,7 @@
-//! The sender thread: takes encoded requests from the queue, delivers them
-//! over the collector connection, and applies the retry policy; what
-//! happened is counted.
+//! A sender thread (one per request in flight): takes encoded requests
+//! from the queue, delivers them over its own collector connection, and
+//! applies the retry policy (the backoff pauses every sender: see the
+//! queue); what happened is counted.
 
 use super::client::HttpClient;
 use super::config::{ForwardConfig, ForwardFormat};
@@ -10,7 +11,6 @@ use super::stats::Counters;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::mpsc::SyncSender as Recycle;
-use std::time::Instant;
 
 /// See the module docs.
 pub(crate) struct Sender {
@@ -65,7 +65,6 @@ impl Sender {
 
     /// Delivers until the queue is closed and empty, or aborted.
     pub fn run(mut self) {
-        let mut attempt = 0u32;
         while let Some(o) = self.queue.pop() {
             let proxy = self.cfg.format == ForwardFormat::HttpProxy;
             self.head.clear();
@@ -103,6 +102,9 @@ impl Sender {
                         }
                         a
                     }
+                    // Cut short by the shutdown deadline: not the collector's
+                    // error (the events are counted as dropped below).
+                    Err(_) if self.queue.is_aborted() => RetryAction::Retry(None),
                     Err(e) => {
                         self.counters.error(e.to_string());
                         RetryAction::Retry(None)
@@ -110,7 +112,7 @@ impl Sender {
                 };
             match action {
                 RetryAction::Done => {
-                    attempt = 0;
+                    self.queue.answered();
                     Counters::add(&self.counters.sent_events, o.events);
                     Counters::add(&self.counters.sent_batches, 1);
                     // The batcher reuses the buffer; if its pool is full or
@@ -118,7 +120,7 @@ impl Sender {
                     let _ = self.recycle.try_send(o.body);
                 }
                 RetryAction::Fail => {
-                    attempt = 0;
+                    self.queue.answered();
                     Counters::add(&self.counters.failed_events, o.events);
                     Counters::add(&self.counters.failed_batches, 1);
                     // The batcher reuses the buffer; if its pool is full or
@@ -130,13 +132,10 @@ impl Sender {
                         Counters::add(&self.counters.dropped_events, o.events);
                         break;
                     }
-                    attempt = attempt.saturating_add(1);
                     Counters::add(&self.counters.retries, 1);
-                    self.queue.requeue(o);
-                    let until = Instant::now() + self.cfg.retry.delay(attempt, after);
-                    if !self.queue.wait_until(until) {
-                        break;
-                    }
+                    let retry = &self.cfg.retry;
+                    self.queue
+                        .retry_later(o, |failures| retry.delay(failures, after));
                 }
             }
         }

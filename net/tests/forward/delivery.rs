@@ -76,6 +76,55 @@ fn retries_503_honouring_retry_after() {
     );
 }
 
+/// With two requests in flight (the default), the backoff holds for both
+/// senders: a batch offered during it does not set the idle sender off
+/// (it would also have taken the failed batch at once); both go after the
+/// 503's Retry-After.
+#[test]
+fn backoff_pauses_every_request_in_flight() {
+    let dir = TempDir::new("pause");
+    let c = Collector::start(&dir, "c", &["--fail", "1", "--retry-after", "1"]);
+    let mut cfg = config(
+        &format!("http://127.0.0.1:{}/", c.port),
+        ForwardFormat::Protobuf,
+    );
+    assert_eq!(cfg.concurrency, 2, "the default");
+    cfg.batch_size = 5;
+    cfg.retry.max = Duration::from_secs(5);
+    let f = Forwarder::start(cfg).expect("start");
+    let ids = uuids("p", 10);
+    let evs = tls_events(&ids, b"x");
+    f.offer(&batch(&evs[..5]));
+    assert!(wait_for(Duration::from_secs(5), || f.stats().retries == 1));
+    // Inside the backoff.
+    f.offer(&batch(&evs[5..]));
+    assert!(wait_for(Duration::from_secs(15), || f.stats().sent_events == 10));
+    let stats = f.shutdown(Duration::from_secs(1));
+    let recs = c.records();
+    let t = |r: &serde_json::Value| r["t"].as_f64().unwrap();
+    let statuses: Vec<u64> = recs.iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [503, 200, 200], "{recs:#?}");
+    for r in &recs[1..] {
+        let gap = t(r) - t(&recs[0]);
+        assert!(
+            gap >= 0.9,
+            "a request {gap:.3}s after a 503 with Retry-After: 1"
+        );
+    }
+    let delivered: usize = recs[1..].iter().map(events_in).sum();
+    assert_eq!(delivered, 10);
+    assert_eq!(
+        (
+            stats.sent_events,
+            stats.sent_batches,
+            stats.retries,
+            stats.dropped_events
+        ),
+        (10, 2, 1, 0),
+        "{stats:?}"
+    );
+}
+
 #[test]
 fn client_error_fails_the_batch_without_retry() {
     let dir = TempDir::new("400");

@@ -76,7 +76,7 @@ pub struct Counts {
     pub sampled: AtomicU64,
     /// Forwarder `seq`s missing between received or rejected entries.
     pub seq_gaps: AtomicU64,
-    /// Entries whose `seq` was not above every one seen before.
+    /// Entries whose `seq` had been seen before.
     pub duplicates: AtomicU64,
     /// Payload bytes received.
     pub payload_bytes: AtomicU64,
@@ -88,8 +88,9 @@ struct Shared {
     flapping: AtomicBool,
     stop: AtomicBool,
     counts: Counts,
-    /// Highest forwarder `seq` seen (received or rejected).
-    last_seq: Mutex<u64>,
+    /// Forwarder `seq` ranges seen (received or rejected), merged, in
+    /// order (two requests are in flight: batches may arrive out of order).
+    seen: Mutex<Vec<(u64, u64)>>,
     errors: Mutex<Vec<String>>,
 }
 
@@ -125,7 +126,7 @@ impl Collector {
             flapping: AtomicBool::new(true),
             stop: AtomicBool::new(false),
             counts: Counts::default(),
-            last_seq: Mutex::new(0),
+            seen: Mutex::new(Vec::new()),
             errors: Mutex::new(Vec::new()),
         });
         let acceptor = {
@@ -392,14 +393,28 @@ fn entries(body: &[u8]) -> Result<(u64, u64, u64, u64), String> {
 fn account(shared: &Shared, phase: Phase, body: &[u8], n: u64, first: u64, last: u64, bytes: u64) {
     let c = &shared.counts;
     {
-        let mut seen = shared.last_seq.lock().unwrap();
-        if first <= *seen {
-            c.duplicates.fetch_add(n.min(*seen - first + 1), Relaxed);
-            shared.error(format!("batch seq {first}..={last} after {}", *seen));
-        } else {
-            c.seq_gaps.fetch_add(first - *seen - 1, Relaxed);
+        let mut seen = shared.seen.lock().unwrap();
+        let twice: u64 = seen
+            .iter()
+            .map(|&(a, b)| (b.min(last) + 1).saturating_sub(a.max(first)))
+            .sum();
+        if twice > 0 {
+            c.duplicates.fetch_add(twice, Relaxed);
+            shared.error(format!("batch seq {first}..={last}: {twice} seen before"));
         }
-        *seen = (*seen).max(last);
+        seen.push((first, last));
+        seen.sort_unstable();
+        seen.dedup_by(|next, prev| {
+            let joins = next.0 <= prev.1 + 1;
+            if joins {
+                prev.1 = prev.1.max(next.1);
+            }
+            joins
+        });
+        // Seqs start at 1: the ones below the highest never seen.
+        let covered: u64 = seen.iter().map(|&(a, b)| b - a + 1).sum();
+        let top = seen.last().map_or(0, |r| r.1);
+        c.seq_gaps.store(top - covered, Relaxed);
     }
     if phase == Phase::Reject {
         c.rejected.fetch_add(n, Relaxed);
