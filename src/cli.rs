@@ -148,6 +148,14 @@ pub struct ServerArgs {
     /// Bytes queued per WebSocket client before its newest are dropped.
     #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
     pub client_queue_bytes: usize,
+    /// Bytes of a WebSocket client's spill: entries copied out of the
+    /// workers' batches once it holds its share of them (beyond: dropped
+    /// for that client, reason "share").
+    #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
+    pub client_spill_bytes: usize,
+    /// Bytes all WebSocket clients' spills may hold together.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    pub spill_budget_bytes: usize,
     /// Seconds a WebSocket client may stay full before it is closed (1008).
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub slow_client_secs: u64,

@@ -61,6 +61,8 @@ fn server_config(
     };
     limits.client_queue.frames = a.client_queue_frames.max(1);
     limits.client_queue.bytes = a.client_queue_bytes.max(1024);
+    limits.client_spill_bytes = a.client_spill_bytes;
+    limits.spill_budget_bytes = a.spill_budget_bytes;
     Ok(Some(ServerConfig {
         listen,
         ecaptureq: a.ecaptureq,
@@ -266,4 +268,49 @@ fn build_server(
     });
     let (srv, publishers) = Server::bind(cfg, Arc::clone(&ctl) as _, workers)?;
     Ok(((srv, ctl), publishers))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn server_of(flags: &[&str]) -> ServerConfig {
+        let argv = ["rcapture", "tls"].iter().chain(flags).copied();
+        let Command::Tls(args) = Cli::try_parse_from(argv).expect("parses").command;
+        let start = StartSettings {
+            per_cpu_map_size: 1024,
+            truncate_size: 16384,
+        };
+        server_config(&args.server, None, None, start, LiveSettings::default())
+            .expect("valid")
+            .expect("the server runs")
+    }
+
+    /// The WebSocket spill limits reach the server: the defaults, and each
+    /// flag on its own.
+    #[test]
+    fn spill_flags_set_the_server_limits() {
+        let d = server_of(&[]).limits;
+        assert_eq!(
+            (d.client_spill_bytes, d.spill_budget_bytes),
+            (4 << 20, 64 << 20)
+        );
+        let l = server_of(&[
+            "--client-spill-bytes",
+            "65536",
+            "--spill-budget-bytes",
+            "1048576",
+        ])
+        .limits;
+        assert_eq!(
+            (l.client_spill_bytes, l.spill_budget_bytes),
+            (65536, 1 << 20)
+        );
+        assert!(
+            Cli::try_parse_from(["rcapture", "tls", "--spill-budget-bytes", "lots"]).is_err(),
+            "a non-number is refused"
+        );
+    }
 }

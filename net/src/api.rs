@@ -238,6 +238,7 @@ fn client_json(c: &ClientReport) -> Value {
         "dropped": c.counts.dropped_total(),
         "dropped_by_reason": by_reason(&c.counts),
         "spilled": c.counts.spilled,
+        "spill_bytes": c.spill_bytes,
     });
     if let Some(why) = c.closed {
         v["closed"] = why.into();
@@ -264,6 +265,7 @@ fn status(ctx: &ApiContext<'_>) -> Value {
             "ws_dropped": ws.dropped_total(),
             "ws_dropped_by_reason": by_reason(&ws),
             "ws_spilled": ws.spilled,
+            "ws_spill_bytes": ctx.ws_clients.iter().map(|c| c.spill_bytes).sum::<u64>(),
             "server_queue_dropped": ctx.publish_dropped,
             "forward": forward_json(ctx),
             "event_file": ctx.event_file.map_or(Value::Null, |f| {

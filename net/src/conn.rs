@@ -11,7 +11,9 @@
 //! spill), which releases that batch. Spilled entries are always the oldest
 //! of the queue, so the spill is a FIFO of bytes. When the spill has no
 //! room left either, the new entry is dropped for this client alone
-//! ([`DropReason::Share`]), as when its queue is full.
+//! ([`DropReason::Share`]), as when its queue is full. Every client's
+//! spill also draws its memory from one server-wide [`SpillBudget`], so
+//! many lagging clients together cannot copy more than it holds.
 
 use crate::filter::ClientFilter;
 use crate::publish::Batch;
@@ -22,6 +24,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 /// Largest per-message header: frame header + `seq` prefix.
@@ -162,6 +165,51 @@ impl ClientCounts {
     }
 }
 
+/// Bytes all clients' spills may hold together: each spill takes its
+/// memory from here before it grows and gives it back when it is freed.
+#[derive(Debug)]
+pub struct SpillBudget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl SpillBudget {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// Takes `n` bytes if they fit under the limit.
+    fn take(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                u.checked_add(n).filter(|&t| t <= self.limit)
+            })
+            .is_ok()
+    }
+
+    /// Takes `n` bytes whatever the limit (an allocation that came out
+    /// larger than asked for).
+    fn charge(&self, n: usize) {
+        self.used.fetch_add(n, Ordering::AcqRel);
+    }
+
+    fn give(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Bytes the spills hold now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+}
+
 /// The WebSocket side of a connection.
 #[derive(Debug)]
 pub struct WsStream {
@@ -182,6 +230,10 @@ pub struct WsStream {
     runs: usize,
     /// Most bytes the spill may hold.
     spill_limit: usize,
+    /// Where the spill's memory comes from, and how much it took (the
+    /// spill's capacity).
+    budget: Arc<SpillBudget>,
+    charged: usize,
     /// When entries were last copied into the spill: its memory is kept for
     /// [`SPILL_KEEP`] after that, so a client that lags now and then does
     /// not allocate it again each time.
@@ -201,12 +253,14 @@ pub struct WsStream {
 }
 
 impl WsStream {
-    /// A stream whose spill may hold `spill_bytes` (at most the queue's bytes).
+    /// A stream whose spill may hold `spill_bytes` (at most the queue's
+    /// bytes), taken from `budget`.
     pub fn new(
         name: String,
         filter: ClientFilter,
         limits: QueueLimits,
         spill_bytes: usize,
+        budget: Arc<SpillBudget>,
         deflate: bool,
         now: Instant,
     ) -> Self {
@@ -221,6 +275,8 @@ impl WsStream {
             spilled_items: 0,
             runs: 0,
             spill_limit: spill_bytes.min(limits.bytes),
+            budget,
+            charged: 0,
             spill_used_at: now,
             limits,
             full_since: None,
@@ -335,6 +391,8 @@ impl WsStream {
             runs,
             counts,
             spill_limit,
+            budget,
+            charged,
             ..
         } = self;
         let run = match queue.get(*spilled_items).map(|i| &i.body) {
@@ -364,7 +422,15 @@ impl WsStream {
                     .max(SPILL_MIN)
                     .min(*spill_limit)
                     .max(need);
+                // The server-wide budget is spent: as if this spill were
+                // full (the batch stays held; a new entry is dropped with
+                // reason `share`).
+                if !budget.take(want - *charged) {
+                    return false;
+                }
                 spill.reserve_exact(want - spill.len());
+                budget.charge(spill.capacity().saturating_sub(want));
+                *charged = spill.capacity().max(want);
             }
             spill.extend(body);
             let len = body.len() as u32;
@@ -381,9 +447,9 @@ impl WsStream {
         self.queue.len()
     }
 
-    /// Bytes of the spill now held (allocated).
+    /// Bytes of the spill now held (allocated, taken from the budget).
     pub fn spill_capacity(&self) -> usize {
-        self.spill.capacity()
+        self.charged
     }
 
     /// Frees the spill's memory when it holds nothing and has not been used
@@ -394,6 +460,7 @@ impl WsStream {
             && now.duration_since(self.spill_used_at) >= SPILL_KEEP
         {
             self.spill = VecDeque::new();
+            self.budget.give(std::mem::take(&mut self.charged));
         }
     }
 
@@ -637,6 +704,13 @@ impl Conn {
     }
 }
 
+impl Drop for WsStream {
+    /// The spill's memory goes back to the budget with it.
+    fn drop(&mut self) {
+        self.budget.give(self.charged);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -705,13 +779,20 @@ mod tests {
         }
     }
 
-    /// A plain (no deflate, no filter) stream whose spill may hold `spill` bytes.
+    /// A plain (no deflate, no filter) stream whose spill may hold `spill`
+    /// bytes, from a budget of its own.
     fn stream(spill: usize, now: Instant) -> WsStream {
+        stream_in(spill, SpillBudget::new(usize::MAX), now)
+    }
+
+    /// The same, its spill taken from `budget`.
+    fn stream_in(spill: usize, budget: Arc<SpillBudget>, now: Instant) -> WsStream {
         WsStream::new(
             String::new(),
             ClientFilter::default(),
             limits(),
             spill,
+            budget,
             false,
             now,
         )
@@ -822,6 +903,7 @@ mod tests {
             },
             small,
             usize::MAX,
+            SpillBudget::new(usize::MAX),
             false,
             now,
         );
@@ -939,5 +1021,67 @@ mod tests {
         w.write_items(&mut out).unwrap();
         check(&w);
         assert_eq!((w.queued(), w.counts.sent), (0, 1));
+    }
+
+    /// Lagging clients together hold at most the server-wide budget in
+    /// their spills, each still within its own limit; past it their new
+    /// entries are dropped with reason `share` and what was queued is
+    /// delivered whole. Freed spills (caught up, or gone) give their memory
+    /// back.
+    #[test]
+    fn spills_together_stay_within_the_budget() {
+        let now = Instant::now();
+        let budget = SpillBudget::new(200 * 1024);
+        let mut clients: Vec<WsStream> = (0..4)
+            .map(|_| stream_in(1 << 20, Arc::clone(&budget), now))
+            .collect();
+        let mut staged = Staged::default();
+        let mut expected = vec![Vec::new(); clients.len()];
+        let mut shared_drops = [0u64; 4];
+        for b in 0..80u8 {
+            let batch = batch(10, 1000, b);
+            for (k, w) in clients.iter_mut().enumerate() {
+                for i in 0..10 {
+                    match w.offer(&batch, i, &mut staged, now, 2) {
+                        Enqueue::Queued => expected[k].extend(frame(w.counts.seq, batch.body(i))),
+                        Enqueue::Share => shared_drops[k] += 1,
+                        other => panic!("client {k}: {other:?}"),
+                    }
+                }
+                check(w);
+            }
+            let held: usize = clients.iter().map(WsStream::spill_capacity).sum();
+            assert_eq!(held, budget.used());
+            assert!(held <= budget.limit(), "{held} > {}", budget.limit());
+        }
+        assert!(
+            shared_drops.iter().all(|&d| d > 0),
+            "every lagging client met the budget: {shared_drops:?}"
+        );
+        for (k, w) in clients.iter().enumerate() {
+            assert_eq!(w.counts.dropped_for(DropReason::Share), shared_drops[k]);
+        }
+        // The first client catches up: every frame it queued arrives in
+        // order, and its spill's memory goes back once unused.
+        let mut out = Trickle {
+            out: Vec::new(),
+            step: 100_000,
+        };
+        let first = &mut clients[0];
+        while first.queued() > 0 {
+            first.write_items(&mut out).unwrap();
+        }
+        assert!(
+            out.out == expected[0],
+            "the queued frames, whole and in order"
+        );
+        let before = budget.used();
+        let freed = first.spill_capacity();
+        assert!(freed > 0);
+        first.release_spill(now + SPILL_KEEP);
+        assert_eq!(budget.used(), before - freed);
+        // The others go: the budget is whole again.
+        clients.truncate(1);
+        assert_eq!(budget.used(), 0);
     }
 }

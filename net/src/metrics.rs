@@ -28,6 +28,8 @@ pub struct ClientReport {
     pub counts: ClientCounts,
     /// Entries queued now.
     pub queued: u64,
+    /// Bytes its spill holds now (taken from the server-wide budget).
+    pub spill_bytes: u64,
     /// Why the connection ended (a closed client).
     pub closed: Option<&'static str>,
 }
@@ -311,6 +313,17 @@ impl ServerMetrics {
             "Event entries copied out of shared batches for WebSocket clients that held their share of the batch pool.",
         );
         let _ = writeln!(o, "ecapture_websocket_spilled_events_total {}", ws.spilled);
+        head(
+            &mut o,
+            "ecapture_websocket_spill_bytes",
+            "gauge",
+            "Bytes the WebSocket clients' spills hold now (together at most --spill-budget-bytes).",
+        );
+        let _ = writeln!(
+            o,
+            "ecapture_websocket_spill_bytes {}",
+            view.ws_clients.iter().map(|c| c.spill_bytes).sum::<u64>()
+        );
         head(
             &mut o,
             "ecapture_websocket_closed_clients_total",

@@ -3,7 +3,7 @@
 
 use crate::api::{self, ApiContext, ApiResponse};
 use crate::config::{CaptureConfig, StartSettings};
-use crate::conn::{Conn, Flush, QueueLimits, WsStream};
+use crate::conn::{Conn, Flush, QueueLimits, SpillBudget, WsStream};
 use crate::control::{Control, LiveSettings};
 use crate::eventfile::{EventFile, EventFileConfig};
 use crate::filter::{ClientFilter, parse_subscribe};
@@ -44,6 +44,9 @@ pub struct Limits {
     /// shared batches once its queue points into its share of the batch
     /// pool (see [`crate::conn`]). At most `client_queue.bytes` counts.
     pub client_spill_bytes: usize,
+    /// Bytes every WebSocket client's spill may hold together: a client
+    /// whose spill would grow past it drops entries (reason `share`).
+    pub spill_budget_bytes: usize,
     /// A WebSocket client whose queue stays full this long is closed with 1008.
     pub stuck_deadline: Duration,
     /// Largest client WebSocket message.
@@ -63,6 +66,7 @@ impl Default for Limits {
                 bytes: 16 << 20,
             },
             client_spill_bytes: 4 << 20,
+            spill_budget_bytes: 64 << 20,
             stuck_deadline: Duration::from_secs(10),
             max_client_message: 64 * 1024,
         }
@@ -137,6 +141,8 @@ pub struct Server {
     /// The final counts of the forwarders `POST /config` replaced or disabled.
     forward_totals: ForwardTotals,
     event_file: Option<EventFile>,
+    /// What the clients' spills may hold together.
+    spill_budget: Arc<SpillBudget>,
 }
 
 impl std::fmt::Debug for Server {
@@ -230,6 +236,7 @@ impl Server {
             stop: Arc::new(AtomicBool::new(false)),
             waker,
         };
+        let spill_budget = SpillBudget::new(cfg.limits.spill_budget_bytes);
         Ok((
             Server {
                 poll,
@@ -261,6 +268,7 @@ impl Server {
                 handle,
                 forwarder,
                 forward_totals: ForwardTotals::default(),
+                spill_budget,
                 event_file,
             },
             publishers,
@@ -447,9 +455,10 @@ impl Server {
                 w.abandon();
                 // Nothing allocated: a client going is no reason to.
                 self.metrics.client_closed(ClientReport {
-                    name: w.name,
+                    name: std::mem::take(&mut w.name),
                     counts: w.counts,
                     queued: 0,
+                    spill_bytes: 0,
                     closed: Some(w.closing.unwrap_or(why)),
                 });
             }
@@ -636,6 +645,7 @@ impl Server {
                     name: w.name.clone(),
                     counts: w.counts,
                     queued: w.queued() as u64,
+                    spill_bytes: w.spill_capacity() as u64,
                     closed: None,
                 })
             })
@@ -696,12 +706,13 @@ impl Server {
         let heartbeat = self.cfg.heartbeat;
         let limits = self.cfg.limits.client_queue;
         let spill = self.cfg.limits.client_spill_bytes;
+        let budget = Arc::clone(&self.spill_budget);
         let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
         c.staged.buf.extend_from_slice(&up.response);
         let name = format!("{}#{}", c.peer, c.id);
-        let mut w = WsStream::new(name, filter, limits, spill, up.deflate, now);
+        let mut w = WsStream::new(name, filter, limits, spill, budget, up.deflate, now);
         push_heartbeat(&mut c.staged.buf, &mut w);
         w.next_heartbeat = now + heartbeat;
         c.ws = Some(w);

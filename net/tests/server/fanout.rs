@@ -213,7 +213,9 @@ fn client_ledger(c: &Value) -> (u64, u64, u64, [u64; 4]) {
 /// copied out, into a spill of 256 KiB here), so the reader gets every event
 /// without a gap, nothing is dropped before the server, and the stalled
 /// clients' drops are their own — their share held and their spill full —
-/// counted by reason, and kept once they are gone.
+/// counted by reason, and kept once they are gone. Their spills together
+/// stay within the server-wide budget (384 KiB here, less than two full
+/// spills), shown in `/status` and `/metrics`.
 #[test]
 fn stalled_clients_cannot_take_the_batch_pool_from_a_reader() {
     const N: u64 = 24_000;
@@ -222,6 +224,7 @@ fn stalled_clients_cannot_take_the_batch_pool_from_a_reader() {
     cfg.limits.client_queue.frames = 2048;
     cfg.limits.client_queue.bytes = 2 << 20;
     cfg.limits.client_spill_bytes = 256 << 10;
+    cfg.limits.spill_budget_bytes = 384 << 10;
     cfg.limits.stuck_deadline = Duration::from_secs(600);
     let mut s = TestServer::with(cfg);
     let stalled: Vec<RawWs> = (0..2).map(|_| RawWs::connect(s.addr, "/ws")).collect();
@@ -321,7 +324,30 @@ fn stalled_clients_cannot_take_the_batch_pool_from_a_reader() {
         c["ws_spilled"].as_u64() > Some(0),
         "entries were copied out of the pool: {c}"
     );
+    let spills: Vec<u64> = locals
+        .iter()
+        .map(|l| {
+            ws_client_status(&st, *l).unwrap()["spill_bytes"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    let held = c["ws_spill_bytes"].as_u64().unwrap();
+    assert_eq!(held, spills.iter().sum::<u64>(), "{c}");
+    assert!(
+        held <= 384 << 10,
+        "spills hold {held} B, budget 384 KiB: {c}"
+    );
+    assert!(
+        spills.iter().all(|&b| b <= 256 << 10) && spills.iter().any(|&b| b < 256 << 10),
+        "the budget, not the clients' own limit, stopped a spill: {spills:?}"
+    );
     let text = s.get("/metrics").text();
+    assert_eq!(
+        series_value(&text, "ecapture_websocket_spill_bytes"),
+        Some(held as f64),
+        "{text}"
+    );
     let share: u64 = before.iter().map(|b| b.2).sum();
     assert_eq!(
         series_value(
