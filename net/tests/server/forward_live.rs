@@ -277,6 +277,41 @@ fn forwarder_and_event_file_counters_are_in_metrics() {
         "{text}"
     );
     assert!(metric_value(&text, "ecapture_forward_retries_total") >= Some(1.0));
+    // Every series net/README.md lists is exposed, with the type and the
+    // labels it gives (forwarder and event file on, a last error set).
+    let listed = readme_metrics();
+    for l in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let name = l.split(' ').next().unwrap_or_default();
+        assert!(
+            listed.iter().any(|(n, _, _)| n == name),
+            "/metrics exposes {name}, which net/README.md does not list"
+        );
+    }
+    for (name, kind, labels) in listed {
+        assert!(
+            text.lines().any(|l| l == format!("# TYPE {name} {kind}")),
+            "net/README.md lists {name} as a {kind}: not so in\n{text}"
+        );
+        let series = if kind == "histogram" {
+            format!("{name}_bucket")
+        } else {
+            name.clone()
+        };
+        let sample = text
+            .lines()
+            .find(|l| !l.starts_with('#') && l.starts_with(series.as_str()));
+        // A labelled family may have no series yet (no CPU lost a record).
+        let Some(sample) = sample else {
+            assert!(!labels.is_empty(), "no sample of {name} in\n{text}");
+            continue;
+        };
+        for label in &labels {
+            assert!(
+                sample.contains(&format!("{label}=\"")),
+                "{name}: README label {label} not in {sample:?}"
+            );
+        }
+    }
     // What the first forwarder sent is still counted.
     assert_eq!(
         metric_value(&text, "ecapture_forward_sent_events_total"),
@@ -381,4 +416,30 @@ fn forwarder_totals_survive_replacement_and_disabling() {
         rx.recv_timeout(Duration::from_millis(300)).is_err(),
         "nothing more"
     );
+}
+
+/// (series, type, labels) of the metrics table in net/README.md.
+fn readme_metrics() -> Vec<(String, String, Vec<String>)> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("net/README.md");
+    let rows: Vec<(String, String, Vec<String>)> = readme
+        .lines()
+        .filter(|l| l.starts_with("| `ecapture_"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let unquote = |c: &str| c.trim_matches('`').to_string();
+            let labels = cells[3]
+                .split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(unquote)
+                .collect();
+            (unquote(cells[1]), cells[2].to_string(), labels)
+        })
+        .collect();
+    assert!(
+        rows.len() >= 30,
+        "the metrics table of net/README.md: {rows:?}"
+    );
+    rows
 }
