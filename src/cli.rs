@@ -101,9 +101,10 @@ pub struct ForwardArgs {
     #[arg(long, value_name = "FILE", requires = "forward")]
     pub forward_ca: Option<PathBuf>,
     /// Requests in flight at once, each on its own keep-alive connection
-    /// (above 1, batches may arrive out of order; `seq` orders them).
-    #[arg(long, value_name = "N", default_value_t = rcapture_net::forward::DEFAULT_CONCURRENCY, requires = "forward")]
-    pub forward_concurrency: usize,
+    /// (above 1, batches may arrive out of order; `seq` orders them);
+    /// default 2, and 1 for http_proxy.
+    #[arg(long, value_name = "N", requires = "forward")]
+    pub forward_concurrency: Option<usize>,
     /// Bytes of batches queued for the collector before the oldest are dropped.
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, requires = "forward")]
     pub forward_queue_bytes: usize,

@@ -24,7 +24,7 @@ pub fn forward_config(a: &ForwardArgs) -> anyhow::Result<Option<ForwardConfig>> 
         ForwardFormatArg::Json => "json",
         ForwardFormatArg::HttpProxy => "http_proxy",
     };
-    let v = json!({
+    let mut v = json!({
         "enabled": true,
         "url": url,
         "format": format,
@@ -32,9 +32,11 @@ pub fn forward_config(a: &ForwardArgs) -> anyhow::Result<Option<ForwardConfig>> 
         "batch_size": a.batch_size,
         "batch_timeout_ms": a.batch_timeout_ms,
         "gzip": a.gzip,
-        "concurrency": a.forward_concurrency,
         "headers": headers,
     });
+    if let Some(n) = a.forward_concurrency {
+        v["concurrency"] = n.into();
+    }
     let mut cfg = ForwardConfig::patched(None, &v)
         .map_err(|e| anyhow::anyhow!("{e} (from the --forward flags)"))?
         .context("--forward given but forwarding ended up disabled")?;

@@ -418,15 +418,20 @@ impl WsStream {
                 return false;
             }
             if need > spill.capacity() {
-                let want = (spill.capacity() * 2)
+                let mut want = (spill.capacity() * 2)
                     .max(SPILL_MIN)
                     .min(*spill_limit)
                     .max(need);
-                // The server-wide budget is spent: as if this spill were
-                // full (the batch stays held; a new entry is dropped with
-                // reason `share`).
+                // Short of the doubling, the budget may still hold what
+                // this entry needs. If not, the server-wide budget is
+                // spent: as if this spill were full (the batch stays held;
+                // a new entry is dropped with reason `share`).
                 if !budget.take(want - *charged) {
-                    return false;
+                    if want > need && budget.take(need - *charged) {
+                        want = need;
+                    } else {
+                        return false;
+                    }
                 }
                 spill.reserve_exact(want - spill.len());
                 budget.charge(spill.capacity().saturating_sub(want));

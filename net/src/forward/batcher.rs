@@ -470,7 +470,7 @@ impl Batcher {
             );
         }
         if events > 0 {
-            bodies.enqueue(Outgoing { body: out, events });
+            bodies.enqueue(Outgoing::new(out, events));
         } else {
             bodies.shelve(out);
         }
@@ -502,7 +502,7 @@ impl Batcher {
                 Ok(n) => {
                     rest = &rest[n..];
                     bodies.needed(body.len());
-                    bodies.enqueue(Outgoing { body, events: 1 });
+                    bodies.enqueue(Outgoing::new(body, 1));
                 }
                 Err(e) => {
                     Counters::add(&self.counters.malformed_requests, 1);

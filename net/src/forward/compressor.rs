@@ -254,7 +254,7 @@ impl Compressor {
             let r = self.gzip.compress(&self.raw, &mut body);
             let counters = &self.counters;
             turn.pass(|b| match r {
-                Ok(()) => b.enqueue(Outgoing { body, events }),
+                Ok(()) => b.enqueue(Outgoing::new(body, events)),
                 Err(e) => {
                     Counters::add(&counters.dropped_events, events);
                     counters.error(format!("gzip: {e}"));
@@ -349,12 +349,7 @@ mod tests {
                 if !queue_it {
                     panic!("job {ticket} fails");
                 }
-                t.pass(|b| {
-                    b.enqueue(Outgoing {
-                        body: vec![1; 10],
-                        events,
-                    })
-                });
+                t.pass(|b| b.enqueue(Outgoing::new(vec![1; 10], events)));
             })
         };
         // Job 1's thread waits for job 0's turn first.

@@ -151,6 +151,8 @@ pub struct ForwardConfig {
 /// one at a time against a local sink), as collectors' own clients do
 /// (Fluent Bit's http output runs two workers; Vector's http sink grows
 /// its concurrency from one). WIRE.md §5 orders entries within a batch.
+/// `http_proxy` replays one captured request at a time, in order (its
+/// requests carry no `seq`): see [`ForwardConfig::default_concurrency`].
 pub const DEFAULT_CONCURRENCY: usize = 2;
 
 /// Largest `concurrency` accepted.
@@ -175,7 +177,17 @@ impl ForwardConfig {
             queue_bytes: 64 << 20,
             retry: RetryPolicy::default(),
             io_timeout: Duration::from_secs(10),
-            concurrency: DEFAULT_CONCURRENCY,
+            concurrency: Self::default_concurrency(format),
+        }
+    }
+
+    /// Requests in flight unless `concurrency` is given: one for
+    /// `http_proxy` (captured requests are replayed in the order they
+    /// were made), [`DEFAULT_CONCURRENCY`] for the batch formats.
+    pub fn default_concurrency(format: ForwardFormat) -> usize {
+        match format {
+            ForwardFormat::HttpProxy => 1,
+            _ => DEFAULT_CONCURRENCY,
         }
     }
 
@@ -243,6 +255,7 @@ impl ForwardConfig {
             Some(c) => Self { url, ..c.clone() },
             None => Self::new(url, ForwardFormat::Protobuf),
         };
+        let format_before = current.map(|c| c.format);
         for (k, v) in obj {
             let field = |what: &str| {
                 ConfigError::Decode(format!("event_forward.{k} must be {what}, got {v}"))
@@ -343,6 +356,10 @@ impl ForwardConfig {
                 }
             }
         }
+        // A new format without a `concurrency` takes that format's default.
+        if !obj.contains_key("concurrency") && format_before != Some(c.format) {
+            c.concurrency = Self::default_concurrency(c.format);
+        }
         Ok(Some(c))
     }
 }
@@ -434,6 +451,25 @@ mod tests {
         assert_eq!(
             ForwardConfig::patched(Some(&c), &json!({"enabled": false})).unwrap(),
             None
+        );
+        // Requests in flight by default: two for the batch formats, one
+        // for http_proxy (replayed in order); a format change without a
+        // `concurrency` takes the new format's default, a given one stays.
+        let url = json!("http://c/");
+        let on = |c: Option<&ForwardConfig>, v: Value| {
+            ForwardConfig::patched(c, &v).unwrap().unwrap().concurrency
+        };
+        assert_eq!(on(None, json!({"url": url})), 2);
+        assert_eq!(on(None, json!({"url": url, "format": "http_proxy"})), 1);
+        assert_eq!(on(Some(&c), json!({"format": "http_proxy"})), 1);
+        assert_eq!(
+            on(Some(&c), json!({"format": "json"})),
+            3,
+            "unchanged format"
+        );
+        assert_eq!(
+            on(Some(&c), json!({"format": "http_proxy", "concurrency": 4})),
+            4
         );
         let e = ForwardConfig::patched(
             None,

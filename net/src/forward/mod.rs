@@ -1,14 +1,17 @@
 //! Forwarding of events to collectors (WIRE.md §5).
 //!
 //! The event loop [`offer`](Forwarder::offer)s every batch it receives; the
-//! forwarder never makes it wait. Two threads do the work, and with gzip
-//! one or two compressor threads:
+//! forwarder never makes it wait. A batcher thread orders and numbers the
+//! entries, one sender thread per request in flight (`concurrency`, two by
+//! default) delivers them, and with gzip one or two compressor threads
+//! encode and compress the bodies:
 //!
 //! ```text
 //! loop ──offer (bounded, full = dropped)──► batcher ──SendQueue (bytes-bounded,
-//!                                           order, seq,   oldest pushed out)──► sender ──► collector
-//!                                           encode    │                    ▲      retries, keep-alive
-//!                                                     └─► compressors ─────┘
+//!                                           order, seq,   oldest pushed out,
+//!                                           encode    │   shared backoff)──► senders ──► collector
+//!                                                     │                    ▲   keep-alive, one
+//!                                                     └─► compressors ─────┘   connection each
 //!                                                         (gzip: encode + deflate, 1–2 threads)
 //! ```
 //!

@@ -19,6 +19,19 @@ use std::time::{Duration, Instant};
 pub struct Outgoing {
     pub body: Vec<u8>,
     pub events: u64,
+    /// Its place in the order requests were queued (set by `push`): a
+    /// request to be retried goes back to its place, among the oldest.
+    order: u64,
+}
+
+impl Outgoing {
+    pub fn new(body: Vec<u8>, events: u64) -> Self {
+        Self {
+            body,
+            events,
+            order: 0,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -32,8 +45,12 @@ struct Inner {
     /// Threads waiting on the condition variable (a push wakes them only
     /// if there are any: a busy sender is not sent a wake-up per request).
     waiting: u32,
-    /// Failed attempts in a row (any sender's): the backoff's exponent.
+    /// Rounds of failed attempts in a row (any sender's): the backoff's
+    /// exponent. Requests that fail during a pause (they were in flight
+    /// when it began) extend it but do not count again.
     failures: u32,
+    /// `order` of the next request pushed.
+    next_order: u64,
     /// No request is taken before this (a retry's backoff).
     paused_until: Option<Instant>,
 }
@@ -73,8 +90,10 @@ impl SendQueue {
     /// are appended to `evicted`. A request larger than the whole limit is
     /// still taken when the queue is empty, so memory stays within the limit
     /// plus one request.
-    pub fn push(&self, o: Outgoing, evicted: &mut Vec<Outgoing>) {
+    pub fn push(&self, mut o: Outgoing, evicted: &mut Vec<Outgoing>) {
         let mut g = self.lock();
+        o.order = g.next_order;
+        g.next_order += 1;
         while g.bytes + o.body.len() > self.limit {
             let Some(old) = g.q.pop_front() else { break };
             g.bytes -= old.body.len();
@@ -90,16 +109,21 @@ impl SendQueue {
         }
     }
 
-    /// Puts a request whose attempt failed back at the head (it is again
-    /// the oldest, and the first to be pushed out) and pauses every sender
-    /// for `backoff(failures in a row)`. Returns that count.
+    /// Puts a request whose attempt failed back in its place among the
+    /// oldest (ahead of every request queued after it, so it is also
+    /// pushed out before them) and pauses every sender for
+    /// `backoff(rounds of failures in a row)`. Returns that count.
     pub fn retry_later(&self, o: Outgoing, backoff: impl FnOnce(u32) -> Duration) -> u32 {
         let mut g = self.lock();
-        g.failures = g.failures.saturating_add(1);
-        let until = Instant::now() + backoff(g.failures);
+        let now = Instant::now();
+        if g.paused_until.is_none_or(|t| t <= now) {
+            g.failures = g.failures.saturating_add(1);
+        }
+        let until = now + backoff(g.failures);
         g.paused_until = Some(g.paused_until.map_or(until, |t| t.max(until)));
         g.bytes += o.body.len();
-        g.q.push_front(o);
+        let at = g.q.partition_point(|q| q.order < o.order);
+        g.q.insert(at, o);
         self.publish_bytes(&g);
         g.failures
     }
@@ -107,10 +131,7 @@ impl SendQueue {
     /// A request was answered (delivered, or refused for good): the
     /// failures in a row start again from zero.
     pub fn answered(&self) {
-        let mut g = self.lock();
-        if g.failures != 0 {
-            g.failures = 0;
-        }
+        self.lock().failures = 0;
     }
 
     /// The oldest request, waiting for one (and for a retry's backoff to
@@ -179,13 +200,7 @@ mod tests {
         let q = SendQueue::new(10, Arc::default());
         let mut ev = Vec::new();
         for (i, n) in [4usize, 4, 4, 20, 1].into_iter().enumerate() {
-            q.push(
-                Outgoing {
-                    body: vec![0; n],
-                    events: i as u64,
-                },
-                &mut ev,
-            );
+            q.push(Outgoing::new(vec![0; n], i as u64), &mut ev);
         }
         // 4+4 fit; the third pushes out the first; 20 pushes out all; 1 pushes out 20.
         assert_eq!(
@@ -204,13 +219,7 @@ mod tests {
         let q = Arc::new(SendQueue::new(1 << 20, Arc::default()));
         let mut ev = Vec::new();
         for events in [1, 2] {
-            q.push(
-                Outgoing {
-                    body: vec![0; 4],
-                    events,
-                },
-                &mut ev,
-            );
+            q.push(Outgoing::new(vec![0; 4], events), &mut ev);
         }
         let first = q.pop().unwrap();
         let t0 = Instant::now();
@@ -239,6 +248,27 @@ mod tests {
         );
         q.close();
         assert_eq!(q.pop().map(|o| o.events), Some(2));
+        assert!(q.pop().is_none());
+    }
+
+    /// Two requests in flight fail, the older first: they go back in the
+    /// order they were queued (the older is retried, and pushed out,
+    /// first), and the second failure, inside the pause the first began,
+    /// does not lengthen the backoff's exponent.
+    #[test]
+    fn failures_in_flight_keep_their_order_and_count_once() {
+        let q = SendQueue::new(1 << 20, Arc::default());
+        let mut ev = Vec::new();
+        for events in [1, 2, 3] {
+            q.push(Outgoing::new(vec![0; 4], events), &mut ev);
+        }
+        let (older, newer) = (q.pop().unwrap(), q.pop().unwrap());
+        let pause = Duration::from_millis(50);
+        assert_eq!(q.retry_later(older, |_| pause), 1);
+        assert_eq!(q.retry_later(newer, |_| pause), 1, "the same round");
+        let order: Vec<u64> = (0..3).map(|_| q.pop().unwrap().events).collect();
+        assert_eq!(order, [1, 2, 3]);
+        q.close();
         assert!(q.pop().is_none());
     }
 }

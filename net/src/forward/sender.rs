@@ -132,10 +132,12 @@ impl Sender {
                         Counters::add(&self.counters.dropped_events, o.events);
                         break;
                     }
-                    Counters::add(&self.counters.retries, 1);
                     let retry = &self.cfg.retry;
                     self.queue
                         .retry_later(o, |failures| retry.delay(failures, after));
+                    // Counted once the pause is set: whoever sees the
+                    // retry sees the other senders held back too.
+                    Counters::add(&self.counters.retries, 1);
                 }
             }
         }
