@@ -49,6 +49,8 @@ pub struct ApiContext<'a> {
     pub publish_dropped: u64,
     /// The forwarder in use (replaced by `POST /config` `event_forward`).
     pub forwarder: &'a mut Option<Forwarder>,
+    /// `intake_batches` of a forwarder started here.
+    pub forward_intake: usize,
     /// The final counts of the forwarders replaced or disabled.
     pub forward_totals: &'a mut ForwardTotals,
     pub event_file: Option<&'a EventFile>,
@@ -171,7 +173,8 @@ fn update_config(req: &Request, ctx: &mut ApiContext<'_>, module: &str) -> ApiRe
             let last = old.shutdown(std::time::Duration::from_millis(500));
             ctx.forward_totals.retire(last);
         }
-        if let Some(cfg) = wanted {
+        if let Some(mut cfg) = wanted {
+            cfg.intake_batches = ctx.forward_intake;
             match Forwarder::start(cfg) {
                 Ok(f) => *ctx.forwarder = Some(f),
                 Err(e) => {

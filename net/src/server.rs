@@ -143,6 +143,8 @@ pub struct Server {
     event_file: Option<EventFile>,
     /// What the clients' spills may hold together.
     spill_budget: Arc<SpillBudget>,
+    /// `intake_batches` of every forwarder the server starts.
+    forward_intake: usize,
 }
 
 impl std::fmt::Debug for Server {
@@ -212,10 +214,17 @@ impl Server {
                 cfg.pool,
             ));
         }
+        // Half of every worker's batches at most wait in the forwarder's
+        // intake: the rest stay for the clients and the event file.
+        let forward_intake =
+            (cfg.pool.batches * returns.len() / 2).clamp(4, crate::forward::config::INTAKE_BATCHES);
         let forwarder = match cfg.forward.clone() {
-            Some(f) => Some(
-                Forwarder::start(f)
-                    .map_err(|e| io::Error::other(format!("starting the forwarder: {e}")))?,
+            Some(mut f) => Some(
+                Forwarder::start({
+                    f.intake_batches = forward_intake;
+                    f
+                })
+                .map_err(|e| io::Error::other(format!("starting the forwarder: {e}")))?,
             ),
             None => None,
         };
@@ -269,6 +278,7 @@ impl Server {
                 forwarder,
                 forward_totals: ForwardTotals::default(),
                 spill_budget,
+                forward_intake,
                 event_file,
             },
             publishers,
@@ -663,6 +673,7 @@ impl Server {
             ws_clients: &ws_clients,
             publish_dropped: self.publish.dropped.load(Ordering::Relaxed),
             forwarder: &mut self.forwarder,
+            forward_intake: self.forward_intake,
             forward_totals: &mut self.forward_totals,
             event_file: self.event_file.as_ref(),
         };

@@ -136,6 +136,12 @@ pub struct ForwardConfig {
     pub ca_file: Option<PathBuf>,
     /// Bytes of encoded batches waiting to be sent before the oldest are dropped.
     pub queue_bytes: usize,
+    /// Loop batches the forwarder may hold before its batcher takes them;
+    /// beyond, offered events are dropped and counted. The event server
+    /// sets it to half its workers' batch pools, so a forwarder that falls
+    /// behind (gzip short of CPU) cannot take every batch from the other
+    /// outputs. Not part of `event_forward`.
+    pub intake_batches: usize,
     /// Backoff between delivery attempts.
     pub retry: RetryPolicy,
     /// Connect, read and write timeout of the collector connection.
@@ -154,6 +160,9 @@ pub struct ForwardConfig {
 /// `http_proxy` replays one captured request at a time, in order (its
 /// requests carry no `seq`): see [`ForwardConfig::default_concurrency`].
 pub const DEFAULT_CONCURRENCY: usize = 2;
+
+/// `intake_batches` of a forwarder started on its own.
+pub const INTAKE_BATCHES: usize = 256;
 
 /// Largest `concurrency` accepted.
 pub const MAX_CONCURRENCY: usize = 16;
@@ -175,6 +184,7 @@ impl ForwardConfig {
             protocols: Vec::new(),
             ca_file: None,
             queue_bytes: 64 << 20,
+            intake_batches: INTAKE_BATCHES,
             retry: RetryPolicy::default(),
             io_timeout: Duration::from_secs(10),
             concurrency: Self::default_concurrency(format),

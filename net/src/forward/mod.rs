@@ -47,9 +47,6 @@ use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Loop batches the batcher may hold before `offer` drops.
-const INTAKE_BATCHES: usize = 256;
-
 /// A running forwarder: its batcher and sender threads.
 pub struct Forwarder {
     cfg: ForwardConfig,
@@ -85,7 +82,7 @@ impl Forwarder {
         };
         let counters = Arc::new(Counters::default());
         let queue = Arc::new(SendQueue::new(cfg.queue_bytes, Arc::clone(&counters)));
-        let (intake_tx, intake_rx) = sync_channel(INTAKE_BATCHES);
+        let (intake_tx, intake_rx) = sync_channel(cfg.intake_batches.max(1));
         // Bounded (its slots are allocated once): an unbounded channel
         // allocates a block every few dozen sends.
         let (recycle_tx, recycle_rx) = sync_channel(bodies::POOL);

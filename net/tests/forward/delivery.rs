@@ -7,6 +7,7 @@ use crate::support::{Collector, TempDir, batch, body, event, free_port, make_cer
 use prost::Message;
 use rcapture_core::event::EventFields;
 use rcapture_net::forward::{ForwardFormat, Forwarder};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn uuids(prefix: &str, n: usize) -> Vec<String> {
@@ -123,6 +124,51 @@ fn backoff_pauses_every_request_in_flight() {
         (10, 2, 1, 0),
         "{stats:?}"
     );
+}
+
+/// A forwarder that falls behind (gzip, a burst far beyond what it
+/// compresses at once) holds at most its intake of the loop's batches,
+/// plus the few its batcher and compressors work on, so the loop's other
+/// outputs keep the rest of the pool; what does not fit is dropped and
+/// counted, and every event offered is either delivered or dropped.
+#[test]
+fn a_forwarder_behind_holds_at_most_its_intake() {
+    const BATCHES: usize = 400;
+    const INTAKE: usize = 8;
+    let dir = TempDir::new("intake");
+    let c = Collector::start(&dir, "c", &[]);
+    let mut cfg = config(
+        &format!("http://127.0.0.1:{}/", c.port),
+        ForwardFormat::Protobuf,
+    );
+    cfg.gzip = true;
+    cfg.batch_size = 50;
+    cfg.intake_batches = INTAKE;
+    let f = Forwarder::start(cfg).expect("start");
+    let ids = uuids("i", 50);
+    let payload = vec![b'x'; 4096];
+    let evs = tls_events(&ids, &payload);
+    let batches: Vec<_> = (0..BATCHES).map(|_| batch(&evs)).collect();
+    for b in &batches {
+        f.offer(b);
+    }
+    // The intake, a round of the batcher (one batch here) and a job per
+    // compressor thread and one waiting (two batches each at most).
+    let held = batches.iter().filter(|b| Arc::strong_count(b) > 1).count();
+    assert!(
+        held <= INTAKE + 1 + 2 * 2 * 2,
+        "the forwarder holds {held} batches"
+    );
+    let stats = f.shutdown(Duration::from_secs(20));
+    assert!(stats.dropped_events > 0, "{stats:?}");
+    assert_eq!(
+        stats.sent_events + stats.dropped_events,
+        (BATCHES * 50) as u64,
+        "{stats:?}"
+    );
+    assert_eq!(stats.queue_bytes, 0);
+    let received = c.records().len() as u64;
+    assert_eq!(received, stats.sent_batches, "{stats:?}");
 }
 
 #[test]
