@@ -230,10 +230,8 @@ pub struct WsStream {
     runs: usize,
     /// Most bytes the spill may hold.
     spill_limit: usize,
-    /// Where the spill's memory comes from, and how much it took (the
-    /// spill's capacity).
+    /// Where the spill's memory comes from: it holds the spill's capacity.
     budget: Arc<SpillBudget>,
-    charged: usize,
     /// When entries were last copied into the spill: its memory is kept for
     /// [`SPILL_KEEP`] after that, so a client that lags now and then does
     /// not allocate it again each time.
@@ -276,7 +274,6 @@ impl WsStream {
             runs: 0,
             spill_limit: spill_bytes.min(limits.bytes),
             budget,
-            charged: 0,
             spill_used_at: now,
             limits,
             full_since: None,
@@ -392,7 +389,6 @@ impl WsStream {
             counts,
             spill_limit,
             budget,
-            charged,
             ..
         } = self;
         let run = match queue.get(*spilled_items).map(|i| &i.body) {
@@ -417,25 +413,23 @@ impl WsStream {
                 // has written some of the spill.
                 return false;
             }
-            if need > spill.capacity() {
-                let mut want = (spill.capacity() * 2)
-                    .max(SPILL_MIN)
-                    .min(*spill_limit)
-                    .max(need);
+            let cap = spill.capacity();
+            if need > cap {
+                let mut want = (cap * 2).max(SPILL_MIN).min(*spill_limit).max(need);
                 // Short of the doubling, the budget may still hold what
                 // this entry needs. If not, the server-wide budget is
                 // spent: as if this spill were full (the batch stays held;
                 // a new entry is dropped with reason `share`).
-                if !budget.take(want - *charged) {
-                    if want > need && budget.take(need - *charged) {
+                if !budget.take(want - cap) {
+                    if want > need && budget.take(need - cap) {
                         want = need;
                     } else {
                         return false;
                     }
                 }
                 spill.reserve_exact(want - spill.len());
-                budget.charge(spill.capacity().saturating_sub(want));
-                *charged = spill.capacity().max(want);
+                // At least `want`; more if the allocator gave more.
+                budget.charge(spill.capacity() - want);
             }
             spill.extend(body);
             let len = body.len() as u32;
@@ -454,7 +448,7 @@ impl WsStream {
 
     /// Bytes of the spill now held (allocated, taken from the budget).
     pub fn spill_capacity(&self) -> usize {
-        self.charged
+        self.spill.capacity()
     }
 
     /// Frees the spill's memory when it holds nothing and has not been used
@@ -464,8 +458,8 @@ impl WsStream {
             && self.spill.capacity() > 0
             && now.duration_since(self.spill_used_at) >= SPILL_KEEP
         {
+            self.budget.give(self.spill.capacity());
             self.spill = VecDeque::new();
-            self.budget.give(std::mem::take(&mut self.charged));
         }
     }
 
@@ -712,7 +706,7 @@ impl Conn {
 impl Drop for WsStream {
     /// The spill's memory goes back to the budget with it.
     fn drop(&mut self) {
-        self.budget.give(self.charged);
+        self.budget.give(self.spill.capacity());
     }
 }
 

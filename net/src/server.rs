@@ -219,13 +219,13 @@ impl Server {
         let forward_intake =
             (cfg.pool.batches * returns.len() / 2).clamp(4, crate::forward::config::INTAKE_BATCHES);
         let forwarder = match cfg.forward.clone() {
-            Some(mut f) => Some(
-                Forwarder::start({
-                    f.intake_batches = forward_intake;
-                    f
-                })
-                .map_err(|e| io::Error::other(format!("starting the forwarder: {e}")))?,
-            ),
+            Some(mut f) => {
+                f.intake_batches = forward_intake;
+                Some(
+                    Forwarder::start(f)
+                        .map_err(|e| io::Error::other(format!("starting the forwarder: {e}")))?,
+                )
+            }
             None => None,
         };
         let event_file = match cfg.event_file.clone() {

@@ -3,7 +3,7 @@
 //! requests are pushed out (and handed back to be counted and recycled).
 //!
 //! The retry backoff is the queue's, not a sender's: a request to be
-//! retried goes back to the head and every sender waits out the backoff
+//! retried goes back among the oldest and every sender waits out the backoff
 //! before taking the next request, so two requests in flight do not retry
 //! twice as often (an idle sender would otherwise take the failed request
 //! at once).
