@@ -61,8 +61,13 @@ pub struct TlsArgs {
 /// Body format of forwarded batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ForwardFormatArg {
+    /// One `LogBatch` per request (application/x-protobuf).
     Protobuf,
+    /// NDJSON, one event per line (application/x-ndjson).
     Json,
+    /// Each captured HTTP/1.x request re-sent through the proxy at the URL
+    /// (mitmproxy, Burp); `http-proxy` is accepted too.
+    #[value(name = "http_proxy", alias = "http-proxy")]
     HttpProxy,
 }
 

@@ -313,4 +313,19 @@ mod tests {
             "a non-number is refused"
         );
     }
+
+    /// The contract's name `http_proxy` and the older `http-proxy` both
+    /// select the proxy format.
+    #[test]
+    fn forward_format_takes_the_contract_name_and_the_alias() {
+        for name in ["http_proxy", "http-proxy"] {
+            let argv = ["rcapture", "tls", "--forward", "http://127.0.0.1:1/"];
+            let argv = argv.into_iter().chain(["--forward-format", name]);
+            let Command::Tls(a) = Cli::try_parse_from(argv).expect("parses").command;
+            assert_eq!(
+                a.forward.forward_format,
+                crate::cli::ForwardFormatArg::HttpProxy
+            );
+        }
+    }
 }
