@@ -2,6 +2,7 @@
 //! workers' counters, and the live settings (`rcapture_net::control::Control`).
 
 use crossbeam_utils::CachePadded;
+use rcapture_core::output::OutputStats;
 use rcapture_core::worker::{LiveFilter, WorkerStats};
 use rcapture_ebpf::TlsProbes;
 use rcapture_net::control::{CaptureCounters, Control, LiveSettings, ModuleStatus};
@@ -14,6 +15,8 @@ pub struct TlsControl {
     pub probe_count: usize,
     pub filter: Arc<LiveFilter>,
     pub hex: Arc<AtomicBool>,
+    /// The stdout text or key log output's counters.
+    pub output: Arc<OutputStats>,
     /// Set once the workers exist.
     pub workers: Mutex<Vec<Arc<CachePadded<WorkerStats>>>>,
 }
@@ -64,6 +67,10 @@ impl Control for TlsControl {
                 + kernel.iter().map(|c| c.filtered).sum::<u64>(),
             malformed: sum(|w| w.decode_errors.load(Relaxed)),
             incomplete_calls: sum(|w| w.incomplete_calls.load(Relaxed)),
+            orphan_records: sum(|w| w.orphan_records.load(Relaxed)),
+            orphan_bytes: sum(|w| w.orphan_bytes.load(Relaxed)),
+            evicted_calls: sum(|w| w.evicted_calls.load(Relaxed)),
+            output_dropped: self.output.dropped.load(Relaxed),
         }
     }
 

@@ -7,7 +7,7 @@ use crate::control::TlsControl;
 use crate::forward_args::{event_file_config, forward_config};
 use anyhow::{Context, bail};
 use rcapture_core::event::Clock;
-use rcapture_core::output::{FramePoolConfig, StreamOutput};
+use rcapture_core::output::{FramePoolConfig, OutputStats, StreamOutput};
 use rcapture_core::worker::{EventSink, LiveFilter, Worker, WorkerConfig};
 use rcapture_ebpf::{OpensslTarget, TlsProbeOptions, TlsProbes};
 use rcapture_net::config::StartSettings;
@@ -152,7 +152,8 @@ pub fn run(args: TlsArgs) -> anyhow::Result<()> {
     if let Some(cfg) = server_cfg {
         // The control needs the worker counters, which exist once the workers do;
         // so the workers are built first, then the server, then the threads.
-        let (srv, publishers) = build_server(cfg, &probes, probe_count, &filter, &hex, workers)?;
+        let outputs = (&hex, &output.stats);
+        let (srv, publishers) = build_server(cfg, &probes, probe_count, &filter, outputs, workers)?;
         for (s, p) in sinks.iter_mut().zip(publishers) {
             s.push(Box::new(p));
         }
@@ -227,15 +228,21 @@ pub fn run(args: TlsArgs) -> anyhow::Result<()> {
     };
     eprintln!(
         "rcapture: stopped by signal {}: {} events, {} written, {} lost in kernel ring buffers, \
-         {} output drops, {} calls truncated ({} bytes), {} incomplete calls, {} malformed records, {} filtered",
+         {} output drops ({} while the output was behind), {} calls truncated ({} bytes), \
+         {} incomplete calls, {} orphan records ({} bytes), {} calls evicted, \
+         {} malformed records, {} filtered",
         sig.unwrap_or(0),
         sum(|s| &s.events),
         out_stats.delivered.load(Ordering::Relaxed),
         lost,
         out_stats.dropped.load(Ordering::Relaxed),
+        out_stats.behind.load(Ordering::Relaxed),
         sum(|s| &s.truncated_events),
         sum(|s| &s.truncated_bytes),
         sum(|s| &s.incomplete_calls),
+        sum(|s| &s.orphan_records),
+        sum(|s| &s.orphan_bytes),
+        sum(|s| &s.evicted_calls),
         sum(|s| &s.decode_errors),
         sum(|s| &s.filtered),
     );
@@ -256,7 +263,7 @@ fn build_server(
     probes: &Arc<Mutex<TlsProbes>>,
     probe_count: usize,
     filter: &Arc<LiveFilter>,
-    hex: &Arc<AtomicBool>,
+    (hex, output): (&Arc<AtomicBool>, &Arc<OutputStats>),
     workers: usize,
 ) -> anyhow::Result<Built> {
     let ctl = Arc::new(TlsControl {
@@ -264,6 +271,7 @@ fn build_server(
         probe_count,
         filter: Arc::clone(filter),
         hex: Arc::clone(hex),
+        output: Arc::clone(output),
         workers: Mutex::new(Vec::new()),
     });
     let (srv, publishers) = Server::bind(cfg, Arc::clone(&ctl) as _, workers)?;

@@ -387,11 +387,6 @@ pub fn encode_run_log_entry(message: &str, buf: &mut impl BufMut) {
     o.slice(message.as_bytes());
 }
 
-/// Length of one `LogBatch.entries` element wrapping an entry of `entry_len` bytes.
-pub fn batch_item_len(entry_len: usize) -> usize {
-    message_field_len(1, entry_len)
-}
-
 /// Writes the `LogBatch.entries` key and length; the entry bytes follow.
 pub fn encode_batch_item_header(entry_len: usize, buf: &mut impl BufMut) {
     Direct(buf).len_header(1, entry_len);

@@ -75,11 +75,6 @@ impl Reassembler {
         self.stats
     }
 
-    /// The capture limit per call.
-    pub fn max_payload(&self) -> usize {
-        self.max_payload
-    }
-
     /// Feeds one decoded record; calls `emit(record, truncated)` for every
     /// event it completes (the record itself, or a joined call whose payload
     /// is the whole captured call). `truncated` is the bytes not captured.

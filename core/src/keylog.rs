@@ -4,11 +4,13 @@
 //! traffic secrets are derived with HKDF-Expand-Label from the handshake
 //! secret and transcript hash (RFC 8446 §7.1, OPENSSL-3.0.md); the
 //! application traffic and exporter secrets are the stored arrays.
-//! All-zero secrets are skipped. Nothing here allocates beyond `out`'s capacity.
+//! All-zero secrets are skipped. Nothing here allocates beyond `out`'s capacity
+//! (the duplicate filter sizes its tables once, when made).
 
 use crate::records::{GoTlsKeyRecord, MasterSecretRecord};
 use hkdf::Hkdf;
 use sha2::{Sha256, Sha384};
+use std::hash::{BuildHasher, RandomState};
 
 /// Upper bound of the key log text of one record (five TLS 1.3 lines).
 pub const MAX_KEYLOG_BYTES: usize = 1024;
@@ -136,9 +138,180 @@ pub fn line_keys(text: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     })
 }
 
+/// Distinct (label, client random) pairs the key log remembers.
+pub const DEDUPE_ENTRIES: usize = 8192;
+
+/// The key log's duplicate filter: the last [`DEDUPE_ENTRIES`] distinct
+/// (label, client random) pairs written, as 64-bit hashes (randomly keyed
+/// SipHash) in a fixed ring (oldest forgotten first) indexed by a fixed
+/// open-addressing table. Sized once; filtering allocates nothing beyond
+/// `out`'s capacity.
+#[derive(Debug)]
+pub struct KeylogDedupe {
+    hasher: RandomState,
+    /// Linear probing, twice the ring's size; 0 = empty.
+    table: Box<[u64]>,
+    /// Insertion order; the next slot to (over)write is `next`.
+    ring: Box<[u64]>,
+    next: usize,
+    len: usize,
+}
+
+impl Default for KeylogDedupe {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl KeylogDedupe {
+    /// An empty filter of [`DEDUPE_ENTRIES`] pairs.
+    pub fn new() -> Self {
+        Self::with_entries(DEDUPE_ENTRIES)
+    }
+
+    /// An empty filter remembering `entries` pairs (at least 1).
+    pub fn with_entries(entries: usize) -> Self {
+        let entries = entries.max(1);
+        Self {
+            hasher: RandomState::new(),
+            table: vec![0; (entries * 2).next_power_of_two()].into_boxed_slice(),
+            ring: vec![0; entries].into_boxed_slice(),
+            next: 0,
+            len: 0,
+        }
+    }
+
+    /// Appends to `out` the lines of key log text `text` whose pair was not
+    /// seen recently (remembering them); returns how many were left out.
+    /// Lines that are not `LABEL RANDOM SECRET` are left out uncounted.
+    pub fn filter(&mut self, text: &[u8], out: &mut Vec<u8>) -> u64 {
+        let mut dup = 0;
+        for l in text.split_inclusive(|&b| b == b'\n') {
+            let Some((label, random)) = line_keys(l).next() else {
+                continue;
+            };
+            if self.insert(self.hasher.hash_one((label, random))) {
+                out.extend_from_slice(l);
+            } else {
+                dup += 1;
+            }
+        }
+        dup
+    }
+
+    fn mask(&self) -> usize {
+        self.table.len() - 1
+    }
+
+    fn home(&self, h: u64) -> usize {
+        h as usize & self.mask()
+    }
+
+    /// The table index of `h`, or of the empty slot where it would go.
+    fn find(&self, h: u64) -> usize {
+        let mut i = self.home(h);
+        while self.table[i] != 0 && self.table[i] != h {
+            i = (i + 1) & self.mask();
+        }
+        i
+    }
+
+    /// Remembers `h`; `false` if it was already remembered.
+    fn insert(&mut self, h: u64) -> bool {
+        let h = h.max(1);
+        if self.table[self.find(h)] == h {
+            return false;
+        }
+        if self.len == self.ring.len() {
+            self.remove(self.ring[self.next]);
+        } else {
+            self.len += 1;
+        }
+        let i = self.find(h);
+        self.table[i] = h;
+        self.ring[self.next] = h;
+        self.next = (self.next + 1) % self.ring.len();
+        true
+    }
+
+    /// Deletes `h` from the table, shifting back the entries after it so
+    /// that every entry stays reachable from its home slot.
+    fn remove(&mut self, h: u64) {
+        let mut hole = self.find(h);
+        if self.table[hole] != h {
+            return;
+        }
+        let mut j = hole;
+        loop {
+            self.table[hole] = 0;
+            loop {
+                j = (j + 1) & self.mask();
+                let e = self.table[j];
+                if e == 0 {
+                    return;
+                }
+                let k = self.home(e);
+                // `e` may stay at j if its home lies cyclically in (hole, j].
+                let stays = if hole <= j {
+                    hole < k && k <= j
+                } else {
+                    hole < k || k <= j
+                };
+                if !stays {
+                    self.table[hole] = e;
+                    hole = j;
+                    break;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Against a reference model (a FIFO of the last N distinct keys),
+    /// with few home slots so that probing, wrap-around and shifting back
+    /// are all exercised.
+    #[test]
+    fn dedupe_remembers_exactly_the_last_entries() {
+        let n = 37;
+        let mut d = KeylogDedupe::with_entries(n);
+        let mut model: std::collections::VecDeque<u64> = Default::default();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Few distinct values, many sharing home slots.
+            let h = 1 + (x % 120) * 64 + (x >> 60);
+            let new = !model.contains(&h);
+            assert_eq!(d.insert(h), new, "{h}");
+            if new {
+                if model.len() == n {
+                    model.pop_front();
+                }
+                model.push_back(h);
+            }
+        }
+    }
+
+    #[test]
+    fn dedupe_filters_lines_by_label_and_random() {
+        let mut d = KeylogDedupe::with_entries(2);
+        let mut out = Vec::new();
+        let text = b"CLIENT_RANDOM aa 11\nCLIENT_RANDOM aa 22\nEXPORTER_SECRET aa 11\ngarbage\n";
+        assert_eq!(d.filter(text, &mut out), 1);
+        assert_eq!(out, b"CLIENT_RANDOM aa 11\nEXPORTER_SECRET aa 11\n");
+        out.clear();
+        // A third pair pushes the first out of a two-entry memory.
+        assert_eq!(
+            d.filter(b"CLIENT_RANDOM bb 11\nCLIENT_RANDOM aa 33\n", &mut out),
+            0
+        );
+        assert_eq!(out, b"CLIENT_RANDOM bb 11\nCLIENT_RANDOM aa 33\n");
+    }
 
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len())

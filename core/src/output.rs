@@ -2,20 +2,26 @@
 //!
 //! Each worker renders events into pooled frames (many events per frame) and
 //! hands full frames to one writer thread through a bounded queue; the writer
-//! returns each frame to its worker's pool once written. When the writer
-//! falls behind, workers wait for a free frame (the kernel ring buffers absorb
-//! the burst and count what they cannot). Nothing is dropped silently: a
-//! failed write counts the frame's events in [`OutputStats::dropped`].
+//! returns each frame to its worker's pool once written. A worker never
+//! waits for this output: when the writer falls behind (a slow terminal, a
+//! pipe nobody reads) and the worker has no free frame, the event is dropped
+//! for this output and counted in [`OutputStats::behind`], so the other
+//! outputs (WebSocket, forwarder, event file) keep getting every event.
+//! Nothing is dropped silently: a failed write counts the frame's events in
+//! [`OutputStats::dropped`] too.
+//!
+//! Each event's block is rendered whole into one frame and frames are
+//! written whole by the one writer thread, so the blocks of two events never
+//! interleave.
 
 use crate::event::{EventFields, EventKind};
-use crate::keylog::line_keys;
+use crate::keylog::KeylogDedupe;
 use crate::text::{PayloadStyle, write_text};
 use crate::worker::EventSink;
-use std::collections::HashSet;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::thread::JoinHandle;
 
 /// Counters of one output.
@@ -23,8 +29,12 @@ use std::thread::JoinHandle;
 pub struct OutputStats {
     /// Events written.
     pub delivered: AtomicU64,
-    /// Events lost to write errors.
+    /// Events not written: lost to write errors, or dropped while the
+    /// writer was behind (those are also in `behind`).
     pub dropped: AtomicU64,
+    /// Events dropped because the writer was behind: the worker had no free
+    /// frame (every one queued for the writer), and it does not wait.
+    pub behind: AtomicU64,
     /// Key log lines not written because they were already written.
     pub duplicates: AtomicU64,
 }
@@ -92,7 +102,7 @@ impl EventSink for FrameSink {
             return;
         }
         if self.current.is_none() {
-            match self.free.recv() {
+            match self.free.try_recv() {
                 Ok(buf) => {
                     self.current = Some(Frame {
                         worker: self.worker,
@@ -100,7 +110,13 @@ impl EventSink for FrameSink {
                         buf,
                     })
                 }
-                Err(_) => {
+                Err(TryRecvError::Empty) => {
+                    // Every frame is queued for the writer: drop, counted.
+                    self.stats.behind.fetch_add(1, Relaxed);
+                    self.stats.dropped.fetch_add(1, Relaxed);
+                    return;
+                }
+                Err(TryRecvError::Disconnected) => {
                     // The writer is gone (its output failed): count, don't block.
                     self.stats.dropped.fetch_add(1, Relaxed);
                     return;
@@ -160,8 +176,9 @@ impl StreamOutput {
         Self::start(out, Render::Text(hex), workers, pool)
     }
 
-    /// NSS key log lines written to `out`, each (label, client random) once,
-    /// flushed after every frame.
+    /// NSS key log lines written to `out`, flushed after every frame; a line
+    /// whose (label, client random) is among the last
+    /// [`crate::keylog::DEDUPE_ENTRIES`] written is not written again.
     pub fn keylog(out: Box<dyn Write + Send>, workers: usize, pool: FramePoolConfig) -> Self {
         Self::start(out, Render::Keylog, workers, pool)
     }
@@ -198,27 +215,19 @@ impl StreamOutput {
         let writer = std::thread::Builder::new()
             .name("rcapture-output".into())
             .spawn(move || -> std::io::Result<()> {
-                let mut seen: HashSet<Vec<u8>> = HashSet::new();
-                let mut line = Vec::new();
+                let mut seen = match render {
+                    Render::Keylog => Some(KeylogDedupe::new()),
+                    Render::Text(_) => None,
+                };
+                let mut lines = Vec::new();
                 for mut f in rx {
-                    let res = match &render {
-                        Render::Text(_) => out.write_all(&f.buf),
-                        Render::Keylog => {
-                            line.clear();
-                            for l in f.buf.split_inclusive(|&b| b == b'\n') {
-                                let Some((label, random)) = line_keys(l).next() else {
-                                    continue;
-                                };
-                                let mut key = label.to_vec();
-                                key.push(b' ');
-                                key.extend_from_slice(random);
-                                if seen.insert(key) {
-                                    line.extend_from_slice(l);
-                                } else {
-                                    st.duplicates.fetch_add(1, Relaxed);
-                                }
-                            }
-                            out.write_all(&line)
+                    let res = match &mut seen {
+                        None => out.write_all(&f.buf),
+                        Some(seen) => {
+                            lines.clear();
+                            let dup = seen.filter(&f.buf, &mut lines);
+                            st.duplicates.fetch_add(dup, Relaxed);
+                            out.write_all(&lines)
                         }
                     }
                     .and_then(|()| out.flush());

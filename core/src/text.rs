@@ -2,8 +2,10 @@
 //!
 //! `2026-11-26T05:08:48.123456789Z tls pid=4242 tid=4242 comm=curl fd=5
 //! 127.0.0.1:52814->127.0.0.1:8443 send 79 bytes`, then the payload with
-//! printable ASCII, newline and tab as is and other bytes as `\xNN`, or a hex
-//! dump with `--hex`. Rendered into a reusable buffer; no allocation.
+//! printable ASCII, newline and tab as is, CRLF shown as a line end (a
+//! newline), a backslash as `\\` and other bytes (a lone CR included) as
+//! `\xNN`, or a hex dump with `--hex`. Rendered into a reusable buffer; no
+//! allocation.
 
 use crate::event::{EventFields, EventKind};
 
@@ -15,11 +17,6 @@ pub enum PayloadStyle {
     Escaped,
     /// `hexdump -C`-like lines.
     Hex,
-}
-
-/// Upper bound of the rendered size of an event.
-pub fn text_max_len(e: &EventFields<'_>) -> usize {
-    256 + e.uuid.len() + e.pname.len() + e.src_ip.len() + e.dst_ip.len() + 5 * e.payload.len()
 }
 
 /// Appends the block of one event to `out`.
@@ -115,6 +112,11 @@ fn escaped(p: &[u8], out: &mut Vec<u8>) {
             continue;
         }
         out.extend_from_slice(&p[start..i - 1]);
+        if b == b'\r' && p.get(i) == Some(&b'\n') {
+            // CRLF is a line end: the newline that follows is copied as is.
+            start = i;
+            continue;
+        }
         if b == b'\\' {
             out.extend_from_slice(b"\\\\");
         } else {
@@ -270,7 +272,22 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "2025-11-26T05:28:48.123456789Z tls pid=4242 tid=4242 comm=curl fd=5 \
-             127.0.0.1:52814->127.0.0.1:8443 send 18 bytes\nGET / HTTP/1.1\\x0d\n\\x00\\\\\n\n"
+             127.0.0.1:52814->127.0.0.1:8443 send 18 bytes\nGET / HTTP/1.1\n\\x00\\\\\n\n"
+        );
+    }
+
+    /// CRLF ends a line; a CR alone (also at the end, or before CR) stays
+    /// escaped, as do other control bytes.
+    #[test]
+    fn crlf_is_a_line_end_and_a_lone_cr_is_escaped() {
+        let mut out = Vec::new();
+        escaped(
+            b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nx\ry\r\r\n\x1b[2J\r",
+            &mut out,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\nA: b\n\nx\\x0dy\\x0d\n\\x1b[2J\\x0d"
         );
     }
 
@@ -302,7 +319,10 @@ mod tests {
     /// The byte-by-byte definition `escaped` must match.
     fn escaped_slow(p: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        for &b in p {
+        for (i, &b) in p.iter().enumerate() {
+            if b == b'\r' && p.get(i + 1) == Some(&b'\n') {
+                continue;
+            }
             if plain(b) {
                 out.push(b);
             } else if b == b'\\' {

@@ -49,16 +49,6 @@ impl LiveFilter {
             .store(uid.map_or(Self::ANY_UID, u64::from), Relaxed);
     }
 
-    /// The pid and uid filters.
-    pub fn get(&self) -> (Option<u32>, Option<u32>) {
-        let pid = self.pid.load(Relaxed);
-        let uid = self.uid.load(Relaxed);
-        (
-            (pid != 0).then_some(pid),
-            (uid != Self::ANY_UID).then_some(uid as u32),
-        )
-    }
-
     fn passes(&self, pid: u32, uid: u32) -> bool {
         let want_pid = self.pid.load(Relaxed);
         let want_uid = self.uid.load(Relaxed);
@@ -84,8 +74,15 @@ pub struct WorkerStats {
     pub truncated_bytes: AtomicU64,
     /// Calls emitted with a gap (a record of the call was lost).
     pub incomplete_calls: AtomicU64,
-    /// Records dropped because the first record of their call was lost.
+    /// Records dropped because the first record of their call was lost
+    /// (reassembly: no open call to join them to).
     pub orphan_records: AtomicU64,
+    /// Payload bytes of those records.
+    pub orphan_bytes: AtomicU64,
+    /// Calls emitted before their last record because every reassembly
+    /// slot was busy (the oldest open call goes out, with a gap if more of
+    /// it comes).
+    pub evicted_calls: AtomicU64,
 }
 
 /// Tuning of a worker.
@@ -154,6 +151,8 @@ impl Processor {
         let j = self.join.stats();
         self.stats.incomplete_calls.store(j.incomplete, Relaxed);
         self.stats.orphan_records.store(j.orphan_records, Relaxed);
+        self.stats.orphan_bytes.store(j.orphan_bytes, Relaxed);
+        self.stats.evicted_calls.store(j.evicted, Relaxed);
         for s in &mut self.sinks {
             s.flush();
         }

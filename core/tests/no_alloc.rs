@@ -1,4 +1,5 @@
-//! Proves the hot path (decode → join → event fields → protobuf + NDJSON) allocates nothing once warm.
+//! Proves the hot path (decode → join → event fields → protobuf + NDJSON +
+//! text) and the key log's duplicate filter allocate nothing once warm.
 //!
 //! This file is its own test binary so it can install a counting global
 //! allocator. Only the test thread counts (a per-thread flag), so the test
@@ -8,11 +9,13 @@ use rcapture_core::decode::decode;
 use rcapture_core::encode;
 use rcapture_core::event::{Clock, EventScratch, event_fields};
 use rcapture_core::join::Reassembler;
+use rcapture_core::keylog::{DEDUPE_ENTRIES, KeylogDedupe, push_hex};
 use rcapture_core::ndjson;
 use rcapture_core::records::{
     CHUNK_MAX, DIR_RECV, DIR_SEND, FLAG_FIRST, FLAG_LAST, RecordKind, Tuple,
 };
 use rcapture_core::synth;
+use rcapture_core::text::{PayloadStyle, write_text};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -205,6 +208,7 @@ struct Pipeline {
     clock: Clock,
     frame: Vec<u8>,
     line: Vec<u8>,
+    text: Vec<u8>,
     seq: u64,
     events: usize,
     bytes_out: usize,
@@ -222,6 +226,7 @@ impl Pipeline {
             clock,
             frame,
             line,
+            text,
             seq,
             events,
             bytes_out,
@@ -244,7 +249,21 @@ impl Pipeline {
             line.clear();
             ndjson::write_ndjson_line(&ev, *seq, line);
             assert_eq!(line.last(), Some(&b'\n'));
-            *bytes_out += frame.len() + line.len();
+            // The text output renders into a reused frame: capacity grown
+            // in the warm-up pass (escaped and hex dumps alternate).
+            text.clear();
+            let style = if *seq % 2 == 0 {
+                PayloadStyle::Escaped
+            } else {
+                PayloadStyle::Hex
+            };
+            write_text(
+                &ev,
+                rcapture_core::event::EventKind::of(r.kind()),
+                style,
+                text,
+            );
+            *bytes_out += frame.len() + line.len() + text.len();
         });
     }
 }
@@ -288,6 +307,7 @@ fn hot_path_allocates_nothing_when_warm() {
         clock: Clock::from_offset(1_764_000_000_000_000_000),
         frame: Vec::new(),
         line: Vec::new(),
+        text: Vec::new(),
         seq: 0,
         events: 0,
         bytes_out: 0,
@@ -328,4 +348,47 @@ fn hot_path_allocates_nothing_when_warm() {
     assert!(ops >= MIN_OPS);
     assert_eq!(events, events_per_pass * passes);
     assert_eq!(allocs, 0, "the warm hot path allocated {allocs} times");
+}
+
+/// The key log's duplicate filter over 1 M lines from more client randoms
+/// than it remembers (so it forgets and re-admits), with repeats.
+#[test]
+fn keylog_dedupe_allocates_nothing() {
+    const LINES: usize = 1_000_000;
+    let labels: [&[u8]; 3] = [
+        b"CLIENT_RANDOM",
+        b"CLIENT_TRAFFIC_SECRET_0",
+        b"EXPORTER_SECRET",
+    ];
+    // A frame of key log text: randoms 0..3*DEDUPE_ENTRIES, each line twice.
+    let mut text = Vec::new();
+    for i in 0..(3 * DEDUPE_ENTRIES) as u64 {
+        for _ in 0..2 {
+            let mut random = [0u8; 32];
+            random[..8].copy_from_slice(&i.to_le_bytes());
+            text.extend_from_slice(labels[i as usize % 3]);
+            text.push(b' ');
+            push_hex(&mut text, &random);
+            text.extend_from_slice(b" 0011223344556677\n");
+        }
+    }
+    let lines_per_pass = 6 * DEDUPE_ENTRIES;
+    let mut d = KeylogDedupe::new();
+    let mut out = Vec::with_capacity(text.len());
+    let passes = LINES.div_ceil(lines_per_pass);
+    let (dups, allocs) = allocs_during(|| {
+        let mut dups = 0;
+        for _ in 0..passes {
+            out.clear();
+            dups += d.filter(&text, &mut out);
+        }
+        dups
+    });
+    println!(
+        "no_alloc: key log filter, {} lines, {dups} duplicates, {allocs} allocations",
+        passes * lines_per_pass
+    );
+    // Each pass sees every pair twice in a row: once written, once a duplicate.
+    assert_eq!(dups as usize, passes * lines_per_pass / 2);
+    assert_eq!(allocs, 0, "the key log filter allocated {allocs} times");
 }

@@ -1,5 +1,5 @@
 //! Workers over an in-memory ring: every record drained, long calls joined,
-//! filtered events counted, everything written before `run` returns.
+//! filtered events and orphan records counted, everything written before `run` returns.
 
 use rcapture_core::event::Clock;
 use rcapture_core::output::{FramePoolConfig, StreamOutput};
@@ -79,6 +79,10 @@ fn drains_joins_filters_and_flushes_before_returning() {
         vec![1, 2, 3],
     ];
     batch2.extend(long[4..].iter().cloned());
+    // The middle record of a call whose first record was lost: an orphan.
+    let mut lost_head = Vec::new();
+    synth::split_call(mk(10), &body[..40_000], 2, 16384, usize::MAX, &mut lost_head);
+    batch2.push(lost_head[1].clone());
     let batches = vec![batch2, long[..4].to_vec()]; // popped from the end: long[..4] first
     let ring = VecRing {
         batches,
@@ -108,7 +112,10 @@ fn drains_joins_filters_and_flushes_before_returning() {
     w.run(&stop);
     let ostats = out.finish().unwrap();
     let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-    assert_eq!(stats.records.load(Relaxed), 10);
+    assert_eq!(stats.records.load(Relaxed), 11);
+    assert_eq!(stats.orphan_records.load(Relaxed), 1);
+    assert_eq!(stats.orphan_bytes.load(Relaxed), 16384);
+    assert_eq!(stats.evicted_calls.load(Relaxed), 0);
     assert_eq!(stats.decode_errors.load(Relaxed), 1);
     assert_eq!(stats.filtered.load(Relaxed), 1);
     assert_eq!(stats.events.load(Relaxed), 2);

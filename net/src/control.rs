@@ -27,6 +27,16 @@ pub struct CaptureCounters {
     pub malformed: u64,
     /// Calls with a lost record.
     pub incomplete_calls: u64,
+    /// Records dropped by reassembly: the first record of their call was
+    /// lost, so there was no call to join them to.
+    pub orphan_records: u64,
+    /// Payload bytes of those records.
+    pub orphan_bytes: u64,
+    /// Calls emitted early because every reassembly slot was busy.
+    pub evicted_calls: u64,
+    /// Events the stdout text (or key log) output did not write: it was
+    /// behind (a slow terminal, a pipe nobody reads) or a write failed.
+    pub output_dropped: u64,
 }
 
 impl CaptureCounters {

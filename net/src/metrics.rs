@@ -9,7 +9,9 @@ use rcapture_core::event::Module;
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
 
-/// Distinct pids labelled per module before the rest go to `pid="other"`.
+/// Distinct pids labelled per module: the first this many pids seen keep
+/// their own `ecapture_events_total` series for as long as the server runs;
+/// the events of every later pid count in `pid="other"`.
 pub const MAX_PID_LABELS: usize = 32;
 
 /// Upper bounds (seconds) of the latency histogram buckets.
@@ -87,6 +89,8 @@ fn add_forward(t: &mut ForwardStats, s: ForwardStats) {
 #[derive(Debug, Default)]
 pub struct ServerMetrics {
     events: HashMap<(Module, u32), u64>,
+    /// Pids labelled so far, per module (at most [`MAX_PID_LABELS`]).
+    labelled: HashMap<Module, usize>,
     other: HashMap<Module, u64>,
     payload_bytes: HashMap<Module, u64>,
     /// Events received from the workers.
@@ -108,9 +112,11 @@ impl ServerMetrics {
     pub fn event(&mut self, m: &EntryMeta, latency_s: f64) {
         self.received += 1;
         let key = (m.module, m.pid);
+        let labelled = self.labelled.entry(m.module).or_default();
         if let Some(n) = self.events.get_mut(&key) {
             *n += 1;
-        } else if self.events.keys().filter(|(k, _)| *k == m.module).count() < MAX_PID_LABELS {
+        } else if *labelled < MAX_PID_LABELS {
+            *labelled += 1;
             self.events.insert(key, 1);
         } else {
             *self.other.entry(m.module).or_default() += 1;
@@ -159,7 +165,7 @@ impl ServerMetrics {
             &mut o,
             "ecapture_events_total",
             "counter",
-            "Events captured, by module and pid (busiest pids; the rest as pid=\"other\").",
+            "Events captured, by module and pid: the first 32 pids seen per module keep their own series while rcapture runs; every later pid counts in pid=\"other\".",
         );
         let mut ev: Vec<_> = self.events.iter().collect();
         ev.sort_by_key(|((m, pid), _)| (m.name(), *pid));
@@ -256,6 +262,31 @@ impl ServerMetrics {
             "Calls delivered with a gap (a record was lost).",
         );
         let _ = writeln!(o, "ecapture_incomplete_calls_total {}", c.incomplete_calls);
+        counters(
+            &mut o,
+            [
+                (
+                    "ecapture_orphan_records_total",
+                    "Records dropped by reassembly: the first record of their call was lost, so there was no call to join them to.",
+                    c.orphan_records,
+                ),
+                (
+                    "ecapture_orphan_bytes_total",
+                    "Payload bytes of the orphan records.",
+                    c.orphan_bytes,
+                ),
+                (
+                    "ecapture_evicted_calls_total",
+                    "Calls emitted before their last record because every reassembly slot was busy.",
+                    c.evicted_calls,
+                ),
+                (
+                    "ecapture_output_dropped_events_total",
+                    "Events the stdout text (or key log) output did not write: it was behind (a slow terminal, a pipe nobody reads) or a write failed.",
+                    c.output_dropped,
+                ),
+            ],
+        );
         head(
             &mut o,
             "ecapture_server_queue_dropped_events_total",

@@ -3,7 +3,7 @@
 //! `/metrics` passes `promtool check metrics`.
 
 use crate::util::{TestEvent, TestServer, config, request, ws_connect};
-use rcapture_net::control::LiveSettings;
+use rcapture_net::control::{CaptureCounters, LiveSettings};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -69,6 +69,60 @@ fn status_reports_modules_and_counters() {
     assert_eq!(d["counters"]["lost_kernel"], 7);
     assert_eq!(d["counters"]["ws_clients"], 0);
     assert!(d["uptime_secs"].is_u64() && d["version"].is_string(), "{d}");
+}
+
+/// Every capture-side counter is in `/status` and `/metrics`, each with its
+/// own value (reassembly's orphans and evictions, the text output's drops).
+#[test]
+fn capture_counters_are_all_shown() {
+    let s = TestServer::start();
+    let rows: [(&str, &str, u64, fn(&mut CaptureCounters) -> &mut u64); 8] = [
+        (
+            "truncated_events",
+            "ecapture_truncated_events_total",
+            11,
+            |c| &mut c.truncated_events,
+        ),
+        ("malformed", "ecapture_malformed_records_total", 12, |c| {
+            &mut c.malformed
+        }),
+        (
+            "incomplete_calls",
+            "ecapture_incomplete_calls_total",
+            13,
+            |c| &mut c.incomplete_calls,
+        ),
+        ("orphan_records", "ecapture_orphan_records_total", 14, |c| {
+            &mut c.orphan_records
+        }),
+        ("orphan_bytes", "ecapture_orphan_bytes_total", 15, |c| {
+            &mut c.orphan_bytes
+        }),
+        ("evicted_calls", "ecapture_evicted_calls_total", 16, |c| {
+            &mut c.evicted_calls
+        }),
+        (
+            "output_dropped",
+            "ecapture_output_dropped_events_total",
+            17,
+            |c| &mut c.output_dropped,
+        ),
+        ("filtered", "ecapture_filtered_events_total", 18, |c| {
+            &mut c.filtered
+        }),
+    ];
+    for (_, _, v, field) in &rows {
+        *field(&mut s.control.counters.lock().unwrap()) = *v;
+    }
+    let d = s.get("/status").json();
+    let metrics = s.get("/metrics").text();
+    for (key, series, v, _) in rows {
+        assert_eq!(d["data"]["counters"][key], v, "/status {key}: {d}");
+        assert!(
+            metrics.lines().any(|l| l == format!("{series} {v}")),
+            "{series} {v} not in\n{metrics}"
+        );
+    }
 }
 
 #[test]

@@ -219,6 +219,10 @@ impl Control for SoakControl {
             filtered: self.sum(|w| &w.filtered),
             malformed: self.sum(|w| &w.decode_errors),
             incomplete_calls: self.sum(|w| &w.incomplete_calls),
+            orphan_records: self.sum(|w| &w.orphan_records),
+            orphan_bytes: self.sum(|w| &w.orphan_bytes),
+            evicted_calls: self.sum(|w| &w.evicted_calls),
+            output_dropped: 0,
         }
     }
 
