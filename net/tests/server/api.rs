@@ -76,7 +76,8 @@ fn status_reports_modules_and_counters() {
 #[test]
 fn capture_counters_are_all_shown() {
     let s = TestServer::start();
-    let rows: [(&str, &str, u64, fn(&mut CaptureCounters) -> &mut u64); 8] = [
+    type Field = fn(&mut CaptureCounters) -> &mut u64;
+    let rows: [(&str, &str, u64, Field); 8] = [
         (
             "truncated_events",
             "ecapture_truncated_events_total",
