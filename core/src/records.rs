@@ -221,23 +221,32 @@ pub struct PacketRecord {
     pub _pad: [u8; 3],
 }
 
-/// `struct rc_filter`: the live filter map value (0 = any).
+/// `struct rc_filter`: the live filter map value (0 = any); the loader
+/// (rcapture-ebpf) writes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable, Default)]
 #[repr(C)]
 pub struct FilterValue {
+    /// Only this thread group id, or 0.
     pub pid: u32,
+    /// Only this uid, or 0.
     pub uid: u32,
 }
 
-/// `struct rc_counters`: per-CPU kernel-side counters.
+/// `struct rc_counters`: one CPU's kernel-side counters; the loader
+/// (rcapture-ebpf) reads them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable, Default)]
 #[repr(C)]
 pub struct KernelCounters {
+    /// Records written to the ring buffer.
     pub emitted: u64,
+    /// Records that could not be written (ring full or unreadable user memory).
     pub lost: u64,
+    /// Payload bytes of the lost records.
     pub lost_bytes: u64,
+    /// TLS calls skipped by the live filter.
     pub filtered: u64,
 }
+
 
 /// Offset of the payload's [`Chunk`] in every record kind that has one.
 pub const CHUNK_OFFSET: usize = size_of::<RecordHeader>();

@@ -36,7 +36,7 @@ enum rc_kind {
 	RC_KIND_GOTLS_KEY = 6,      /* Go crypto/tls writeKeyLog: struct rc_gotls_key */
 	RC_KIND_BASH = 7,           /* bash readline / command status: struct rc_bash */
 	RC_KIND_MYSQL_QUERY = 8,    /* mysqld dispatch_command: struct rc_query */
-	RC_KIND_PG_QUERY = 9,       /* postgres exec_simple_query: struct rc_query */
+	RC_KIND_PG_QUERY = 9,       /* postgres pg_parse_query (exec_simple_query is static): struct rc_query */
 	RC_KIND_CONN = 10,          /* connect/accept/close: struct rc_conn */
 	RC_KIND_PACKET = 11,        /* tc ingress/egress: struct rc_packet */
 };

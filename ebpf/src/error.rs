@@ -118,7 +118,4 @@ pub enum Error {
         #[source]
         source: aya::programs::ProgramError,
     },
-    /// The probes were detached: the maps are no longer updated.
-    #[error("the probes are detached")]
-    Detached,
 }

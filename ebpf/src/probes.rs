@@ -9,6 +9,7 @@ use aya::{
 };
 use aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_RINGBUF;
 
+use crate::maps::MapValue;
 use crate::{Counters, CpuRing, Error, Filter, OpensslTarget, sys, target::REQUIRED_SYMBOLS};
 
 /// The embedded object built by `make -C ebpf` from `src/openssl.bpf.c`.
@@ -85,8 +86,8 @@ pub struct TlsProbes {
     /// Keeps the ring slots alive while the rings are handed out.
     _rings_outer: ArrayOfMaps<MapData, MapData>,
     rings: Vec<CpuRing>,
-    filter: Array<MapData, Filter>,
-    counters: PerCpuArray<MapData, Counters>,
+    filter: Array<MapData, MapValue<Filter>>,
+    counters: PerCpuArray<MapData, MapValue<Counters>>,
     probe_count: usize,
     warnings: Vec<LoadWarning>,
 }
@@ -134,13 +135,16 @@ impl TlsProbes {
         for cpu in online {
             rings.push(create_ring(&mut rings_outer, cpu, ring_bytes)?);
         }
-        let mut filter: Array<MapData, Filter> = take_map(&mut ebpf, FILTER_MAP)?;
-        let counters: PerCpuArray<MapData, Counters> = take_map(&mut ebpf, COUNTERS_MAP)?;
+        let mut filter: Array<MapData, MapValue<Filter>> = take_map(&mut ebpf, FILTER_MAP)?;
+        let counters: PerCpuArray<MapData, MapValue<Counters>> =
+            take_map(&mut ebpf, COUNTERS_MAP)?;
         let initial = Filter {
             pid: opts.pid.unwrap_or(0),
             uid: opts.uid.unwrap_or(0),
         };
-        filter.set(0, initial, 0).map_err(map_err(FILTER_MAP))?;
+        filter
+            .set(0, MapValue(initial), 0)
+            .map_err(map_err(FILTER_MAP))?;
 
         let probe_count = attach_all(&mut ebpf, target, opts.pid)?;
         Ok(Self {
@@ -162,14 +166,14 @@ impl TlsProbes {
     /// Changes the live filter: only this pid / uid (0 = any).
     pub fn set_filter(&mut self, pid: u32, uid: u32) -> Result<(), Error> {
         self.filter
-            .set(0, Filter { pid, uid }, 0)
+            .set(0, MapValue(Filter { pid, uid }), 0)
             .map_err(map_err(FILTER_MAP))
     }
 
     /// The kernel-side counters, one entry per possible CPU (index = CPU id).
     pub fn counters(&self) -> Result<Vec<Counters>, Error> {
         let values = self.counters.get(&0, 0).map_err(map_err(COUNTERS_MAP))?;
-        Ok(values.iter().copied().collect())
+        Ok(values.iter().map(|v| v.0).collect())
     }
 
     /// Attached probe links (uprobes, uretprobes, the raw tracepoint); 0 once detached.
