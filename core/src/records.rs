@@ -247,7 +247,6 @@ pub struct KernelCounters {
     pub filtered: u64,
 }
 
-
 /// Offset of the payload's [`Chunk`] in every record kind that has one.
 pub const CHUNK_OFFSET: usize = size_of::<RecordHeader>();
 

@@ -81,7 +81,14 @@ fn drains_joins_filters_and_flushes_before_returning() {
     batch2.extend(long[4..].iter().cloned());
     // The middle record of a call whose first record was lost: an orphan.
     let mut lost_head = Vec::new();
-    synth::split_call(mk(10), &body[..40_000], 2, 16384, usize::MAX, &mut lost_head);
+    synth::split_call(
+        mk(10),
+        &body[..40_000],
+        2,
+        16384,
+        usize::MAX,
+        &mut lost_head,
+    );
     batch2.push(lost_head[1].clone());
     let batches = vec![batch2, long[..4].to_vec()]; // popped from the end: long[..4] first
     let ring = VecRing {

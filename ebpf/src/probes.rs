@@ -136,8 +136,7 @@ impl TlsProbes {
             rings.push(create_ring(&mut rings_outer, cpu, ring_bytes)?);
         }
         let mut filter: Array<MapData, MapValue<Filter>> = take_map(&mut ebpf, FILTER_MAP)?;
-        let counters: PerCpuArray<MapData, MapValue<Counters>> =
-            take_map(&mut ebpf, COUNTERS_MAP)?;
+        let counters: PerCpuArray<MapData, MapValue<Counters>> = take_map(&mut ebpf, COUNTERS_MAP)?;
         let initial = Filter {
             pid: opts.pid.unwrap_or(0),
             uid: opts.uid.unwrap_or(0),

@@ -21,8 +21,8 @@ const volatile __u32 target_tid = 0;
 const volatile __u32 batch = 256;
 const volatile __u32 payload_len = 256;
 const volatile __u32 wakeup_bytes = 64 * 1024;
-/* 0: rcapture's rc_output policy (force a wakeup on every record while the
- * backlog is >= wakeup_bytes); 1: only on the record that crosses it. */
+/* 0: force a wakeup on every record while the backlog is >= wakeup_bytes
+ * (rcapture's former policy); 1: only on the record that crosses it (rc_output's). */
 const volatile __u32 wake_on_crossing = 0;
 
 struct gen_inner_ring {

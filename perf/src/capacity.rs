@@ -98,9 +98,10 @@ pub struct CapacityConfig {
 /// When a record wakes the consumer (the ring holds `wakeup_bytes` = 64 KiB).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Wakeup {
-    /// rcapture's `rc_output`: every record while the backlog is at or above the mark.
+    /// Every record while the backlog is at or above the mark (rcapture's
+    /// former `rc_output` policy).
     Backlog,
-    /// Only the record that crosses the mark.
+    /// Only the record that crosses the mark (rcapture's `rc_output`).
     Crossing,
 }
 
@@ -142,7 +143,7 @@ impl CapacityResult {
             "placement": self.placement.label(),
             "consumer": self.consumer.label(),
             "payload": self.payload,
-            "wakeup": match self.wakeup { Wakeup::Backlog => "backlog (rcapture)", Wakeup::Crossing => "crossing" },
+            "wakeup": match self.wakeup { Wakeup::Backlog => "backlog", Wakeup::Crossing => "crossing" },
             "emitted": self.emitted,
             "lost": self.lost,
             "consumed": self.consumed,

@@ -392,3 +392,33 @@ fn readme_commands_run() {
         failed.join("\n")
     );
 }
+
+/// fuzz/README.md names every target of fuzz/fuzz_targets, and each target
+/// is a `[[bin]]` of fuzz/Cargo.toml (the list cannot drift again).
+#[test]
+fn fuzz_readme_lists_every_target() {
+    let fuzz = root().join("fuzz");
+    let readme = std::fs::read_to_string(fuzz.join("README.md")).unwrap();
+    let cargo = std::fs::read_to_string(fuzz.join("Cargo.toml")).unwrap();
+    let mut targets: Vec<String> = std::fs::read_dir(fuzz.join("fuzz_targets"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            Some(name.strip_suffix(".rs")?.to_string())
+        })
+        .collect();
+    targets.sort();
+    assert!(targets.len() >= 10, "{targets:?}");
+    let bins = cargo.matches("[[bin]]").count();
+    assert_eq!(bins, targets.len(), "fuzz/Cargo.toml bins vs {targets:?}");
+    for t in &targets {
+        assert!(
+            readme.contains(&format!("`{t}`")),
+            "fuzz/README.md does not name the target `{t}`"
+        );
+        assert!(
+            cargo.contains(&format!("name = \"{t}\"")),
+            "fuzz/Cargo.toml has no [[bin]] {t}"
+        );
+    }
+}

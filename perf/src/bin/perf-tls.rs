@@ -59,8 +59,8 @@ struct Args {
     /// Payload bytes per synthetic record.
     #[arg(long, default_value_t = 256)]
     capacity_payload: u32,
-    /// Wakeup policy of the capacity generator (rcapture's rc_output policy is `backlog`;
-    /// one extra row always measures it).
+    /// Wakeup policy of the capacity generator (rcapture's rc_output policy is
+    /// `crossing`; one extra row always measures `backlog`, its former one).
     #[arg(long, value_enum, default_value = "crossing")]
     capacity_wakeup: Wakeup,
     /// Ring size of the capacity runs (MiB).
@@ -232,7 +232,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         if ccfg.wakeup != Wakeup::Backlog {
-            // The producer-side cost of rcapture's own wakeup policy, for comparison.
+            // The producer-side cost of the backlog policy (rcapture's former one), for comparison.
             let p = *placements.last().unwrap_or(&placements[0]);
             let backlog = CapacityConfig {
                 wakeup: Wakeup::Backlog,

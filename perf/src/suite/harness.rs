@@ -90,7 +90,7 @@ pub struct CapacityRun {
     pub placement: String,
     /// `raw drain (no-op)`, `Worker + protobuf encode`, `Worker + text render`.
     pub consumer: String,
-    /// `crossing` or `backlog (rcapture)`.
+    /// `crossing` or `backlog` (`backlog (rcapture)` in older results).
     pub wakeup: String,
     pub lost: u64,
     pub per_worker_cpu_sec: Option<f64>,

@@ -216,7 +216,7 @@ pub const METRICS: &[MetricSpec] = &[
     ),
     m(
         "capacity_backlog_wakeup_producer",
-        "BPF producer cost, rcapture's backlog wakeups, vs wake on crossing",
+        "BPF producer cost, backlog wakeups (rcapture's former policy), vs wake on crossing (its policy)",
         Unit::ProducerNsPerRecord,
         Probe::CapacityProducerNs(cap("ring CPU", "Worker + protobuf encode", "backlog")),
     )
