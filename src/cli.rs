@@ -17,6 +17,17 @@ pub enum Command {
     Tls(TlsArgs),
 }
 
+/// An octal file mode: `600`, `0600` or `0o600`, at most `0777`.
+fn parse_mode(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o777 && !digits.is_empty() => Ok(m),
+        _ => Err(format!(
+            "{s:?} is not an octal file mode from 0000 to 0777 (e.g. 0600)"
+        )),
+    }
+}
+
 /// What `rcapture tls` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TlsMode {
@@ -43,6 +54,12 @@ pub struct TlsArgs {
     /// Key log file (NSS format) for -m keylog.
     #[arg(long, value_name = "FILE")]
     pub keylogfile: Option<PathBuf>,
+    /// Permissions (octal) of the files rcapture writes: the key log, the
+    /// event file and its rotations. The default 0600 lets only their owner
+    /// (root) read the captured secrets and plaintext; an existing file is
+    /// set to this mode too.
+    #[arg(long, value_name = "OCTAL", default_value = "0600", value_parser = parse_mode)]
+    pub file_mode: u32,
     /// Show payloads as a hex dump.
     #[arg(long)]
     pub hex: bool,

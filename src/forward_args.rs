@@ -53,12 +53,15 @@ pub fn forward_config(a: &ForwardArgs) -> anyhow::Result<Option<ForwardConfig>> 
     Ok(Some(cfg))
 }
 
-/// The event file of the flags, if `--event-file` is given.
-pub fn event_file_config(a: &ForwardArgs) -> Option<EventFileConfig> {
+/// The event file of the flags, if `--event-file` is given; its files
+/// get `mode`.
+pub fn event_file_config(a: &ForwardArgs, mode: u32) -> Option<EventFileConfig> {
     let path = a.event_file.clone()?;
     let format = match a.event_file_format {
         EventFileFormatArg::Protobuf => EventFileFormat::Protobuf,
         EventFileFormatArg::Json => EventFileFormat::Json,
     };
-    Some(EventFileConfig::new(path, format, a.event_file_max_bytes))
+    let mut cfg = EventFileConfig::new(path, format, a.event_file_max_bytes);
+    cfg.mode = mode;
+    Some(cfg)
 }

@@ -13,6 +13,7 @@ use rcapture_ebpf::{OpensslTarget, TlsProbeOptions, TlsProbes};
 use rcapture_net::config::StartSettings;
 use rcapture_net::control::LiveSettings;
 use rcapture_net::eventfile::EventFileConfig;
+use rcapture_net::eventfile::rotate::open_with_mode;
 use rcapture_net::forward::config::ForwardConfig;
 use rcapture_net::{Limits, Server, ServerConfig};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -100,7 +101,7 @@ pub fn run(args: TlsArgs) -> anyhow::Result<()> {
         truncate_size: u64::from(args.max_payload),
     };
     let forward = forward_config(&args.forward)?;
-    let event_file = event_file_config(&args.forward);
+    let event_file = event_file_config(&args.forward, args.file_mode);
     let server_cfg = server_config(&args.server, forward, event_file, start, initial)?;
     // Signals are routed to a dedicated iterator before any thread starts.
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
@@ -125,10 +126,9 @@ pub fn run(args: TlsArgs) -> anyhow::Result<()> {
     let pool = FramePoolConfig::default();
     let mut output = match &keylog_path {
         Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
+            let mut opts = std::fs::OpenOptions::new();
+            opts.create(true).append(true);
+            let file = open_with_mode(&mut opts, path, args.file_mode)
                 .with_context(|| format!("opening key log file {}", path.display()))?;
             StreamOutput::keylog(Box::new(file), workers, pool)
         }

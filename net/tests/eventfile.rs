@@ -279,3 +279,53 @@ fn a_full_queue_drops_counted_and_leaves_seq_gaps() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The modes of the event file's files, by path.
+fn modes(path: &Path) -> Vec<(PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    (0..)
+        .map(|n| rotated_path(path, n))
+        .take_while(|p| p.exists())
+        .map(|p| {
+            let m = std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777;
+            (p, m)
+        })
+        .collect()
+}
+
+/// The file and every rotation are 0600 by default — also a world-readable
+/// file left by an earlier run, and also with a permissive umask — and
+/// exactly the configured mode when one is given.
+#[test]
+fn files_and_rotations_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: umask(2) only changes this process's file creation mask.
+    let old = unsafe { libc::umask(0) };
+    for (name, mode) in [("mode-default", None), ("mode-0640", Some(0o640))] {
+        let dir = fresh_dir(name);
+        let path = dir.join("events.pb");
+        std::fs::write(&path, b"left by an earlier run").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut cfg = EventFileConfig::new(&path, EventFileFormat::Protobuf, 32 * 1024);
+        cfg.queue_batches = 4096;
+        if let Some(m) = mode {
+            cfg.mode = m;
+        }
+        let sink = EventFile::start(cfg).unwrap();
+        for b in batches(500) {
+            sink.offer(&b);
+        }
+        let stats = sink.shutdown().unwrap();
+        assert!(stats.files_rotated >= 3, "{stats:?}");
+        let found = modes(&path);
+        let kept = stats.files_rotated - stats.files_deleted;
+        assert_eq!(found.len() as u64, kept + 1, "{found:?}");
+        let want = mode.unwrap_or(0o600);
+        for (p, m) in &found {
+            assert_eq!(*m, want, "{} is {m:o}, not {want:o}", p.display());
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    // SAFETY: as above, restoring the mask.
+    unsafe { libc::umask(old) };
+}

@@ -17,6 +17,7 @@
 //! becomes `PATH.1`, and a new `PATH` starts; at most `keep` rotated files
 //! are kept (older ones deleted and counted). A non-empty `PATH` found at
 //! start is rotated out first, so each file holds one run of `seq`.
+//! Every file is created (or set) to `mode`, 0600 by default.
 //!
 //! The event loop calls [`EventFile::offer`], which only clones the batch's
 //! `Arc` into a bounded queue and never blocks. A dedicated thread with its
@@ -86,6 +87,9 @@ pub struct EventFileConfig {
     pub keep: usize,
     /// Batches that may wait for the writer; more are dropped and counted.
     pub queue_batches: usize,
+    /// Mode of `PATH` and its rotations (default 0600); an existing file
+    /// is set to it too.
+    pub mode: u32,
 }
 
 impl EventFileConfig {
@@ -97,6 +101,7 @@ impl EventFileConfig {
             max_bytes,
             keep: DEFAULT_KEEP,
             queue_batches: DEFAULT_QUEUE_BATCHES,
+            mode: rotate::DEFAULT_FILE_MODE,
         }
     }
 }

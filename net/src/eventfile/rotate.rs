@@ -8,10 +8,19 @@
 //! rotated file is deleted at once. Rotated files are expected to be
 //! numbered without gaps (as this module leaves them); one found past a gap
 //! is not counted and may be replaced.
+//!
+//! Modes: `PATH` is created with the configured mode (default
+//! [`DEFAULT_FILE_MODE`], 0600: only root reads captured plaintext), and
+//! every file opened or shifted here is set to exactly that mode, so an
+//! existing file with a wider one (an earlier run's 0644) is tightened.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, Permissions};
 use std::io;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+/// Mode of the files rcapture writes unless told otherwise: owner only.
+pub const DEFAULT_FILE_MODE: u32 = 0o600;
 
 /// The name of rotated file `n` (`n == 0` is `PATH` itself).
 pub fn rotated_path(path: &Path, n: usize) -> PathBuf {
@@ -33,7 +42,7 @@ pub(super) struct Rotated {
 /// Shifts `PATH` → `PATH.1` → … (the caller has closed `PATH`). Rotated
 /// files are found by probing `PATH.1`, `PATH.2`, … up to the first one
 /// missing, so a rotation costs a few syscalls whatever `keep` is.
-pub(super) fn shift(path: &Path, keep: usize) -> io::Result<Rotated> {
+pub(super) fn shift(path: &Path, keep: usize, mode: u32) -> io::Result<Rotated> {
     if keep == 0 {
         return match fs::remove_file(path) {
             Ok(()) => Ok(Rotated { deleted: 1 }),
@@ -54,8 +63,10 @@ pub(super) fn shift(path: &Path, keep: usize) -> io::Result<Rotated> {
     }
     for n in (0..=top).rev() {
         let from = rotated_path(path, n);
-        match fs::rename(&from, rotated_path(path, n + 1)) {
-            Ok(()) => {}
+        let to = rotated_path(path, n + 1);
+        match fs::rename(&from, &to) {
+            Ok(()) => fs::set_permissions(&to, Permissions::from_mode(mode))
+                .map_err(|e| with_path(e, "chmod", &to))?,
             Err(e) if e.kind() == io::ErrorKind::NotFound && n == 0 => {}
             Err(e) => return Err(with_path(e, "rename", &from)),
         }
@@ -63,23 +74,26 @@ pub(super) fn shift(path: &Path, keep: usize) -> io::Result<Rotated> {
     Ok(r)
 }
 
+/// Opens `path` with `opts`, created with `mode`, and sets the file's mode
+/// to `mode` (an existing file keeps its own mode on open).
+pub fn open_with_mode(opts: &mut OpenOptions, path: &Path, mode: u32) -> io::Result<File> {
+    let f = opts.mode(mode).open(path)?;
+    f.set_permissions(Permissions::from_mode(mode))?;
+    Ok(f)
+}
+
 /// Creates `PATH` empty, for writing at explicit offsets.
-pub(super) fn create(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .map_err(|e| with_path(e, "create", path))
+pub(super) fn create(path: &Path, mode: u32) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    open_with_mode(&mut o, path, mode).map_err(|e| with_path(e, "create", path))
 }
 
 /// Opens `PATH` to append to it (after a failed rotation: never truncates).
-pub(super) fn append(path: &Path) -> io::Result<(File, u64)> {
-    let f = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .map_err(|e| with_path(e, "open", path))?;
+pub(super) fn append(path: &Path, mode: u32) -> io::Result<(File, u64)> {
+    let mut o = OpenOptions::new();
+    o.append(true).create(true);
+    let f = open_with_mode(&mut o, path, mode).map_err(|e| with_path(e, "open", path))?;
     let len = f.metadata()?.len();
     Ok((f, len))
 }
@@ -102,7 +116,7 @@ mod tests {
         assert_eq!(rotated_path(&p, 3), dir.join("events.pb.3"));
         for round in 0..4u8 {
             fs::write(&p, [round]).unwrap();
-            let r = shift(&p, 2).unwrap();
+            let r = shift(&p, 2, 0o600).unwrap();
             assert_eq!(r.deleted, u64::from(round >= 2));
         }
         assert!(!p.exists());
@@ -110,7 +124,7 @@ mod tests {
         assert_eq!(fs::read(rotated_path(&p, 2)).unwrap(), [2]);
         assert!(!rotated_path(&p, 3).exists());
         fs::write(&p, [9]).unwrap();
-        assert_eq!(shift(&p, 0).unwrap().deleted, 1);
+        assert_eq!(shift(&p, 0, 0o600).unwrap().deleted, 1);
         assert!(!p.exists());
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -78,11 +78,11 @@ impl Writer {
         };
         let existing = std::fs::metadata(&w.cfg.path).map(|m| m.len()).unwrap_or(0);
         if existing > 0 {
-            let r = rotate::shift(&w.cfg.path, w.cfg.keep)?;
+            let r = rotate::shift(&w.cfg.path, w.cfg.keep, w.cfg.mode)?;
             w.shared.rotated.fetch_add(1, Relaxed);
             w.shared.deleted.fetch_add(r.deleted, Relaxed);
         }
-        w.file = Some(rotate::create(&w.cfg.path)?);
+        w.file = Some(rotate::create(&w.cfg.path, w.cfg.mode)?);
         Ok(w)
     }
 
@@ -237,11 +237,11 @@ impl Writer {
             self.error(&rotate::with_path(e, "fsync", &self.cfg.path));
         }
         self.file_len = 0;
-        match rotate::shift(&self.cfg.path, self.cfg.keep) {
+        match rotate::shift(&self.cfg.path, self.cfg.keep, self.cfg.mode) {
             Ok(r) => {
                 self.shared.rotated.fetch_add(1, Relaxed);
                 self.shared.deleted.fetch_add(r.deleted, Relaxed);
-                match rotate::create(&self.cfg.path) {
+                match rotate::create(&self.cfg.path, self.cfg.mode) {
                     Ok(f) => self.file = Some(f),
                     Err(e) => {
                         self.error(&e);
@@ -261,7 +261,7 @@ impl Writer {
         if self.open_failed.is_some_and(|t| t.elapsed() < REOPEN_EVERY) {
             return false;
         }
-        match rotate::append(&self.cfg.path) {
+        match rotate::append(&self.cfg.path, self.cfg.mode) {
             Ok((f, len)) => {
                 self.file = Some(f);
                 self.file_len = len;
