@@ -7,5 +7,6 @@ mod modes;
 mod overflow;
 mod readme;
 mod server;
+mod stall;
 mod testutil;
 mod tls;

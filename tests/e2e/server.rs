@@ -13,7 +13,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-fn marker(tag: &str) -> String {
+pub(crate) fn marker(tag: &str) -> String {
     format!(
         "{tag}-{}-{}",
         std::process::id(),
@@ -25,7 +25,7 @@ fn marker(tag: &str) -> String {
 }
 
 /// One HTTP/1.1 request to the API; returns (status, headers+body text, body).
-fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+pub(crate) fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     write!(
@@ -47,7 +47,7 @@ fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
 
 /// Python classes of both schemas, compiled now with grpc_tools.protoc;
 /// `None` (after printing why) when Python lacks websockets/protobuf/grpcio-tools.
-fn compile_schemas(dir: &TempDir) -> Option<(PathBuf, PathBuf)> {
+pub(crate) fn compile_schemas(dir: &TempDir) -> Option<(PathBuf, PathBuf)> {
     let probe = Command::new("python3")
         .args([
             "-c",
@@ -86,9 +86,9 @@ fn compile_schemas(dir: &TempDir) -> Option<(PathBuf, PathBuf)> {
 }
 
 /// A running ws_client.py: its handshake and a channel of its JSON lines.
-struct WsClient {
+pub(crate) struct WsClient {
     child: Child,
-    lines: mpsc::Receiver<Value>,
+    pub(crate) lines: mpsc::Receiver<Value>,
     handshake: Value,
     name: String,
 }
@@ -101,7 +101,7 @@ impl Drop for WsClient {
 }
 
 impl WsClient {
-    fn start(name: &str, url: &str, pb2: &Path, module: &str, deflate: bool) -> Self {
+    pub(crate) fn start(name: &str, url: &str, pb2: &Path, module: &str, deflate: bool) -> Self {
         let mut cmd = Command::new("python3");
         cmd.arg(support("ws_client.py"))
             .arg(url)
@@ -142,7 +142,7 @@ impl WsClient {
         me
     }
 
-    fn next(&self, what: &str) -> Value {
+    pub(crate) fn next(&self, what: &str) -> Value {
         self.lines
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| panic!("{}: no {what} within 30 s", self.name))
@@ -166,7 +166,7 @@ impl WsClient {
     }
 }
 
-fn unhex(s: &str) -> Vec<u8> {
+pub(crate) fn unhex(s: &str) -> Vec<u8> {
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())

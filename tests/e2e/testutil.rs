@@ -121,6 +121,9 @@ pub fn python_server(dir: &TempDir, tls12: bool) -> (Proc, u16) {
 /// A running `rcapture` whose stderr said `rcapture: ready`.
 pub struct Rcapture {
     child: Proc,
+    /// Reads stdout as it comes (like a terminal); `None`: nobody reads it
+    /// until [`Rcapture::stop`].
+    stdout_reader: Option<std::thread::JoinHandle<String>>,
     stderr_lines: mpsc::Receiver<String>,
     pub stderr: Vec<String>,
     /// The API/stream address announced on stderr (`--listen 127.0.0.1:0` by default).
@@ -128,7 +131,17 @@ pub struct Rcapture {
 }
 
 impl Rcapture {
+    /// Starts rcapture with its stdout read continuously.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with(args, true)
+    }
+
+    /// Starts rcapture with a stdout pipe nobody reads before `stop`.
+    pub fn start_unread_stdout(args: &[&str]) -> Self {
+        Self::start_with(args, false)
+    }
+
+    fn start_with(args: &[&str], read_stdout: bool) -> Self {
         let mut all: Vec<&str> = args.to_vec();
         if !args.contains(&"--listen") {
             all.extend(["--listen", "127.0.0.1:0"]);
@@ -148,8 +161,17 @@ impl Rcapture {
                 }
             }
         });
+        let stdout_reader = read_stdout.then(|| {
+            let mut out = child.stdout.take().unwrap();
+            std::thread::spawn(move || {
+                let mut s = Vec::new();
+                out.read_to_end(&mut s).ok();
+                String::from_utf8_lossy(&s).into_owned()
+            })
+        });
         let mut me = Self {
             child: Proc(child),
+            stdout_reader,
             stderr_lines: rx,
             stderr: Vec::new(),
             addr: None,
@@ -185,14 +207,20 @@ impl Rcapture {
     pub fn stop_with_stderr(mut self) -> (String, Vec<String>) {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.pid() as i32, libc::SIGINT) };
-        let mut out = String::new();
-        self.child
-            .0
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
+        let out = match self.stdout_reader.take() {
+            Some(r) => r.join().expect("stdout reader"),
+            None => {
+                let mut s = Vec::new();
+                self.child
+                    .0
+                    .stdout
+                    .take()
+                    .unwrap()
+                    .read_to_end(&mut s)
+                    .unwrap();
+                String::from_utf8_lossy(&s).into_owned()
+            }
+        };
         let st = self.child.0.wait().unwrap();
         while let Ok(l) = self.stderr_lines.recv_timeout(Duration::from_secs(5)) {
             self.stderr.push(l);
