@@ -168,10 +168,10 @@ fn update_config(req: &Request, ctx: &mut ApiContext<'_>, module: &str) -> ApiRe
         && wanted.as_ref() != ctx.forwarder.as_ref().map(Forwarder::config)
     {
         if let Some(old) = ctx.forwarder.take() {
-            // Flush what the old setup holds, briefly: the loop waits
-            // meanwhile. Its final counts stay in the totals.
-            let last = old.shutdown(std::time::Duration::from_millis(500));
-            ctx.forward_totals.retire(last);
+            // The old setup flushes what it holds, briefly, on a thread of
+            // its own: the loop does not wait. Its counts stay in the totals.
+            ctx.forward_totals
+                .retire_in_background(old, std::time::Duration::from_millis(500));
         }
         if let Some(mut cfg) = wanted {
             cfg.intake_batches = ctx.forward_intake;

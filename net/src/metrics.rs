@@ -3,11 +3,13 @@
 use crate::conn::{ClientCounts, DropReason};
 use crate::control::CaptureCounters;
 use crate::eventfile::EventFileStats;
-use crate::forward::ForwardStats;
+use crate::forward::retire::Retiring;
+use crate::forward::{ForwardStats, Forwarder};
 use crate::publish::EntryMeta;
 use rcapture_core::event::Module;
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
+use std::time::Duration;
 
 /// Distinct pids labelled per module: the first this many pids seen keep
 /// their own `ecapture_events_total` series for as long as the server runs;
@@ -38,10 +40,13 @@ pub struct ClientReport {
 
 /// The forwarder's counters over every forwarder the server has run:
 /// those a `POST /config` replaced or disabled (their final counts, after
-/// the bounded shutdown) plus the running one, so they never go down.
+/// the bounded shutdown; while it runs in the background, their live
+/// counts) plus the running one, so they never go down.
 #[derive(Debug, Default)]
 pub struct ForwardTotals {
     retired: ForwardStats,
+    /// Replaced forwarders still shutting down (on threads of their own).
+    retiring: Vec<Retiring>,
     /// Forwarders replaced or disabled.
     pub retired_count: u64,
 }
@@ -49,24 +54,61 @@ pub struct ForwardTotals {
 impl ForwardTotals {
     /// Adds the final counts of a forwarder that has been shut down.
     pub fn retire(&mut self, s: ForwardStats) {
-        add_forward(&mut self.retired, s);
-        self.retired.queue_bytes = 0;
+        self.fold(s);
         self.retired_count += 1;
     }
 
-    /// The totals with `current` (the running forwarder's counters), or
-    /// `None` if no forwarder ever ran. `queue_bytes` is the running
-    /// one's; `last_error` the most recent one's.
-    pub fn with(&self, current: Option<ForwardStats>) -> Option<ForwardStats> {
-        match current {
-            None if self.retired_count == 0 => None,
-            None => Some(self.retired.clone()),
-            Some(c) => {
-                let mut t = self.retired.clone();
-                add_forward(&mut t, c);
-                Some(t)
+    /// Takes a replaced or disabled forwarder and shuts it down in the
+    /// background (waiting up to `wait` for delivery), so the caller does
+    /// not wait; its counts are in the totals meanwhile and after.
+    pub fn retire_in_background(&mut self, f: Forwarder, wait: Duration) {
+        self.reap();
+        self.retiring.push(Retiring::start(f, wait));
+        self.retired_count += 1;
+    }
+
+    /// Waits for every background shutdown to end (at server stop).
+    pub fn wait_retiring(&mut self) {
+        for r in std::mem::take(&mut self.retiring) {
+            let s = r.wait();
+            self.fold(s);
+        }
+    }
+
+    /// Folds the final counts of the background shutdowns that have ended.
+    fn reap(&mut self) {
+        let mut i = 0;
+        while i < self.retiring.len() {
+            if self.retiring[i].is_done() {
+                let s = self.retiring.swap_remove(i).wait();
+                self.fold(s);
+            } else {
+                i += 1;
             }
         }
+    }
+
+    fn fold(&mut self, s: ForwardStats) {
+        add_forward(&mut self.retired, s);
+        self.retired.queue_bytes = 0;
+    }
+
+    /// The totals with `current` (the running forwarder's counters), or
+    /// `None` if no forwarder ever ran. `queue_bytes` is that of the
+    /// running one and of those still shutting down; `last_error` the most
+    /// recent one's.
+    pub fn with(&self, current: Option<ForwardStats>) -> Option<ForwardStats> {
+        if current.is_none() && self.retired_count == 0 {
+            return None;
+        }
+        let mut t = self.retired.clone();
+        for r in &self.retiring {
+            add_forward(&mut t, r.stats());
+        }
+        if let Some(c) = current {
+            add_forward(&mut t, c);
+        }
+        Some(t)
     }
 }
 

@@ -347,6 +347,7 @@ impl Server {
             }
             self.close(i, "server stopping");
         }
+        self.forward_totals.wait_retiring();
         if let Some(f) = self.forwarder.take() {
             self.forward_totals
                 .retire(f.shutdown(Duration::from_secs(5)));

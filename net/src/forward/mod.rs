@@ -26,6 +26,7 @@ pub mod gzip;
 pub mod proxy;
 mod queue;
 pub mod response;
+pub mod retire;
 pub mod retry;
 mod sender;
 mod stats;

@@ -322,16 +322,21 @@ fn forwarder_and_event_file_counters_are_in_metrics() {
         assert!(ok, "promtool check metrics:\n{msg}\n--- input:\n{text}");
     }
     // Off (the bounded shutdown drops what the dead collector never got).
+    // The shutdown runs in the background: its drops are counted once it ends.
     let r = s.post("/config", r#"{"event_forward": {"enabled": false}}"#);
     assert_eq!((r.status, r.code()), (200, 0), "{}", r.text());
-    let text = s.get("/metrics").text();
-    assert_eq!(metric_value(&text, "ecapture_forward_enabled"), Some(0.0));
-    assert_eq!(
-        metric_value(&text, "ecapture_forward_sent_events_total").unwrap()
-            + metric_value(&text, "ecapture_forward_dropped_events_total").unwrap(),
-        6.0,
-        "{text}"
-    );
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = s.get("/metrics").text();
+        assert_eq!(metric_value(&text, "ecapture_forward_enabled"), Some(0.0));
+        let total = metric_value(&text, "ecapture_forward_sent_events_total").unwrap()
+            + metric_value(&text, "ecapture_forward_dropped_events_total").unwrap();
+        if total == 6.0 {
+            break;
+        }
+        assert!(total < 6.0 && Instant::now() < end, "{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -372,29 +377,36 @@ fn forwarder_totals_survive_replacement_and_disabling() {
         let _ = srv.get("/status");
         let r = srv.post("/config", &format!(r#"{{"event_forward": {change}}}"#));
         assert_eq!((r.status, r.code()), (200, 0), "{change}: {}", r.text());
-        let fwd = srv.counters()["forward"].clone();
-        let get = |k: &str| {
-            fwd[k]
-                .as_u64()
-                .unwrap_or_else(|| panic!("after {change}: forward.{k} in {fwd}"))
-        };
-        assert_eq!(
-            (
-                get("sent_events"),
-                get("dropped_events") + get("failed_events") + get("skipped_events")
-            ),
-            (offered, 0),
-            "after {change}: every event offered so far was sent: {fwd}"
-        );
-        for k in FORWARD_COUNTERS {
-            let was = before.get(k).and_then(Value::as_u64).unwrap_or(0);
+        // The replaced forwarder flushes in the background: its counts are
+        // in the totals while it does (never going down) and after.
+        let end = Instant::now() + Duration::from_secs(10);
+        let fwd = loop {
+            let fwd = srv.counters()["forward"].clone();
+            let get = |k: &str| {
+                fwd[k]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("after {change}: forward.{k} in {fwd}"))
+            };
+            for k in FORWARD_COUNTERS {
+                let was = before.get(k).and_then(Value::as_u64).unwrap_or(0);
+                assert!(
+                    get(k) >= was,
+                    "after {change}: forward.{k} went down from {was}: {fwd}"
+                );
+            }
+            before = fwd.as_object().unwrap().clone();
+            let lost = get("dropped_events") + get("failed_events") + get("skipped_events");
+            assert_eq!(lost, 0, "after {change}: {fwd}");
+            if get("sent_events") == offered {
+                break fwd;
+            }
             assert!(
-                get(k) >= was,
-                "after {change}: forward.{k} went down from {was}: {fwd}"
+                Instant::now() < end,
+                "after {change}: every event offered so far is sent: {fwd}"
             );
-        }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         assert_eq!(fwd["enabled"], i < 3, "after {change}: {fwd}");
-        before = fwd.as_object().unwrap().clone();
     }
     let text = srv.get("/metrics").text();
     assert_eq!(
@@ -442,4 +454,71 @@ fn readme_metrics() -> Vec<(String, String, Vec<String>)> {
         "the metrics table of net/README.md: {rows:?}"
     );
     rows
+}
+
+/// `POST /config` that replaces a forwarder does not wait for the old one's
+/// bounded shutdown: with the old collector holding a request unanswered,
+/// the response comes while that request is still open (the loop did not
+/// wait for its cancellation), the server keeps serving, and the old
+/// forwarder's events are counted once its shutdown ends.
+#[test]
+fn replacing_a_stuck_forwarder_does_not_wait_for_its_shutdown() {
+    let mut srv = TestServer::start();
+    let stuck = TcpListener::bind("127.0.0.1:0").unwrap();
+    let stuck_port = stuck.local_addr().unwrap().port();
+    let (got_tx, got_request) = mpsc::channel();
+    let (closed_tx, closed) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut s, _) = stuck.accept().unwrap();
+        let mut buf = [0u8; 65536];
+        let mut told = false;
+        // Reads, never answers; reports the request, then the close.
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) if !told => {
+                    told = true;
+                    let _ = got_tx.send(());
+                }
+                Ok(_) => {}
+            }
+        }
+        let _ = closed_tx.send(());
+    });
+    let on = format!(
+        r#"{{"event_forward": {{"enabled": true, "url": "http://127.0.0.1:{stuck_port}/c", "format": "json", "batch_size": 1, "concurrency": 1}}}}"#
+    );
+    let r = srv.post("/config", &on);
+    assert_eq!((r.status, r.code()), (200, 0), "{}", r.text());
+    srv.publish(&[TestEvent::tls(1), TestEvent::tls(2)]);
+    got_request
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the stuck collector got a request");
+
+    let (port, rx) = collector();
+    let r = srv.post(
+        "/config",
+        &format!(r#"{{"event_forward": {{"url": "http://127.0.0.1:{port}/d"}}}}"#),
+    );
+    assert_eq!((r.status, r.code()), (200, 0), "{}", r.text());
+    assert!(
+        closed.try_recv().is_err(),
+        "the response waited for the old forwarder's shutdown (its request was already cancelled)"
+    );
+    srv.assert_serving("the replacement");
+    // The new forwarder works; the old one's 2 events end up counted as
+    // dropped once its shutdown gives up on the stuck collector.
+    srv.publish(&[TestEvent::tls(3)]);
+    let (ctype, body) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the new collector");
+    assert_eq!(events_in(&ctype, &body), 1);
+    closed
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the old forwarder's request is cancelled");
+    let c = srv.wait_counters("the old forwarder's final counts", |c| {
+        c["forward"]["dropped_events"].as_u64() == Some(2)
+    });
+    assert_eq!(c["forward"]["sent_events"], 1, "{c}");
+    assert_eq!(c["forward"]["retired"], 1, "{c}");
 }
