@@ -5,16 +5,14 @@ use crate::control::CaptureCounters;
 use crate::eventfile::EventFileStats;
 use crate::forward::retire::Retiring;
 use crate::forward::{ForwardStats, Forwarder};
+use crate::pid_labels::PidLabels;
 use crate::publish::EntryMeta;
 use rcapture_core::event::Module;
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
 use std::time::Duration;
 
-/// Distinct pids labelled per module: the first this many pids seen keep
-/// their own `ecapture_events_total` series for as long as the server runs;
-/// the events of every later pid count in `pid="other"`.
-pub const MAX_PID_LABELS: usize = 32;
+pub use crate::pid_labels::MAX_PID_LABELS;
 
 /// Upper bounds (seconds) of the latency histogram buckets.
 pub const LATENCY_BUCKETS: [f64; 12] = [
@@ -130,10 +128,8 @@ fn add_forward(t: &mut ForwardStats, s: ForwardStats) {
 /// Counters of the server side.
 #[derive(Debug, Default)]
 pub struct ServerMetrics {
-    events: HashMap<(Module, u32), u64>,
-    /// Pids labelled so far, per module (at most [`MAX_PID_LABELS`]).
-    labelled: HashMap<Module, usize>,
-    other: HashMap<Module, u64>,
+    /// `ecapture_events_total`'s series: the busiest pids per module.
+    pids: HashMap<Module, PidLabels>,
     payload_bytes: HashMap<Module, u64>,
     /// Events received from the workers.
     pub received: u64,
@@ -153,16 +149,7 @@ impl ServerMetrics {
     /// Counts one event handed over by a worker; `latency_s` from capture to now.
     pub fn event(&mut self, m: &EntryMeta, latency_s: f64) {
         self.received += 1;
-        let key = (m.module, m.pid);
-        let labelled = self.labelled.entry(m.module).or_default();
-        if let Some(n) = self.events.get_mut(&key) {
-            *n += 1;
-        } else if *labelled < MAX_PID_LABELS {
-            *labelled += 1;
-            self.events.insert(key, 1);
-        } else {
-            *self.other.entry(m.module).or_default() += 1;
-        }
+        self.pids.entry(m.module).or_default().count(m.pid);
         *self.payload_bytes.entry(m.module).or_default() += u64::from(m.payload_len);
         let i = LATENCY_BUCKETS
             .iter()
@@ -207,23 +194,25 @@ impl ServerMetrics {
             &mut o,
             "ecapture_events_total",
             "counter",
-            "Events captured, by module and pid: the first 32 pids seen per module keep their own series while rcapture runs; every later pid counts in pid=\"other\".",
+            "Events captured, by module and pid: the 32 busiest pids of each module lately (decayed counts) have their own series, the rest count in pid=\"other\" (a displaced pid's count moves there).",
         );
-        let mut ev: Vec<_> = self.events.iter().collect();
-        ev.sort_by_key(|((m, pid), _)| (m.name(), *pid));
-        for ((m, pid), n) in ev {
-            let _ = writeln!(
-                o,
-                "ecapture_events_total{{module=\"{}\",pid=\"{pid}\"}} {n}",
-                m.name()
-            );
-        }
-        for (m, n) in by_module(&self.other) {
-            let _ = writeln!(
-                o,
-                "ecapture_events_total{{module=\"{}\",pid=\"other\"}} {n}",
-                m.name()
-            );
+        let mut mods: Vec<_> = self.pids.iter().collect();
+        mods.sort_by_key(|(m, _)| m.name());
+        for (m, p) in mods {
+            for (pid, n) in p.series() {
+                let _ = writeln!(
+                    o,
+                    "ecapture_events_total{{module=\"{}\",pid=\"{pid}\"}} {n}",
+                    m.name()
+                );
+            }
+            if let Some(n) = p.other() {
+                let _ = writeln!(
+                    o,
+                    "ecapture_events_total{{module=\"{}\",pid=\"other\"}} {n}",
+                    m.name()
+                );
+            }
         }
         head(
             &mut o,

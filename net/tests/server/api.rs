@@ -316,3 +316,44 @@ fn many_pids_are_bounded_by_an_other_label() {
         assert!(ok, "{msg}");
     }
 }
+
+/// The pid label names the busiest pids: a pid first seen after 32 others
+/// gets its own series once it is busier than them, and the series still
+/// sum to every event.
+#[test]
+fn a_busy_pid_seen_late_gets_its_own_series() {
+    let mut s = TestServer::start();
+    let early: Vec<TestEvent> = (0..64)
+        .map(|i| TestEvent::tls(i).with_pid(20_000 + i as i64))
+        .collect();
+    s.publish(&early);
+    let busy: Vec<TestEvent> = (64..364)
+        .map(|i| TestEvent::tls(i).with_pid(31_337))
+        .collect();
+    s.publish(&busy);
+    let end = std::time::Instant::now() + crate::util::WAIT;
+    let text = loop {
+        let t = s.get("/metrics").text();
+        if t.contains("ecapture_event_latency_seconds_count 364") {
+            break t;
+        }
+        assert!(std::time::Instant::now() < end, "{t}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("ecapture_events_total{"))
+        .collect();
+    assert!(series.len() <= 32 + 1, "{text}");
+    let busy_line = series
+        .iter()
+        .find(|l| l.contains("pid=\"31337\""))
+        .unwrap_or_else(|| panic!("the busy pid has no series:\n{text}"));
+    let n: u64 = busy_line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n > 250, "{busy_line}");
+    let sum: u64 = series
+        .iter()
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(sum, 364, "every event counted once: {text}");
+}
