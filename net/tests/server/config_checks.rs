@@ -62,7 +62,11 @@ fn forward_urls_and_headers_that_could_inject_are_refused() {
     // Nothing took effect.
     let cfg = s.get("/config").json();
     assert_eq!(cfg["data"]["event_forward"]["enabled"], false, "{cfg}");
-    assert_eq!(s.status()["forward"], serde_json::Value::Null, "no forwarder ever ran");
+    assert_eq!(
+        s.status()["forward"],
+        serde_json::Value::Null,
+        "no forwarder ever ran"
+    );
 }
 
 #[test]

@@ -20,11 +20,37 @@ fn responses(s: &TestServer, code: u16) -> f64 {
     .unwrap_or(0.0)
 }
 
+/// Sets a socket buffer size (`SO_SNDBUF`, `SO_RCVBUF`) of `s`.
+pub fn set_buffer(s: &std::net::TcpStream, which: libc::c_int, bytes: usize) {
+    use std::os::fd::AsRawFd;
+    let n = bytes as libc::c_int;
+    // SAFETY: setsockopt on an open socket with a c_int of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            which,
+            (&n as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt {which}");
+}
+
 /// Writes `raw` whole before reading anything, then reads one response.
+/// A small send buffer: the bytes are still arriving when the server has
+/// answered (as from a client on a real network).
 fn send_all_then_read(s: &TestServer, raw: &[u8]) -> crate::util::Response {
     let mut c = connect(s.addr);
-    c.write_all(raw)
-        .unwrap_or_else(|e| panic!("writing {} bytes before reading: {e}", raw.len()));
+    set_buffer(&c, libc::SO_SNDBUF, 8 * 1024);
+    for (i, part) in raw.chunks(16 * 1024).enumerate() {
+        if i == 1 {
+            // The rest arrives after the server has seen the start.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c.write_all(part)
+            .unwrap_or_else(|e| panic!("writing {} bytes before reading: {e}", raw.len()));
+    }
     read_response(&mut c).unwrap_or_else(|e| panic!("no response after the whole request: {e}"))
 }
 
