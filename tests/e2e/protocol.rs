@@ -4,7 +4,8 @@
 
 use crate::testutil::{Rcapture, TempDir, blocks, bpf_available, python_server, run_ok};
 use std::io::{Read, Write};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 #[test]
 fn sighup_drains_and_exits_0_with_the_ledger() {
@@ -49,6 +50,38 @@ fn sighup_drains_and_exits_0_with_the_ledger() {
     assert!(events >= 2, "{ledger}");
 }
 
+/// Runs `rcapture ARGS`; returns (exited with failure, stderr). One still
+/// running after 20 s (it accepted the flags and started) is killed and
+/// counts as accepted.
+fn refused_by_cli(args: &[&str]) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rcapture"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.is_some_and(|st| !st.success()), err)
+}
+
 /// The CLI refuses a `--forward` URL with CR LF (header injection) or one
 /// over the length limit, naming the field; nothing is started.
 #[test]
@@ -66,31 +99,21 @@ fn forward_url_that_would_inject_headers_is_refused_by_the_cli() {
         ("http://bad host/", "contains the byte 0x20"),
         (long.as_str(), "over the 8192-byte limit"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_rcapture"))
-            .args(["tls", "--listen", "none", "--forward", url])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{url:?} was accepted: {err}");
+        let (refused, err) = refused_by_cli(&["tls", "--listen", "none", "--forward", url]);
+        assert!(refused, "{url:?} was accepted: {err}");
         assert!(
             err.contains("event_forward.url") && err.contains(want) && err.contains("--forward"),
             "{url:?}: {err}"
         );
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_rcapture"))
-        .args([
-            "tls",
-            "--listen",
-            "none",
-            "--forward",
-            "http://127.0.0.1:9/",
-        ])
-        .args(["--forward-header", "X-A: b\u{1}c"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("control character"),
-        "{err}"
-    );
+    let (refused, err) = refused_by_cli(&[
+        "tls",
+        "--listen",
+        "none",
+        "--forward",
+        "http://127.0.0.1:9/",
+        "--forward-header",
+        "X-A: b\u{1}c",
+    ]);
+    assert!(refused && err.contains("control character"), "{err}");
 }
