@@ -72,8 +72,14 @@ pub struct Upgrade {
 
 /// Validates a WebSocket upgrade (tungstenite) and builds the 101 response.
 pub fn accept_upgrade(req: &Request) -> Result<Upgrade, String> {
+    let version = if req.version == 0 {
+        tungstenite::http::Version::HTTP_10
+    } else {
+        tungstenite::http::Version::HTTP_11
+    };
     let mut b = tungstenite::http::Request::builder()
         .method(req.method.as_str())
+        .version(version)
         .uri(if req.path.is_empty() {
             "/"
         } else {

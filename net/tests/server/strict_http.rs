@@ -232,6 +232,12 @@ fn http_1_0_closes_unless_keep_alive_is_asked() {
             (200, Some("keep-alive"))
         );
     }
+    // WebSocket needs HTTP/1.1.
+    let r = request(
+        s.addr,
+        b"GET /ws HTTP/1.0\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
+    assert_eq!(r.status, 400, "{r:?}");
     s.assert_serving("HTTP/1.0");
 }
 
