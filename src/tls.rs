@@ -1,6 +1,7 @@
 //! `rcapture tls`: load the OpenSSL probes, run one pinned worker per CPU,
 //! write text or a key log, serve the event stream and API, and on
-//! SIGINT/SIGTERM detach, drain and exit 0.
+//! SIGINT, SIGTERM or SIGHUP (its terminal went) detach, drain and exit 0
+//! with the ledger.
 
 use crate::cli::{ServerArgs, TlsArgs, TlsMode};
 use crate::control::TlsControl;
@@ -16,7 +17,7 @@ use rcapture_net::eventfile::EventFileConfig;
 use rcapture_net::eventfile::rotate::open_with_mode;
 use rcapture_net::forward::config::ForwardConfig;
 use rcapture_net::{Limits, Server, ServerConfig};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -104,8 +105,8 @@ pub fn run(args: TlsArgs) -> anyhow::Result<()> {
     let event_file = event_file_config(&args.forward, args.file_mode);
     let server_cfg = server_config(&args.server, forward, event_file, start, initial)?;
     // Signals are routed to a dedicated iterator before any thread starts.
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .context("installing SIGINT/SIGTERM handlers")?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("installing SIGINT/SIGTERM/SIGHUP handlers")?;
 
     let target = OpensslTarget::discover(args.libssl.as_deref(), args.pid)?;
     let opts = TlsProbeOptions {

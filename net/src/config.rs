@@ -93,13 +93,7 @@ impl CaptureConfig {
                     }
                 }
                 "btf_mode" => {
-                    let m = u32_field(v, "btf_mode")?;
-                    if m > 2 {
-                        return Err(ConfigError::Check(format!(
-                            "btf_mode: {m} is out of range 0..=2"
-                        )));
-                    }
-                    if m == 2 {
+                    if integer(v, "btf_mode", 0, 2)? == 2 {
                         return Err(ConfigError::Check(
                             "btf_mode: 2 (non-CO-RE) is not supported; rcapture's programs are CO-RE".into(),
                         ));
@@ -158,20 +152,35 @@ fn nonzero(n: u32) -> Option<u32> {
 }
 
 fn u64_field(v: &Value, field: &str) -> Result<u64, ConfigError> {
-    match v {
-        Value::Number(n) => n.as_u64().ok_or_else(|| {
-            ConfigError::Check(format!("{field}: {n} is out of range 0..={}", u64::MAX))
-        }),
-        other => Err(ConfigError::Decode(format!(
-            "{field} must be a number, got {other}"
-        ))),
-    }
+    integer(v, field, 0, u64::MAX)
 }
 
 fn u32_field(v: &Value, field: &str) -> Result<u32, ConfigError> {
-    let n = u64_field(v, field)?;
-    u32::try_from(n)
-        .map_err(|_| ConfigError::Check(format!("{field}: {n} is out of range 0..={}", u32::MAX)))
+    // The range holds it.
+    integer(v, field, 0, u64::from(u32::MAX)).map(|n| n as u32)
+}
+
+/// An integer field in `min..=max`: not a number, or a number with a
+/// fraction or exponent (`1.5`, `1e3`), is a decoding error (code 4); an
+/// integer outside the range (negative ones too) is out of range (code 5),
+/// and the message quotes the range.
+pub fn integer(v: &Value, field: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+    let Value::Number(n) = v else {
+        return Err(ConfigError::Decode(format!(
+            "{field} must be a number, got {v}"
+        )));
+    };
+    if n.is_f64() {
+        return Err(ConfigError::Decode(format!(
+            "{field} must be an integer, got {n}"
+        )));
+    }
+    match n.as_u64() {
+        Some(x) if (min..=max).contains(&x) => Ok(x),
+        _ => Err(ConfigError::Check(format!(
+            "{field}: {n} is out of range {min}..={max}"
+        ))),
+    }
 }
 
 fn bool_field(v: &Value, field: &str) -> Result<bool, ConfigError> {
@@ -225,6 +234,23 @@ mod tests {
             (e.code(), e.to_string()),
             (5, "pid: 5000000000 is out of range 0..=4294967295".into())
         );
+        for (body, code, msg) in [
+            (
+                r#"{"uid": -1}"#,
+                5,
+                "uid: -1 is out of range 0..=4294967295",
+            ),
+            (r#"{"pid": 1.5}"#, 4, "pid must be an integer, got 1.5"),
+            (r#"{"pid": 1e3}"#, 4, "pid must be an integer, got 1000.0"),
+            (
+                r#"{"truncate_size": -5}"#,
+                5,
+                "truncate_size: -5 is out of range 0..=18446744073709551615",
+            ),
+        ] {
+            let e = c.patched(body.as_bytes()).unwrap_err();
+            assert_eq!((e.code(), e.to_string()), (code, msg.into()), "{body}");
+        }
         assert_eq!(c.patched(b"{").unwrap_err().code(), 4);
         assert_eq!(c.patched(b"[]").unwrap_err().code(), 4);
         assert_eq!(c.patched(br#"{"truncate_size": 5}"#).unwrap_err().code(), 5);

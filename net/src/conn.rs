@@ -35,6 +35,14 @@ const IOV_ITEMS: usize = 256;
 const SPILL_MIN: usize = 64 * 1024;
 /// How long an empty spill keeps its memory after its last use.
 pub const SPILL_KEEP: std::time::Duration = std::time::Duration::from_secs(10);
+/// Lingering close (as nginx's): once the last response of a connection
+/// the server closes is written, its side is shut down and what the client
+/// still sends (a body it wrote before reading the 413) is read and
+/// discarded, up to this many bytes ...
+pub const LINGER_BYTES: usize = 16 << 20;
+/// ... or until this long has passed, so that the client reads the
+/// response instead of a reset.
+pub const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Where the body of a queued entry is.
 #[derive(Debug)]
@@ -441,6 +449,18 @@ impl WsStream {
         true
     }
 
+    /// Bytes the connection's staged buffer may hold with `cap` bytes of
+    /// replies unread: a deflate client's compressed event frames (bounded
+    /// by its queue) come on top.
+    pub fn staged_allowance(&self, cap: usize) -> usize {
+        let events = if self.deflate.is_some() {
+            self.limits.bytes
+        } else {
+            0
+        };
+        cap.saturating_add(events)
+    }
+
     /// Entries waiting.
     pub fn queued(&self) -> usize {
         self.queue.len()
@@ -615,6 +635,12 @@ pub struct Conn {
     /// Drop the connection at this instant even if writes are stuck.
     pub hard_deadline: Option<Instant>,
     pub id: u64,
+    /// The peer has shut down its side (it may still read).
+    pub read_closed: bool,
+    /// Lingering: our side is shut down; bytes still to read and discard.
+    linger_left: Option<usize>,
+    /// `100 Continue` was sent for the request being received.
+    pub continue_sent: bool,
 }
 
 /// What a write pass ended with.
@@ -648,20 +674,74 @@ impl Conn {
             close_after_flush: false,
             hard_deadline: None,
             id,
+            read_closed: false,
+            linger_left: None,
+            continue_sent: false,
         }
+    }
+
+    /// Whether the connection is lingering (see [`LINGER_BYTES`]).
+    pub fn lingering(&self) -> bool {
+        self.linger_left.is_some()
+    }
+
+    /// Whether replies the client has not read (HTTP responses; pongs and
+    /// other WebSocket control replies) exceed `cap` bytes; a deflate
+    /// client's compressed event frames, bounded by its queue, count on
+    /// top of it.
+    pub fn reply_backlog_full(&self, cap: usize) -> bool {
+        let cap = self.ws.as_ref().map_or(cap, |w| w.staged_allowance(cap));
+        self.staged.pending() > cap
+    }
+
+    /// Ends the WebSocket stream with a close frame (`code`, `reason`):
+    /// what is queued is dropped (counted), the connection closes once the
+    /// frame is written (or after 2 s).
+    pub fn close_ws(&mut self, code: u16, reason: &str, why: &'static str) {
+        if let Some(w) = self.ws.as_mut() {
+            w.clear();
+            w.closing = Some(why);
+        }
+        ws::push_close(&mut self.staged.buf, code, reason);
+        self.close_after_flush = true;
+        self.rbuf.clear();
+        self.hard_deadline = Some(Instant::now() + std::time::Duration::from_secs(2));
+    }
+
+    /// The last response is written: shut our side down and read what the
+    /// client still sends. Returns false when there is nothing to wait for
+    /// (the client has shut down its side too, or the socket failed).
+    fn start_linger(&mut self) -> bool {
+        if self.read_closed || self.sock.shutdown(std::net::Shutdown::Write).is_err() {
+            return false;
+        }
+        self.linger_left = Some(LINGER_BYTES);
+        let until = Instant::now() + LINGER_TIME;
+        self.hard_deadline = Some(self.hard_deadline.map_or(until, |d| d.min(until)));
+        self.rbuf.clear();
+        self.read_available(0)
     }
 
     /// Reads what is available into `rbuf` (up to `limit` bytes buffered).
     /// Returns false when the peer closed or the read failed.
+    /// While lingering, what is read is discarded, and false is returned
+    /// too once [`LINGER_BYTES`] are read.
     pub fn read_available(&mut self, limit: usize) -> bool {
         let mut chunk = [0u8; 16 * 1024];
         loop {
-            if self.rbuf.len() >= limit {
+            if self.linger_left.is_none() && self.rbuf.len() >= limit {
                 return true;
             }
             match self.sock.read(&mut chunk) {
-                Ok(0) => return false,
-                Ok(n) => self.rbuf.extend_from_slice(&chunk[..n]),
+                Ok(0) => {
+                    self.read_closed = true;
+                    return false;
+                }
+                Ok(n) => match self.linger_left.as_mut() {
+                    Some(left) if *left <= n => return false,
+                    Some(left) => *left -= n,
+                    None => self.rbuf.extend_from_slice(&chunk[..n]),
+                },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return false,
@@ -685,11 +765,13 @@ impl Conn {
                 r
             } else if let Some(ws) = self.ws.as_mut().filter(|w| w.queued() > 0) {
                 ws.write_items(&mut self.sock)
+            } else if !self.close_after_flush || self.lingering() {
+                return Flush::Idle;
             } else {
-                return if self.close_after_flush {
-                    Flush::Close
-                } else {
+                return if self.start_linger() {
                     Flush::Idle
+                } else {
+                    Flush::Close
                 };
             };
             match res {

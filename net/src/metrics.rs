@@ -141,6 +141,9 @@ pub struct ServerMetrics {
     pub ws_recent_closed: VecDeque<ClientReport>,
     /// HTTP requests answered, by status.
     pub http_responses: HashMap<u16, u64>,
+    /// Connections closed for leaving too many replies unread: HTTP
+    /// (pipelined responses, 429) and WebSocket (pongs and replies, 1008).
+    pub backlog_closed: [u64; 2],
     latency_counts: [u64; LATENCY_BUCKETS.len() + 1],
     latency_sum: f64,
 }
@@ -409,6 +412,18 @@ impl ServerMetrics {
         );
         for (code, n) in sorted(&self.http_responses) {
             let _ = writeln!(o, "ecapture_http_responses_total{{code=\"{code}\"}} {n}");
+        }
+        head(
+            &mut o,
+            "ecapture_reply_backlog_closed_connections_total",
+            "counter",
+            "Connections closed for not reading their replies: pipelined HTTP responses (429) or WebSocket pongs and replies (1008).",
+        );
+        for (protocol, n) in ["http", "websocket"].iter().zip(self.backlog_closed) {
+            let _ = writeln!(
+                o,
+                "ecapture_reply_backlog_closed_connections_total{{protocol=\"{protocol}\"}} {n}"
+            );
         }
         head(
             &mut o,

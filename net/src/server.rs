@@ -51,6 +51,11 @@ pub struct Limits {
     pub stuck_deadline: Duration,
     /// Largest client WebSocket message.
     pub max_client_message: usize,
+    /// Bytes of replies a client may leave unread: HTTP responses to
+    /// pipelined requests, WebSocket pongs and text replies. A client that
+    /// sends more while not reading is answered 429 (HTTP) or closed with
+    /// 1008 (WebSocket), and counted.
+    pub reply_backlog_bytes: usize,
 }
 
 impl Default for Limits {
@@ -69,6 +74,7 @@ impl Default for Limits {
             spill_budget_bytes: 64 << 20,
             stuck_deadline: Duration::from_secs(10),
             max_client_message: 64 * 1024,
+            reply_backlog_bytes: 1 << 20,
         }
     }
 }
@@ -418,6 +424,7 @@ impl Server {
                     &[],
                     &body,
                     false,
+                    false,
                 );
                 let _ = io::Write::write(&mut sock, &out);
                 continue;
@@ -491,7 +498,7 @@ impl Server {
             } else {
                 self.http_input(i);
             }
-            if !alive {
+            if !alive && !self.half_closed(i) {
                 self.close(i, "peer gone");
                 return;
             }
@@ -538,6 +545,11 @@ impl Server {
     }
 
     fn respond(&mut self, i: usize, r: ApiResponse, keep_alive: bool) {
+        self.respond_head(i, r, keep_alive, false);
+    }
+
+    /// Writes a response; for `HEAD` (`head`) without its body.
+    fn respond_head(&mut self, i: usize, r: ApiResponse, keep_alive: bool, head: bool) {
         *self.metrics.http_responses.entry(r.status).or_default() += 1;
         let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
             return;
@@ -549,6 +561,7 @@ impl Server {
             &r.extra,
             &r.body,
             keep_alive,
+            head,
         );
         if !keep_alive {
             c.close_after_flush = true;
@@ -571,6 +584,13 @@ impl Server {
             let parsed = parse_request(&c.rbuf, self.cfg.limits.request);
             let (req, used) = match parsed {
                 Ok(Parsed::Partial) => return,
+                Ok(Parsed::AwaitingBody { expect_continue }) => {
+                    if expect_continue && !c.continue_sent {
+                        c.staged.buf.extend_from_slice(http::CONTINUE);
+                        c.continue_sent = true;
+                    }
+                    return;
+                }
                 Ok(Parsed::Complete(r, n)) => (r, n),
                 Err(e) => {
                     let (status, _) = e.status();
@@ -581,6 +601,13 @@ impl Server {
             };
             c.rbuf.drain(..used);
             c.request_started = None;
+            c.continue_sent = false;
+            if self.reply_backlog_full(i) {
+                return;
+            }
+            let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+                return;
+            };
             let peer = c.peer.ip();
             if !self.rate_ok(peer, now) {
                 let mut r = ApiResponse::error(
@@ -617,8 +644,16 @@ impl Server {
                 );
                 return;
             }
-            let r = self.api(&req);
-            self.respond(i, r, req.keep_alive());
+            let head = req.method == "HEAD";
+            let r = if head {
+                self.api(&Request {
+                    method: "GET".into(),
+                    ..req.clone()
+                })
+            } else {
+                self.api(&req)
+            };
+            self.respond_head(i, r, req.keep_alive(), head);
         }
     }
 
@@ -735,6 +770,7 @@ impl Server {
 
     fn ws_input(&mut self, i: usize) {
         let max = self.cfg.limits.max_client_message;
+        let backlog = self.cfg.limits.reply_backlog_bytes;
         let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
@@ -758,6 +794,14 @@ impl Server {
                 }
             };
             c.rbuf.drain(..used);
+            if frame.opcode != ws::OP_CLOSE
+                && frame.opcode != ws::OP_PONG
+                && c.staged.pending() > w.staged_allowance(backlog)
+            {
+                self.metrics.backlog_closed[1] += 1;
+                let reason = format!("client not reading: over {backlog} bytes of replies unsent");
+                return c.close_ws(ws::CLOSE_POLICY, &reason, "not reading its replies");
+            }
             let message = match frame.opcode {
                 ws::OP_PING => {
                     ws::push_frame(&mut c.staged.buf, ws::OP_PONG, &frame.payload);
@@ -765,9 +809,9 @@ impl Server {
                 }
                 ws::OP_PONG => None,
                 ws::OP_CLOSE => {
-                    let code = match frame.payload.get(..2) {
-                        Some(b) => u16::from_be_bytes([b[0], b[1]]),
-                        None => ws::CLOSE_NORMAL,
+                    let code = match ws::close_code(&frame.payload) {
+                        Ok(code) => code,
+                        Err(e) => return c.close_ws(e.code, &e.reason, "protocol error"),
                     };
                     w.clear();
                     w.closing = Some("closed by the client");
@@ -784,6 +828,13 @@ impl Server {
                     Some(_) => Some((0xff, false, Vec::new())),
                     None => Some((0xfe, false, Vec::new())),
                 },
+                op if w.fragment.is_some() => {
+                    return c.close_ws(
+                        ws::CLOSE_PROTOCOL,
+                        &format!("a new message (opcode {op:#x}) inside a fragmented one"),
+                        "protocol error",
+                    );
+                }
                 op => {
                     if frame.fin {
                         Some((op, frame.rsv1, frame.payload))
@@ -964,6 +1015,7 @@ impl Server {
         let limits = self.cfg.limits;
         let heartbeat = self.cfg.heartbeat;
         let mut to_close = Vec::new();
+        let mut too_slow = Vec::new();
         for (i, slot) in self.conns.iter_mut().enumerate() {
             let Some(c) = slot.as_mut() else { continue };
             if c.hard_deadline.is_some_and(|d| now >= d) {
@@ -1001,7 +1053,9 @@ impl Server {
                     let idle = c.request_started.is_none()
                         && c.staged.pending() == 0
                         && now.duration_since(c.last_activity) >= limits.idle_timeout;
-                    if slow || idle {
+                    if slow && !c.close_after_flush {
+                        too_slow.push(i);
+                    } else if slow || idle {
                         to_close.push(i);
                     }
                 }
@@ -1010,8 +1064,66 @@ impl Server {
         for i in to_close {
             self.close(i, "timed out");
         }
+        for i in too_slow {
+            self.request_timed_out(i, now);
+        }
         self.buckets
             .retain(|_, b| now.duration_since(b.last) < Duration::from_secs(60));
+    }
+}
+
+/// Connection hooks of the HTTP side: half-closed clients, unread
+/// responses, requests that do not arrive in time.
+impl Server {
+    /// The client of HTTP connection `i` has shut down its side: its
+    /// requests already read are answered, then the connection closes.
+    /// False if the connection must close now (WebSocket, lingering, failed).
+    fn half_closed(&mut self, i: usize) -> bool {
+        let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+            return false;
+        };
+        if c.ws.is_some() || !c.read_closed || c.lingering() {
+            return false;
+        }
+        c.close_after_flush = true;
+        c.hard_deadline
+            .get_or_insert(Instant::now() + crate::conn::LINGER_TIME);
+        true
+    }
+
+    /// Before a pipelined request is served: if the client has left more
+    /// than `reply_backlog_bytes` of responses unread, it gets a 429 and the
+    /// connection closes (counted). Returns true then.
+    fn reply_backlog_full(&mut self, i: usize) -> bool {
+        let cap = self.cfg.limits.reply_backlog_bytes;
+        let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+            return true;
+        };
+        if !c.reply_backlog_full(cap) {
+            return false;
+        }
+        c.rbuf.clear();
+        c.hard_deadline = Some(Instant::now() + Duration::from_secs(2));
+        self.metrics.backlog_closed[0] += 1;
+        let msg = format!(
+            "too many pipelined requests: over {cap} bytes of responses unread; read the responses before sending more"
+        );
+        self.respond(i, ApiResponse::error(429, 6, &msg), false);
+        true
+    }
+
+    /// A request did not arrive whole within `request_timeout`: 408, then
+    /// the connection closes (lingering).
+    fn request_timed_out(&mut self, i: usize, now: Instant) {
+        let timeout = self.cfg.limits.request_timeout;
+        let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        c.rbuf.clear();
+        c.request_started = None;
+        c.hard_deadline = Some(now + crate::conn::LINGER_TIME);
+        let msg = format!("request not received within {} s", timeout.as_secs_f64());
+        self.respond(i, ApiResponse::error(408, 1, &msg), false);
     }
 }
 

@@ -72,8 +72,14 @@ pub struct Upgrade {
 
 /// Validates a WebSocket upgrade (tungstenite) and builds the 101 response.
 pub fn accept_upgrade(req: &Request) -> Result<Upgrade, String> {
+    let version = if req.version == 0 {
+        tungstenite::http::Version::HTTP_10
+    } else {
+        tungstenite::http::Version::HTTP_11
+    };
     let mut b = tungstenite::http::Request::builder()
         .method(req.method.as_str())
+        .version(version)
         .uri(if req.path.is_empty() {
             "/"
         } else {
@@ -166,6 +172,13 @@ pub fn read_frame(
             return Err(ferr(CLOSE_PROTOCOL, format!("reserved opcode {op:#x}")));
         }
     };
+    if h.rsv1 && (opcode == 0 || opcode >= OP_CLOSE) {
+        // RFC 7692 §6.1: only the first frame of a data message is marked.
+        return Err(ferr(
+            CLOSE_PROTOCOL,
+            "RSV1 set on a control or continuation frame",
+        ));
+    }
     if opcode >= OP_CLOSE && (len > 125 || !h.is_final) {
         return Err(ferr(
             CLOSE_PROTOCOL,
@@ -196,6 +209,26 @@ pub fn read_frame(
         },
         end,
     )))
+}
+
+/// The status code of a client's close frame, to echo (RFC 6455 §5.5.1,
+/// §7.4): none for an empty payload (answered 1000). A 1-byte payload, a
+/// code no endpoint may send (below 1000, 1004–1006, 1015, the unassigned
+/// 1016–2999, 5000 and up) or a reason that is not UTF-8 is a protocol
+/// error.
+pub fn close_code(payload: &[u8]) -> Result<u16, FrameError> {
+    let (code, reason) = match payload {
+        [] => return Ok(CLOSE_NORMAL),
+        [_] => return Err(ferr(CLOSE_PROTOCOL, "close frame of 1 byte")),
+        [a, b, reason @ ..] => (u16::from_be_bytes([*a, *b]), reason),
+    };
+    if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
+        return Err(ferr(CLOSE_PROTOCOL, format!("invalid close code {code}")));
+    }
+    if std::str::from_utf8(reason).is_err() {
+        return Err(ferr(CLOSE_PROTOCOL, "close reason is not UTF-8"));
+    }
+    Ok(code)
 }
 
 /// permessage-deflate state of one connection (no context takeover either way).
@@ -320,6 +353,27 @@ mod tests {
                 .code,
             CLOSE_PROTOCOL
         );
+    }
+
+    #[test]
+    fn close_codes() {
+        let close = |code: u16, reason: &[u8]| {
+            let mut p = code.to_be_bytes().to_vec();
+            p.extend_from_slice(reason);
+            close_code(&p).map_err(|e| e.code)
+        };
+        assert_eq!(close_code(b""), Ok(CLOSE_NORMAL));
+        assert_eq!(close_code(b"\x03").unwrap_err().code, CLOSE_PROTOCOL);
+        for ok in [1000, 1001, 1003, 1007, 1011, 1014, 3000, 4999] {
+            assert_eq!(close(ok, b"bye"), Ok(ok));
+        }
+        for bad in [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
+            assert_eq!(close(bad, b""), Err(CLOSE_PROTOCOL), "{bad}");
+        }
+        assert_eq!(close(1000, b"\xff\xfe"), Err(CLOSE_PROTOCOL));
+        let mut rsv1_ping = masked(OP_PING, true, b"");
+        rsv1_ping[0] |= 0x40;
+        assert_eq!(read_frame(&rsv1_ping, 10).unwrap_err().code, CLOSE_PROTOCOL);
     }
 
     #[test]

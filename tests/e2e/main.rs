@@ -6,6 +6,7 @@
 mod modes;
 mod overflow;
 mod readme;
+mod protocol;
 mod server;
 mod stall;
 mod testutil;

@@ -204,9 +204,15 @@ impl Rcapture {
     }
 
     /// SIGINT, then wait: returns stdout and every stderr line; asserts exit status 0.
-    pub fn stop_with_stderr(mut self) -> (String, Vec<String>) {
+    pub fn stop_with_stderr(self) -> (String, Vec<String>) {
+        self.stop_by(libc::SIGINT)
+    }
+
+    /// Signal `sig`, then wait: returns stdout and every stderr line;
+    /// asserts exit status 0.
+    pub fn stop_by(mut self, sig: libc::c_int) -> (String, Vec<String>) {
         // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.pid() as i32, libc::SIGINT) };
+        unsafe { libc::kill(self.pid() as i32, sig) };
         let out = match self.stdout_reader.take() {
             Some(r) => r.join().expect("stdout reader"),
             None => {

@@ -2,7 +2,7 @@
 //! flags → a validated [`ForwardConfig`], with an error naming each bad field.
 
 use super::retry::RetryPolicy;
-use crate::config::ConfigError;
+use crate::config::{ConfigError, integer};
 use rcapture_core::event::Module;
 use serde_json::{Map, Value, json};
 use std::path::PathBuf;
@@ -51,8 +51,27 @@ pub struct CollectorUrl {
 }
 
 impl CollectorUrl {
-    /// Parses `http(s)://HOST[:PORT][/PATH][?QUERY]`; the query is kept as is.
+    /// Parses `http(s)://HOST[:PORT][/PATH][?QUERY]`; the query is kept as
+    /// is. The URL goes into the request line and `Host` header of every
+    /// request: at most [`MAX_URL_BYTES`], visible ASCII only (no space,
+    /// CR, LF or other control character: percent-encode them), a host
+    /// name of letters, digits, `-`, `.` and `_` or an IP address, a port
+    /// of digits.
     pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.len() > MAX_URL_BYTES {
+            return Err(format!(
+                "url is {} bytes long, over the {MAX_URL_BYTES}-byte limit",
+                raw.len()
+            ));
+        }
+        if let Some(b) = raw.bytes().find(|b| !b.is_ascii_graphic()) {
+            return Err(format!(
+                "url {raw:?} contains the byte {b:#04x}: only visible ASCII is allowed (percent-encode spaces, control and non-ASCII characters)"
+            ));
+        }
+        if raw.contains('#') {
+            return Err(format!("url {raw:?} has a #fragment, which is never sent"));
+        }
         let (tls, rest) = if let Some(r) = raw.strip_prefix("http://") {
             (false, r)
         } else if let Some(r) = raw.strip_prefix("https://") {
@@ -79,10 +98,16 @@ impl CollectorUrl {
                 None => (authority.to_string(), None),
             },
         };
+        check_host(&host, authority.starts_with('['))
+            .map_err(|why| format!("url {raw:?}: host {host:?} {why}"))?;
         let port = match port {
             Some(p) => p
                 .parse()
-                .map_err(|_| format!("url {raw:?}: port {p:?} is not a number from 1 to 65535"))?,
+                .ok()
+                .filter(|_| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| {
+                    format!("url {raw:?}: port {p:?} is not a number from 1 to 65535")
+                })?,
             None if tls => 443,
             None => 80,
         };
@@ -116,6 +141,40 @@ impl CollectorUrl {
             format!("{h}:{}", self.port)
         }
     }
+}
+
+/// Longest collector URL accepted.
+pub const MAX_URL_BYTES: usize = 8 * 1024;
+/// Most `event_forward.headers` accepted.
+pub const MAX_HEADERS: usize = 64;
+/// Longest header name and value accepted.
+pub const MAX_HEADER_NAME: usize = 256;
+pub const MAX_HEADER_VALUE: usize = 8 * 1024;
+
+/// Why `host` is not a host name or IP address (`bracketed`: it was
+/// written `[...]`, an IPv6 address).
+fn check_host(host: &str, bracketed: bool) -> Result<(), &'static str> {
+    if bracketed {
+        return host
+            .parse::<std::net::Ipv6Addr>()
+            .map(|_| ())
+            .map_err(|_| "is not an IPv6 address");
+    }
+    if host.is_empty() || host.len() > 253 {
+        return Err("must be 1 to 253 characters long");
+    }
+    let name_ok = host.split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    if !name_ok {
+        return Err(
+            "is not a host name (letters, digits, - and _ in dot-separated labels) or an IPv4 address",
+        );
+    }
+    Ok(())
 }
 
 /// A validated forwarding setup.
@@ -299,35 +358,26 @@ impl ForwardConfig {
                         .collect::<Result<_, _>>()?;
                 }
                 "batch_size" => {
-                    let n = v.as_u64().ok_or_else(|| field("a number"))?;
-                    if n == 0 || n as usize > MAX_BATCH_SIZE {
-                        return Err(ConfigError::Check(format!(
-                            "event_forward.batch_size: {n} is out of range 1..={MAX_BATCH_SIZE}"
-                        )));
-                    }
+                    let n = integer(v, &format!("event_forward.{k}"), 1, MAX_BATCH_SIZE as u64)?;
                     c.batch_size = n as usize;
                 }
                 "batch_timeout_ms" => {
-                    let n = v.as_u64().ok_or_else(|| field("a number"))?;
-                    if n == 0 || n > 3_600_000 {
-                        return Err(ConfigError::Check(format!(
-                            "event_forward.batch_timeout_ms: {n} is out of range 1..=3600000"
-                        )));
-                    }
+                    let n = integer(v, &format!("event_forward.{k}"), 1, 3_600_000)?;
                     c.batch_timeout = Duration::from_millis(n);
                 }
                 "gzip" => c.gzip = v.as_bool().ok_or_else(|| field("true or false"))?,
                 "concurrency" => {
-                    let n = v.as_u64().ok_or_else(|| field("a number"))?;
-                    if n == 0 || n as usize > MAX_CONCURRENCY {
-                        return Err(ConfigError::Check(format!(
-                            "event_forward.concurrency: {n} is out of range 1..={MAX_CONCURRENCY}"
-                        )));
-                    }
+                    let n = integer(v, &format!("event_forward.{k}"), 1, MAX_CONCURRENCY as u64)?;
                     c.concurrency = n as usize;
                 }
                 "headers" => {
                     let o = v.as_object().ok_or_else(|| field("an object of strings"))?;
+                    if o.len() > MAX_HEADERS {
+                        return Err(ConfigError::Check(format!(
+                            "event_forward.headers: {} headers, over the limit of {MAX_HEADERS}",
+                            o.len()
+                        )));
+                    }
                     c.headers = o
                         .iter()
                         .map(|(hk, hv)| {
@@ -380,14 +430,26 @@ pub fn check_header(name: &str, value: &str) -> Result<(), ConfigError> {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !token {
+    if !token || name.len() > MAX_HEADER_NAME {
+        let shown: String = name.chars().take(64).collect();
         return Err(ConfigError::Check(format!(
-            "event_forward.headers: {name:?} is not a valid header name"
+            "event_forward.headers: {shown:?} is not a valid header name (a token of at most {MAX_HEADER_NAME} bytes)"
+        )));
+    }
+    if value.len() > MAX_HEADER_VALUE {
+        return Err(ConfigError::Check(format!(
+            "event_forward.headers: the value of {name} is {} bytes long, over the {MAX_HEADER_VALUE}-byte limit",
+            value.len()
         )));
     }
     if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
         return Err(ConfigError::Check(format!(
             "event_forward.headers: the value of {name} contains a line break"
+        )));
+    }
+    if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+        return Err(ConfigError::Check(format!(
+            "event_forward.headers: the value of {name} contains a control character"
         )));
     }
     let lower = name.to_ascii_lowercase();
@@ -423,6 +485,26 @@ mod tests {
             ("::1", 443, "[::1]")
         );
         assert!(CollectorUrl::parse("ftp://x").is_err());
+        for bad in [
+            "http://c/x\r\nX-Injected: 1",
+            "http://c\r\nX-Injected: 1/",
+            "http://c/a b",
+            "http://c d/",
+            "http://c:+80/",
+            "http://c/\u{e9}",
+            "http://c/#frag",
+            "http://[::1/",
+            "http://[zz]/",
+            "http://a..b/",
+            "http://a;b/",
+        ] {
+            assert!(CollectorUrl::parse(bad).is_err(), "{bad:?}");
+        }
+        let long = format!("http://c/{}", "a".repeat(MAX_URL_BYTES));
+        assert_eq!(
+            CollectorUrl::parse(&long).unwrap_err(),
+            format!("url is {} bytes long, over the 8192-byte limit", long.len())
+        );
         assert!(CollectorUrl::parse("http://x:99999/").is_err());
     }
 

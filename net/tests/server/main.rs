@@ -3,8 +3,12 @@
 //! `Publisher`s, and real sockets (raw HTTP, raw and tungstenite WebSocket).
 
 mod api;
+mod backlog;
+mod config_checks;
 mod fanout;
 mod forward_live;
 mod http_input;
 mod stream;
+mod strict_http;
+mod strict_ws;
 mod util;
