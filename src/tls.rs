@@ -10,6 +10,7 @@ use rcapture_core::event::Clock;
 use rcapture_core::output::{FramePoolConfig, StreamOutput};
 use rcapture_core::worker::{EventSink, LiveFilter, Worker, WorkerConfig};
 use rcapture_ebpf::{OpensslTarget, TlsProbeOptions, TlsProbes};
+use rcapture_net::access::AccessConfig;
 use rcapture_net::config::StartSettings;
 use rcapture_net::control::LiveSettings;
 use rcapture_net::eventfile::EventFileConfig;
@@ -43,11 +44,18 @@ fn server_config(
     if listen.is_none() && forward.is_none() && event_file.is_none() {
         return Ok(None);
     }
+    let auth_token = crate::secrets::auth_token(a)?;
     for addr in listen.into_iter().chain(a.ecaptureq) {
-        if !addr.ip().is_loopback() && a.auth_token.is_none() && !a.insecure {
+        if !addr.ip().is_loopback() && auth_token.is_none() && !a.insecure {
             bail!(
                 "listening on {addr}, which is not a loopback address, needs --auth-token TOKEN (or --insecure to serve it unauthenticated)"
             );
+        }
+    }
+    for o in &a.allow_origin {
+        let rest = o.strip_prefix("http://").or_else(|| o.strip_prefix("https://"));
+        if rest.is_none_or(|r| r.is_empty() || r.trim_end_matches('/').contains('/')) {
+            bail!("--allow-origin {o:?} is not an origin such as http://host:port");
         }
     }
     if a.heartbeat_secs == 0 {
@@ -67,7 +75,13 @@ fn server_config(
         listen,
         ecaptureq: a.ecaptureq,
         heartbeat: Duration::from_secs(a.heartbeat_secs),
-        auth_token: a.auth_token.clone(),
+        auth_token,
+        access: AccessConfig {
+            insecure: a.insecure,
+            allow_uids: a.allow_uid.clone(),
+            allow_gids: a.allow_gid.clone(),
+            allow_origins: a.allow_origin.clone(),
+        },
         limits,
         pool: Default::default(),
         start,

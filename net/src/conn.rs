@@ -615,6 +615,9 @@ pub struct Conn {
     /// Drop the connection at this instant even if writes are stuck.
     pub hard_deadline: Option<Instant>,
     pub id: u64,
+    /// Set at accept for a local user who may not use the server: the
+    /// message of the 403 every request of this connection gets.
+    pub refused: Option<String>,
 }
 
 /// What a write pass ended with.
@@ -648,6 +651,7 @@ impl Conn {
             close_after_flush: false,
             hard_deadline: None,
             id,
+            refused: None,
         }
     }
 
