@@ -53,7 +53,9 @@ fn server_config(
         }
     }
     for o in &a.allow_origin {
-        let rest = o.strip_prefix("http://").or_else(|| o.strip_prefix("https://"));
+        let rest = o
+            .strip_prefix("http://")
+            .or_else(|| o.strip_prefix("https://"));
         if rest.is_none_or(|r| r.is_empty() || r.trim_end_matches('/').contains('/')) {
             bail!("--allow-origin {o:?} is not an origin such as http://host:port");
         }

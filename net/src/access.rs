@@ -214,10 +214,7 @@ fn host_of(authority: &str) -> &str {
 
 /// `localhost`, an address of 127.0.0.0/8 or `::1`.
 fn loopback_name(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<IpAddr>()
-            .is_ok_and(peer::is_loopback)
+    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(peer::is_loopback)
 }
 
 fn is_json(content_type: Option<&str>) -> bool {

@@ -650,7 +650,11 @@ impl Server {
         if let Some(r) = access::check_token(self.cfg.auth_token.as_deref(), req) {
             return Some((Refusal::Token, r));
         }
-        let listen = if c.stream_only { self.ecaptureq_addr() } else { self.local_addr() };
+        let listen = if c.stream_only {
+            self.ecaptureq_addr()
+        } else {
+            self.local_addr()
+        };
         self.cfg.access.check_request(req, c.peer, listen)
     }
 
@@ -695,7 +699,14 @@ impl Server {
             .max_connections
             .saturating_sub(self.cfg.limits.api_reserve)
             .max(1);
-        if self.conns.iter().flatten().filter(|c| c.ws.is_some()).count() >= ws_max {
+        if self
+            .conns
+            .iter()
+            .flatten()
+            .filter(|c| c.ws.is_some())
+            .count()
+            >= ws_max
+        {
             let msg = format!(
                 "too many WebSocket clients (limit {ws_max}: {} of the {} connections are kept for the API)",
                 self.cfg.limits.api_reserve, self.cfg.limits.max_connections

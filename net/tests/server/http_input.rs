@@ -104,7 +104,10 @@ fn unknown_module_and_path_are_404_code_3() {
 #[test]
 fn wrong_method_is_405_with_allow() {
     let s = TestServer::start();
-    let r = request(s.addr, b"DELETE /config HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let r = request(
+        s.addr,
+        b"DELETE /config HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    );
     assert_eq!((r.status, r.code()), (405, 1), "{r:?}");
     assert_eq!(r.header("Allow"), Some("GET, POST"));
     let r = request(s.addr, b"PUT /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
@@ -178,7 +181,8 @@ fn slowloris_request_is_closed_after_the_request_timeout() {
     let s = TestServer::with(cfg);
     let mut c = connect(s.addr);
     let t0 = Instant::now();
-    c.write_all(b"GET /status HTTP/1.1\r\nHost: localhost\r\n").unwrap();
+    c.write_all(b"GET /status HTTP/1.1\r\nHost: localhost\r\n")
+        .unwrap();
     // Trickle a header byte every 100 ms: the request never completes.
     c.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();

@@ -110,7 +110,8 @@ impl TestServer {
     pub fn get(&self, path: &str) -> Response {
         request(
             self.addr,
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
         )
     }
 
