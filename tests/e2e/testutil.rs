@@ -129,12 +129,18 @@ pub struct Rcapture {
 
 impl Rcapture {
     pub fn start(args: &[&str]) -> Self {
+        Self::start_env(args, &[])
+    }
+
+    /// [`Rcapture::start`] with these environment variables set.
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut all: Vec<&str> = args.to_vec();
         if !args.contains(&"--listen") {
             all.extend(["--listen", "127.0.0.1:0"]);
         }
         let mut child = Command::new(env!("CARGO_BIN_EXE_rcapture"))
             .args(&all)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
