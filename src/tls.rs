@@ -304,6 +304,44 @@ mod tests {
             .expect("the server runs")
     }
 
+    /// The access flags reach the server; a bad origin is refused.
+    #[test]
+    fn access_flags_set_the_server_policy() {
+        let d = server_of(&[]).access;
+        assert_eq!(d, AccessConfig::default(), "root only by default");
+        let a = server_of(&[
+            "--allow-uid",
+            "1000,65534",
+            "--allow-uid",
+            "7",
+            "--allow-gid",
+            "100",
+            "--allow-origin",
+            "http://ui.example:8080",
+            "--insecure",
+        ])
+        .access;
+        assert_eq!(
+            (a.allow_uids, a.allow_gids, a.allow_origins, a.insecure),
+            (
+                vec![1000, 65534, 7],
+                vec![100],
+                vec!["http://ui.example:8080".to_string()],
+                true
+            )
+        );
+        let argv = ["rcapture", "tls", "--allow-origin", "ui.example"];
+        let Command::Tls(args) = Cli::try_parse_from(argv).expect("parses").command;
+        let start = StartSettings {
+            per_cpu_map_size: 1024,
+            truncate_size: 16384,
+        };
+        let e = server_config(&args.server, None, None, start, LiveSettings::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not an origin"), "{e}");
+    }
+
     /// The WebSocket spill limits reach the server: the defaults, and each
     /// flag on its own.
     #[test]

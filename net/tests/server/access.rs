@@ -26,18 +26,35 @@ async def main(url):
 asyncio.run(main(sys.argv[1]))
 "#;
 
-/// `None` (and why, printed) when the test cannot switch users.
+/// False (and why, printed) when the test cannot run clients as nobody.
 fn can_run_as_nobody(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    let why = if unsafe { libc::geteuid() } != 0 {
+        "needs root to run clients as nobody"
+    } else if !Command::new("runuser")
+        .args([
+            "-u",
+            "nobody",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            "import websockets",
+        ])
+        .current_dir("/")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        "needs Debian's python3-websockets (nobody cannot read root's Python)"
+    } else {
         return true;
+    };
+    let required = ["RCAPTURE_REQUIRE_BPF", "RCAPTURE_REQUIRE_PYTHON"]
+        .iter()
+        .any(|v| std::env::var(v).as_deref() == Ok("1"));
+    if required {
+        panic!("{test}: {why}, and CI forbids skipping");
     }
-    if std::env::var("RCAPTURE_REQUIRE_BPF").as_deref() == Ok("1") {
-        panic!(
-            "{test}: needs root to run clients as nobody, and RCAPTURE_REQUIRE_BPF=1 forbids skipping"
-        );
-    }
-    eprintln!("skipping test {test} - needs root to run clients as nobody");
+    eprintln!("skipping test {test} - {why}");
     false
 }
 
@@ -136,6 +153,17 @@ fn nobody_is_refused_status_stream_and_config_with_403() {
     assert_eq!(curl("root", &[], &format!("{base}/status")).0, 200);
     assert!(python_ws("root", &format!("ws://{}/ws", s.addr)).starts_with("open "));
     assert_eq!(refused(&s, "local_user"), 4.0);
+    drop(s);
+    // The same over IPv6.
+    let mut cfg = config();
+    cfg.listen = Some("[::1]:0".parse().unwrap());
+    let Ok(s) = std::panic::catch_unwind(|| TestServer::with(cfg)) else {
+        eprintln!("no IPv6 loopback here: IPv6 case skipped");
+        return;
+    };
+    let url = format!("http://{}/status", s.addr);
+    assert_eq!(curl("nobody", &[], &url).0, 403);
+    assert_eq!(curl("root", &[], &url).0, 200);
 }
 
 #[test]
