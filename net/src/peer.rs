@@ -68,6 +68,16 @@ pub fn is_loopback(ip: IpAddr) -> bool {
     canonical(SocketAddr::new(ip, 0)).ip().is_loopback()
 }
 
+/// The address a client is rate-limited as: every loopback address is one
+/// client (127.0.0.2, .3... share a bucket), others their own.
+pub fn rate_class(ip: IpAddr) -> IpAddr {
+    if is_loopback(ip) {
+        IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+    } else {
+        ip
+    }
+}
+
 /// The uid owning the client socket of the connection `peer` → `local`
 /// (as the server's accepted socket sees it: `peer` is the client).
 pub fn peer_uid(peer: SocketAddr, local: SocketAddr) -> Result<u32, PeerError> {

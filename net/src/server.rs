@@ -52,8 +52,8 @@ pub struct Limits {
     pub stuck_deadline: Duration,
     /// Largest client WebSocket message.
     pub max_client_message: usize,
-    /// Connections kept for the API: WebSocket clients may hold at most
-    /// `max_connections - api_reserve` (beyond: 503).
+    /// Connections kept for the API (at most a quarter of
+    /// `max_connections`): WebSocket clients may hold the rest (beyond: 503).
     pub api_reserve: usize,
 }
 
@@ -535,16 +535,13 @@ impl Server {
 
     fn rate_ok(&mut self, ip: IpAddr, now: Instant) -> bool {
         let rate = f64::from(self.cfg.limits.requests_per_sec.max(1));
-        // Every loopback address is one client: 127.0.0.2, .3... share a bucket.
-        let ip = if crate::peer::is_loopback(ip) {
-            IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
-        } else {
-            ip
-        };
-        let b = self.buckets.entry(ip).or_insert(Bucket {
-            tokens: 2.0 * rate,
-            last: now,
-        });
+        let b = self
+            .buckets
+            .entry(crate::peer::rate_class(ip))
+            .or_insert(Bucket {
+                tokens: 2.0 * rate,
+                last: now,
+            });
         b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * rate).min(2.0 * rate);
         b.last = now;
         if b.tokens >= 1.0 {
@@ -692,26 +689,25 @@ impl Server {
         api::route(req, &mut ctx)
     }
 
-    fn upgrade(&mut self, i: usize, req: &Request) {
-        let ws_max = self
-            .cfg
-            .limits
-            .max_connections
-            .saturating_sub(self.cfg.limits.api_reserve)
-            .max(1);
-        if self
-            .conns
-            .iter()
-            .flatten()
-            .filter(|c| c.ws.is_some())
-            .count()
-            >= ws_max
-        {
+    /// A 503 when the WebSocket clients hold their share of the connections:
+    /// all but the API's reserve (`api_reserve`, at most a quarter).
+    fn ws_share_full(&self) -> Option<ApiResponse> {
+        let l = &self.cfg.limits;
+        let reserve = l.api_reserve.min(l.max_connections / 4);
+        let ws_max = l.max_connections.saturating_sub(reserve).max(1);
+        let clients = self.conns.iter().flatten().filter(|c| c.ws.is_some());
+        (clients.count() >= ws_max).then(|| {
             let msg = format!(
-                "too many WebSocket clients (limit {ws_max}: {} of the {} connections are kept for the API)",
-                self.cfg.limits.api_reserve, self.cfg.limits.max_connections
+                "too many WebSocket clients (limit {ws_max}: {reserve} of the {} connections are kept for the API)",
+                l.max_connections
             );
-            self.respond(i, ApiResponse::error(503, 6, &msg), false);
+            ApiResponse::error(503, 6, &msg)
+        })
+    }
+
+    fn upgrade(&mut self, i: usize, req: &Request) {
+        if let Some(r) = self.ws_share_full() {
+            self.respond(i, r, false);
             return;
         }
         let filter = match ClientFilter::from_query(&req.query) {

@@ -196,12 +196,17 @@ fn allow_uid_allow_gid_and_insecure_let_nobody_in() {
     ] {
         let mut cfg = config();
         cfg.access = access;
+        cfg.ecaptureq = Some("127.0.0.1:0".parse().unwrap());
         let s = TestServer::with(cfg);
         let base = format!("http://{}", s.addr);
         let (status, body) = curl("nobody", &[], &format!("{base}/status"));
         assert_eq!(status, 200, "{what}: {body}");
         let ws = python_ws("nobody", &format!("ws://{}/ws", s.addr));
         assert!(ws.starts_with("open "), "{what}: {ws}");
+        // eCaptureQ running as that user, on the stream-only address.
+        let q = s.ecaptureq.unwrap();
+        let ws = python_ws("nobody", &format!("ws://{q}/"));
+        assert!(ws.starts_with("open "), "{what}, --ecaptureq: {ws}");
         let (status, body) = post_config("nobody", &format!("{base}/config"), r#"{"pid": 42}"#);
         assert_eq!(status, 200, "{what}: {body}");
         assert_eq!(s.control.applied.lock().unwrap().len(), 1, "{what}");
@@ -395,10 +400,10 @@ fn other_sites_hosts_and_non_json_posts_are_refused() {
 #[test]
 fn websocket_clients_leave_the_api_its_reserve() {
     let mut cfg = config();
-    cfg.limits.max_connections = 12;
+    cfg.limits.max_connections = 16;
     cfg.limits.api_reserve = 4;
     let s = TestServer::with(cfg);
-    let clients: Vec<_> = (0..8)
+    let clients: Vec<_> = (0..12)
         .map(|_| crate::util::ws_ready(s.addr, "/ws"))
         .collect();
     match crate::util::ws_connect(s.addr, "/ws", &[]) {
@@ -411,12 +416,12 @@ fn websocket_clients_leave_the_api_its_reserve() {
                 "{body}"
             );
         }
-        other => panic!("a 9th WebSocket client: {:?}", other.map(|x| x.1)),
+        other => panic!("a 13th WebSocket client: {:?}", other.map(|x| x.1)),
     }
     // The API still answers, several at once.
     let api: Vec<_> = (0..2).map(|_| connect(s.addr)).collect();
     s.assert_serving("the WebSocket share is full");
-    assert_eq!(s.status()["counters"]["ws_clients"], 8);
+    assert_eq!(s.status()["counters"]["ws_clients"], 12);
     drop((clients, api));
 }
 
