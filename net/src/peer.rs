@@ -19,14 +19,18 @@ const NO_COOKIE: u32 = !0;
 const NLMSG_HDR: usize = 16;
 /// `struct inet_diag_req_v2`.
 const REQ_LEN: usize = 56;
-/// Offsets in `struct inet_diag_msg`: `idiag_state`, `idiag_uid`.
+/// Offsets in `struct inet_diag_msg`: `idiag_state`, `idiag_uid`, `idiag_inode`.
 const MSG_STATE: usize = 1;
 const MSG_UID: usize = 64;
+const MSG_INODE: usize = 68;
 const MSG_LEN: usize = 72;
 
 /// TCP states of a full socket (include/net/tcp_states.h) — the ones whose
 /// `idiag_uid` is the owner's. A time-wait or request socket reports uid 0
-/// whoever made it, so it proves nothing.
+/// whoever made it, so it proves nothing; nor does a socket its owner has
+/// closed: a client that sends a request and closes at once becomes a
+/// time-wait socket in state FIN_WAIT2 (uid 0, inode 0) — so an owner
+/// must still hold the socket (inode not 0).
 const OWNED_STATES: [u8; 7] = [
     1,  // ESTABLISHED
     2,  // SYN_SENT
@@ -46,6 +50,8 @@ pub enum PeerError {
     NotFound(io::Error),
     #[error("the client's socket is in TCP state {0}, which has no owner")]
     NoOwner(u8),
+    #[error("the client closed its socket, so its owner is not known")]
+    Closed,
     #[error("sock_diag answered with a short or unexpected message")]
     Malformed,
     #[error("{peer} and {local} are not the same address family")]
@@ -150,6 +156,9 @@ fn parse_reply(b: &[u8]) -> Result<u32, PeerError> {
     let state = msg[MSG_STATE];
     if !OWNED_STATES.contains(&state) {
         return Err(PeerError::NoOwner(state));
+    }
+    if word(NLMSG_HDR + MSG_INODE)? == 0 {
+        return Err(PeerError::Closed);
     }
     word(NLMSG_HDR + MSG_UID)
 }
@@ -275,6 +284,15 @@ mod tests {
                 peer_uid(gone, l.local_addr().unwrap()),
                 Err(PeerError::NotFound(_))
             ));
+            // The client closed (FIN_WAIT2, a time-wait socket of uid 0
+            // whoever made it): no owner, not root.
+            drop(c);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let e = peer_uid(peer, l.local_addr().unwrap()).unwrap_err();
+            assert!(
+                matches!(e, PeerError::Closed | PeerError::NoOwner(_)),
+                "{addr}: {e}"
+            );
         }
     }
 
