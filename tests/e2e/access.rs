@@ -256,3 +256,56 @@ fn secrets_come_from_private_files_and_the_environment() {
     assert!(!cmdline(rc.pid()).contains("env-token"));
     rc.stop();
 }
+
+/// A client that sends a request and closes at once leaves a time-wait
+/// socket that the kernel reports as uid 0: while rcapture is stopped
+/// (SIGSTOP, so its accept comes after the close), nobody's
+/// fire-and-forget `POST /config` must not pass as root's.
+#[test]
+fn a_request_whose_socket_is_already_closed_is_not_roots() {
+    let Some(_bpf) = bpf_available("a_request_whose_socket_is_already_closed_is_not_roots") else {
+        return;
+    };
+    let rc = Rcapture::start(&["tls"]);
+    let addr = rc.addr.clone().unwrap();
+    let port = addr.rsplit(':').next().unwrap();
+    let script = r#"
+import socket, sys
+body = b'{"pid": 4242}'
+req = b"POST /config HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+for _ in range(3):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    s.sendall(req)
+    s.close()
+"#;
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(rc.pid() as i32, libc::SIGSTOP) };
+    let out = Command::new("runuser")
+        .args(["-u", "nobody", "--", "/usr/bin/python3", "-c", script, port])
+        .current_dir("/")
+        .output()
+        .expect("running the client as nobody");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // SAFETY: as above.
+    unsafe { libc::kill(rc.pid() as i32, libc::SIGCONT) };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while refused(&addr, "local_user", None) < 3 {
+        assert!(
+            std::time::Instant::now() < end,
+            "the 3 requests were not refused"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (_, config) = curl("root", &[&format!("http://{addr}/config")]);
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(
+        config["data"]["pid"], 0,
+        "nobody set the pid filter: {config}"
+    );
+    rc.stop();
+}
