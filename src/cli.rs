@@ -139,7 +139,8 @@ pub struct ServerArgs {
     #[arg(long, value_name = "SECS", default_value_t = 15)]
     pub heartbeat_secs: u64,
     /// Require `Authorization: Bearer TOKEN` (or `?token=` on the WebSocket
-    /// upgrade) from clients that are not on a loopback address. Visible to
+    /// upgrade) of every client, local ones too (a non-loopback --listen
+    /// address needs it). Visible to
     /// every user in `ps`: prefer --auth-token-file or the
     /// RCAPTURE_AUTH_TOKEN environment variable.
     #[arg(long, value_name = "TOKEN", conflicts_with = "auth_token_file")]
@@ -159,8 +160,10 @@ pub struct ServerArgs {
     #[arg(long, value_name = "GID", value_delimiter = ',')]
     pub allow_gid: Vec<u32>,
     /// Let pages of this browser origin (`http://host:port`) use the server
-    /// (repeatable); by default only loopback origins and `Host` names are
-    /// served (cross-site requests, DNS rebinding).
+    /// (repeatable), and its host name be the `Host`; by default only
+    /// loopback origins and names are served (cross-site requests, DNS
+    /// rebinding). rcapture sends no CORS headers: such a page can open the
+    /// WebSocket stream, not read API answers.
     #[arg(long, value_name = "ORIGIN")]
     pub allow_origin: Vec<String>,
     /// Serve everyone who can connect: any local user then reads every
