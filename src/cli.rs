@@ -113,9 +113,16 @@ pub struct ForwardArgs {
     /// gzip the batch bodies (Content-Encoding: gzip).
     #[arg(long, requires = "forward")]
     pub gzip: bool,
-    /// An extra request header `K: V` (repeatable).
+    /// An extra request header `K: V` (repeatable). Visible to every user
+    /// in `ps`: put credentials in --forward-header-file or the
+    /// RCAPTURE_FORWARD_HEADERS environment variable (one `K: V` a line).
     #[arg(long = "forward-header", value_name = "K: V", requires = "forward")]
     pub forward_headers: Vec<String>,
+    /// Extra request headers from this file, one `K: V` a line (blank lines
+    /// and lines starting with # skipped); the file must not be readable by
+    /// group or others (chmod 600).
+    #[arg(long, value_name = "PATH", requires = "forward")]
+    pub forward_header_file: Option<PathBuf>,
     /// Only these modules (comma-separated, e.g. tls,bash).
     #[arg(long, value_name = "LIST", value_delimiter = ',', requires = "forward")]
     pub forward_modules: Vec<String>,
@@ -153,10 +160,37 @@ pub struct ServerArgs {
     /// Seconds between WebSocket heartbeats.
     #[arg(long, value_name = "SECS", default_value_t = 15)]
     pub heartbeat_secs: u64,
-    /// Require `Authorization: Bearer TOKEN` (or `?token=` on the WebSocket upgrade).
-    #[arg(long, value_name = "TOKEN")]
+    /// Require `Authorization: Bearer TOKEN` (or `?token=` on the WebSocket
+    /// upgrade) of every client, local ones too (a non-loopback --listen
+    /// address needs it). Visible to
+    /// every user in `ps`: prefer --auth-token-file or the
+    /// RCAPTURE_AUTH_TOKEN environment variable.
+    #[arg(long, value_name = "TOKEN", conflicts_with = "auth_token_file")]
     pub auth_token: Option<String>,
-    /// Allow a non-loopback --listen address without --auth-token.
+    /// Read the --auth-token from this file (its first line); the file must
+    /// not be readable by group or others (chmod 600).
+    #[arg(long, value_name = "PATH")]
+    pub auth_token_file: Option<PathBuf>,
+    /// Let a local user other than root use the server on a loopback address
+    /// (repeatable, or a comma list of uids). Others get 403: the server
+    /// serves every process's plaintext. eCaptureQ running as your user:
+    /// --allow-uid $(id -u).
+    #[arg(long, value_name = "UID", value_delimiter = ',')]
+    pub allow_uid: Vec<u32>,
+    /// Let the local users of these groups (primary or supplementary, from
+    /// the user database) use the server (repeatable, or a comma list).
+    #[arg(long, value_name = "GID", value_delimiter = ',')]
+    pub allow_gid: Vec<u32>,
+    /// Let pages of this browser origin (`http://host:port`) use the server
+    /// (repeatable), and its host name be the `Host`; by default only
+    /// loopback origins and names are served (cross-site requests, DNS
+    /// rebinding). rcapture sends no CORS headers: such a page can open the
+    /// WebSocket stream, not read API answers.
+    #[arg(long, value_name = "ORIGIN")]
+    pub allow_origin: Vec<String>,
+    /// Serve everyone who can connect: any local user then reads every
+    /// process's plaintext and can redirect it (POST /config), and a
+    /// non-loopback --listen address needs no --auth-token.
     #[arg(long)]
     pub insecure: bool,
     /// Most simultaneous connections to the server.

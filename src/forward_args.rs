@@ -13,9 +13,10 @@ pub fn forward_config(a: &ForwardArgs) -> anyhow::Result<Option<ForwardConfig>> 
         return Ok(None);
     };
     let mut headers = Map::new();
-    for h in &a.forward_headers {
+    for (h, from) in crate::secrets::forward_headers(a)? {
         let Some((k, v)) = h.split_once(':') else {
-            bail!("--forward-header {h:?} is not `Name: value`");
+            // The line is not echoed: it may hold a secret.
+            bail!("{from}: a header is `Name: value`, and this line has no colon");
         };
         headers.insert(k.trim().to_string(), Value::String(v.trim().to_string()));
     }

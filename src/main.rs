@@ -3,6 +3,7 @@
 mod cli;
 mod control;
 mod forward_args;
+mod secrets;
 mod tls;
 
 use clap::Parser;

@@ -11,6 +11,7 @@ use rcapture_core::event::Clock;
 use rcapture_core::output::{FramePoolConfig, OutputStats, StreamOutput};
 use rcapture_core::worker::{EventSink, LiveFilter, Worker, WorkerConfig};
 use rcapture_ebpf::{OpensslTarget, TlsProbeOptions, TlsProbes};
+use rcapture_net::access::AccessConfig;
 use rcapture_net::config::StartSettings;
 use rcapture_net::control::LiveSettings;
 use rcapture_net::eventfile::EventFileConfig;
@@ -45,11 +46,20 @@ fn server_config(
     if listen.is_none() && forward.is_none() && event_file.is_none() {
         return Ok(None);
     }
+    let auth_token = crate::secrets::auth_token(a)?;
     for addr in listen.into_iter().chain(a.ecaptureq) {
-        if !addr.ip().is_loopback() && a.auth_token.is_none() && !a.insecure {
+        if !addr.ip().is_loopback() && auth_token.is_none() && !a.insecure {
             bail!(
                 "listening on {addr}, which is not a loopback address, needs --auth-token TOKEN (or --insecure to serve it unauthenticated)"
             );
+        }
+    }
+    for o in &a.allow_origin {
+        let rest = o
+            .strip_prefix("http://")
+            .or_else(|| o.strip_prefix("https://"));
+        if rest.is_none_or(|r| r.is_empty() || r.trim_end_matches('/').contains('/')) {
+            bail!("--allow-origin {o:?} is not an origin such as http://host:port");
         }
     }
     if a.heartbeat_secs == 0 {
@@ -69,7 +79,13 @@ fn server_config(
         listen,
         ecaptureq: a.ecaptureq,
         heartbeat: Duration::from_secs(a.heartbeat_secs),
-        auth_token: a.auth_token.clone(),
+        auth_token,
+        access: AccessConfig {
+            insecure: a.insecure,
+            allow_uids: a.allow_uid.clone(),
+            allow_gids: a.allow_gid.clone(),
+            allow_origins: a.allow_origin.clone(),
+        },
         limits,
         pool: Default::default(),
         start,
@@ -295,6 +311,44 @@ mod tests {
         server_config(&args.server, None, None, start, LiveSettings::default())
             .expect("valid")
             .expect("the server runs")
+    }
+
+    /// The access flags reach the server; a bad origin is refused.
+    #[test]
+    fn access_flags_set_the_server_policy() {
+        let d = server_of(&[]).access;
+        assert_eq!(d, AccessConfig::default(), "root only by default");
+        let a = server_of(&[
+            "--allow-uid",
+            "1000,65534",
+            "--allow-uid",
+            "7",
+            "--allow-gid",
+            "100",
+            "--allow-origin",
+            "http://ui.example:8080",
+            "--insecure",
+        ])
+        .access;
+        assert_eq!(
+            (a.allow_uids, a.allow_gids, a.allow_origins, a.insecure),
+            (
+                vec![1000, 65534, 7],
+                vec![100],
+                vec!["http://ui.example:8080".to_string()],
+                true
+            )
+        );
+        let argv = ["rcapture", "tls", "--allow-origin", "ui.example"];
+        let Command::Tls(args) = Cli::try_parse_from(argv).expect("parses").command;
+        let start = StartSettings {
+            per_cpu_map_size: 1024,
+            truncate_size: 16384,
+        };
+        let e = server_config(&args.server, None, None, start, LiveSettings::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not an origin"), "{e}");
     }
 
     /// The WebSocket spill limits reach the server: the defaults, and each

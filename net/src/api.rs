@@ -144,9 +144,15 @@ fn update_config(req: &Request, ctx: &mut ApiContext<'_>, module: &str) -> ApiRe
         Err(e) => return fail(e),
     };
     // `patched` accepted the body, so it is a JSON object.
-    let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+    let mut body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+    let current = ctx.forwarder.as_ref().map(Forwarder::config);
+    if let Some(v) = body.get_mut("event_forward")
+        && let Err(msg) = unredact(v, current)
+    {
+        return ApiResponse::json(400, 5, module, &msg, Value::Null);
+    }
     let forward = match body.get("event_forward") {
-        Some(v) => match ForwardConfig::patched(ctx.forwarder.as_ref().map(Forwarder::config), v) {
+        Some(v) => match ForwardConfig::patched(current, v) {
             Ok(f) => Some(f),
             Err(e) => return fail(e),
         },
@@ -192,10 +198,48 @@ fn update_config(req: &Request, ctx: &mut ApiContext<'_>, module: &str) -> ApiRe
     ApiResponse::json(200, 0, module, "ok", config_json(ctx))
 }
 
+/// What `GET /config` shows instead of a forward header's value (a
+/// collector credential). Posting it back keeps the value in use.
+pub const REDACTED: &str = "<redacted>";
+
 fn config_json(ctx: &ApiContext<'_>) -> Value {
     let mut v = ctx.config.to_json();
-    v["event_forward"] = ForwardConfig::to_json(ctx.forwarder.as_ref().map(Forwarder::config));
+    let mut f = ForwardConfig::to_json(ctx.forwarder.as_ref().map(Forwarder::config));
+    if let Some(h) = f.get_mut("headers").and_then(Value::as_object_mut) {
+        for value in h.values_mut() {
+            *value = REDACTED.into();
+        }
+    }
+    v["event_forward"] = f;
     v
+}
+
+/// Puts the values in use back for the headers of an `event_forward` patch
+/// that say [`REDACTED`] (a `GET /config` posted back).
+fn unredact(patch: &mut Value, current: Option<&ForwardConfig>) -> Result<(), String> {
+    let Some(h) = patch.get_mut("headers").and_then(Value::as_object_mut) else {
+        return Ok(());
+    };
+    for (name, value) in h.iter_mut() {
+        if value.as_str() != Some(REDACTED) {
+            continue;
+        }
+        let known = current.and_then(|c| {
+            c.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        });
+        match known {
+            Some(v) => *value = v.into(),
+            None => {
+                return Err(format!(
+                    "event_forward.headers: {name} is {REDACTED:?}, but no header {name} is in use to keep: give its value"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The forwarders' counters: the replaced ones' and the running one's.

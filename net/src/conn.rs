@@ -641,6 +641,9 @@ pub struct Conn {
     linger_left: Option<usize>,
     /// `100 Continue` was sent for the request being received.
     pub continue_sent: bool,
+    /// Set at accept for a local user who may not use the server: the
+    /// message of the 403 every request of this connection gets.
+    pub refused: Option<String>,
 }
 
 /// What a write pass ended with.
@@ -677,6 +680,7 @@ impl Conn {
             read_closed: false,
             linger_left: None,
             continue_sent: false,
+            refused: None,
         }
     }
 

@@ -12,6 +12,7 @@
 //! assert_eq!(f.to_json()["max_rate"], 100);
 //! ```
 
+pub mod access;
 pub mod api;
 pub mod config;
 pub mod conn;
@@ -22,6 +23,7 @@ pub mod filter;
 pub mod forward;
 pub mod http;
 pub mod metrics;
+pub mod peer;
 pub mod pid_labels;
 pub mod publish;
 pub mod server;

@@ -1,5 +1,6 @@
 //! Counters kept by the event loop and the Prometheus text exposition (WIRE.md §6).
 
+use crate::access::Refusal;
 use crate::conn::{ClientCounts, DropReason};
 use crate::control::CaptureCounters;
 use crate::eventfile::EventFileStats;
@@ -144,6 +145,8 @@ pub struct ServerMetrics {
     /// Connections closed for leaving too many replies unread: HTTP
     /// (pipelined responses, 429) and WebSocket (pongs and replies, 1008).
     pub backlog_closed: [u64; 2],
+    /// Requests refused by the access checks, by [`Refusal::index`].
+    pub refused: [u64; Refusal::ALL.len()],
     latency_counts: [u64; LATENCY_BUCKETS.len() + 1],
     latency_sum: f64,
 }
@@ -423,6 +426,20 @@ impl ServerMetrics {
             let _ = writeln!(
                 o,
                 "ecapture_reply_backlog_closed_connections_total{{protocol=\"{protocol}\"}} {n}"
+            );
+        }
+        head(
+            &mut o,
+            "ecapture_server_refused_requests_total",
+            "counter",
+            "Requests refused by the access checks, by reason: local_user (a local user not allowed by --allow-uid/--allow-gid), token (--auth-token missing or wrong), origin, host (a browser page of another site, DNS rebinding), content_type (a POST that is not JSON).",
+        );
+        for r in Refusal::ALL {
+            let _ = writeln!(
+                o,
+                "ecapture_server_refused_requests_total{{reason=\"{}\"}} {}",
+                r.name(),
+                self.refused[r.index()]
             );
         }
         head(

@@ -1,6 +1,7 @@
 //! The mio event loop: listeners, connections, fan-out of worker batches,
 //! heartbeats, limits and timeouts. One thread; nothing here blocks.
 
+use crate::access::{self, AccessConfig, PeerAccess, Refusal};
 use crate::api::{self, ApiContext, ApiResponse};
 use crate::config::{CaptureConfig, StartSettings};
 use crate::conn::{Conn, Flush, QueueLimits, SpillBudget, WsStream};
@@ -56,6 +57,9 @@ pub struct Limits {
     /// sends more while not reading is answered 429 (HTTP) or closed with
     /// 1008 (WebSocket), and counted.
     pub reply_backlog_bytes: usize,
+    /// Connections kept for the API (at most a quarter of
+    /// `max_connections`): WebSocket clients may hold the rest (beyond: 503).
+    pub api_reserve: usize,
 }
 
 impl Default for Limits {
@@ -75,6 +79,7 @@ impl Default for Limits {
             stuck_deadline: Duration::from_secs(10),
             max_client_message: 64 * 1024,
             reply_backlog_bytes: 1 << 20,
+            api_reserve: 32,
         }
     }
 }
@@ -88,6 +93,8 @@ pub struct ServerConfig {
     pub ecaptureq: Option<SocketAddr>,
     pub heartbeat: Duration,
     pub auth_token: Option<String>,
+    /// Which local users and browser origins may use the server.
+    pub access: AccessConfig,
     pub limits: Limits,
     pub pool: BatchPoolConfig,
     pub start: StartSettings,
@@ -449,13 +456,19 @@ impl Server {
                 continue;
             }
             let _ = sock.set_nodelay(true);
-            self.conns[idx] = Some(Conn::new(
-                sock,
-                peer,
-                stream_only,
-                Instant::now(),
-                self.next_id,
-            ));
+            let access = match sock.local_addr() {
+                Ok(local) => self.cfg.access.check_peer(peer, local),
+                Err(e) => PeerAccess::Refused(format!("the server's own address is unknown: {e}")),
+            };
+            let now = Instant::now();
+            let mut c = Conn::new(sock, peer, stream_only, now, self.next_id);
+            if let PeerAccess::Refused(why) = access {
+                c.refused = Some(why);
+            }
+            // The first request must come within the request timeout too:
+            // a connection that never sends one does not keep its slot.
+            c.request_started = Some(now);
+            self.conns[idx] = Some(c);
             self.next_id += 1;
             self.open += 1;
         }
@@ -530,10 +543,13 @@ impl Server {
 
     fn rate_ok(&mut self, ip: IpAddr, now: Instant) -> bool {
         let rate = f64::from(self.cfg.limits.requests_per_sec.max(1));
-        let b = self.buckets.entry(ip).or_insert(Bucket {
-            tokens: 2.0 * rate,
-            last: now,
-        });
+        let b = self
+            .buckets
+            .entry(crate::peer::rate_class(ip))
+            .or_insert(Bucket {
+                tokens: 2.0 * rate,
+                last: now,
+            });
         b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * rate).min(2.0 * rate);
         b.last = now;
         if b.tokens >= 1.0 {
@@ -622,7 +638,8 @@ impl Server {
                 self.respond(i, r, req.keep_alive());
                 continue;
             }
-            if let Some(r) = self.check_auth(&req) {
+            if let Some((why, r)) = self.refusal(i, &req) {
+                self.metrics.refused[why.index()] += 1;
                 self.respond(i, r, false);
                 return;
             }
@@ -657,29 +674,21 @@ impl Server {
         }
     }
 
-    fn check_auth(&self, req: &Request) -> Option<ApiResponse> {
-        let token = self.cfg.auth_token.as_deref()?;
-        let bearer = req
-            .header("authorization")
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let ok = bearer == Some(token)
-            || (req.header_has_token("upgrade", "websocket")
-                && req.query_param("token") == Some(token));
-        if ok {
-            return None;
+    /// The access checks of one request (see [`crate::access`]).
+    fn refusal(&self, i: usize, req: &Request) -> Option<(Refusal, ApiResponse)> {
+        let c = self.conns.get(i).and_then(Option::as_ref)?;
+        if let Some(why) = &c.refused {
+            return Some((Refusal::LocalUser, ApiResponse::error(403, 1, why)));
         }
-        let mut r = ApiResponse::error(
-            401,
-            1,
-            if bearer.is_some() || req.query_param("token").is_some() {
-                "invalid token"
-            } else {
-                "missing token: send Authorization: Bearer TOKEN (or ?token= on the WebSocket upgrade)"
-            },
-        );
-        r.extra.push(("WWW-Authenticate", "Bearer".into()));
-        Some(r)
+        if let Some(r) = access::check_token(self.cfg.auth_token.as_deref(), req) {
+            return Some((Refusal::Token, r));
+        }
+        let listen = if c.stream_only {
+            self.ecaptureq_addr()
+        } else {
+            self.local_addr()
+        };
+        self.cfg.access.check_request(req, c.peer, listen)
     }
 
     fn ws_client_list(&self) -> Vec<ClientReport> {
@@ -716,19 +725,25 @@ impl Server {
         api::route(req, &mut ctx)
     }
 
-    fn upgrade(&mut self, i: usize, req: &Request) {
-        if let Some(origin) = req.header("origin")
-            && !origin_allowed(origin)
-        {
-            self.respond(
-                i,
-                ApiResponse::error(
-                    403,
-                    1,
-                    &format!("Origin {origin} is not allowed (only localhost origins)"),
-                ),
-                false,
+    /// A 503 when the WebSocket clients hold their share of the connections:
+    /// all but the API's reserve (`api_reserve`, at most a quarter).
+    fn ws_share_full(&self) -> Option<ApiResponse> {
+        let l = &self.cfg.limits;
+        let reserve = l.api_reserve.min(l.max_connections / 4);
+        let ws_max = l.max_connections.saturating_sub(reserve).max(1);
+        let clients = self.conns.iter().flatten().filter(|c| c.ws.is_some());
+        (clients.count() >= ws_max).then(|| {
+            let msg = format!(
+                "too many WebSocket clients (limit {ws_max}: {reserve} of the {} connections are kept for the API)",
+                l.max_connections
             );
+            ApiResponse::error(503, 6, &msg)
+        })
+    }
+
+    fn upgrade(&mut self, i: usize, req: &Request) {
+        if let Some(r) = self.ws_share_full() {
+            self.respond(i, r, false);
             return;
         }
         let filter = match ClientFilter::from_query(&req.query) {
@@ -1125,21 +1140,6 @@ impl Server {
         let msg = format!("request not received within {} s", timeout.as_secs_f64());
         self.respond(i, ApiResponse::error(408, 1, &msg), false);
     }
-}
-
-fn origin_allowed(origin: &str) -> bool {
-    let Some(rest) = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-    else {
-        return false;
-    };
-    let authority = rest.split('/').next().unwrap_or("");
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => authority.split(':').next().unwrap_or(""),
-    };
-    matches!(host, "localhost" | "127.0.0.1" | "::1")
 }
 
 fn push_heartbeat(out: &mut Vec<u8>, w: &mut WsStream) {

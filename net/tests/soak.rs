@@ -169,6 +169,7 @@ impl Soak {
             ecaptureq: None,
             heartbeat: Duration::from_secs(1),
             auth_token: None,
+            access: Default::default(),
             limits,
             pool,
             start: StartSettings {

@@ -225,7 +225,7 @@ fn records(mix: Mix) -> (Vec<Vec<u8>>, u64) {
 fn client(addr: std::net::SocketAddr, want: u64, got: Arc<AtomicU64>) {
     EXEMPT.with(|t| t.set(true));
     let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").unwrap();
     let mut buf = vec![0u8; 1 << 20];
     let mut have = 0;
     let mut upgraded = false;
@@ -273,7 +273,7 @@ fn client(addr: std::net::SocketAddr, want: u64, got: Arc<AtomicU64>) {
 
 fn status(addr: std::net::SocketAddr) -> serde_json::Value {
     let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    s.write_all(b"GET /status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
@@ -773,6 +773,7 @@ fn run(v: Variant, collector: &Collector) -> Figures {
         ecaptureq: None,
         heartbeat: Duration::from_millis(500),
         auth_token: None,
+        access: Default::default(),
         limits: Limits::default(),
         pool: Default::default(),
         start: StartSettings {

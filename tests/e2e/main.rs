@@ -3,10 +3,11 @@
 //! They need root and BPF; without them they print why and skip, unless
 //! `RCAPTURE_REQUIRE_BPF=1` (set by `.ci/run`), which turns a skip into a failure.
 
+mod access;
 mod modes;
 mod overflow;
-mod readme;
 mod protocol;
+mod readme;
 mod server;
 mod stall;
 mod testutil;

@@ -133,21 +133,27 @@ pub struct Rcapture {
 impl Rcapture {
     /// Starts rcapture with its stdout read continuously.
     pub fn start(args: &[&str]) -> Self {
-        Self::start_with(args, true)
+        Self::start_with(args, &[], true)
+    }
+
+    /// [`Rcapture::start`] with these environment variables set.
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_with(args, env, true)
     }
 
     /// Starts rcapture with a stdout pipe nobody reads before `stop`.
     pub fn start_unread_stdout(args: &[&str]) -> Self {
-        Self::start_with(args, false)
+        Self::start_with(args, &[], false)
     }
 
-    fn start_with(args: &[&str], read_stdout: bool) -> Self {
+    fn start_with(args: &[&str], env: &[(&str, &str)], read_stdout: bool) -> Self {
         let mut all: Vec<&str> = args.to_vec();
         if !args.contains(&"--listen") {
             all.extend(["--listen", "127.0.0.1:0"]);
         }
         let mut child = Command::new(env!("CARGO_BIN_EXE_rcapture"))
             .args(&all)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

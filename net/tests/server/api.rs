@@ -137,23 +137,23 @@ fn auth_token_guards_api_and_stream() {
     assert!(r.msg().contains("Authorization: Bearer"), "{}", r.msg());
     let r = request(
         s.addr,
-        b"GET /status HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer wrong\r\n\r\n",
+        b"GET /status HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer wrong\r\n\r\n",
     );
     assert_eq!((r.status, r.msg().as_str()), (401, "invalid token"));
     let r = request(
         s.addr,
-        b"GET /status HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer s3cret\r\n\r\n",
+        b"GET /status HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer s3cret\r\n\r\n",
     );
     assert_eq!((r.status, r.code()), (200, 0), "{r:?}");
     // ?token= is for the WebSocket upgrade only.
     let r = request(
         s.addr,
-        b"GET /status?token=s3cret HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /status?token=s3cret HTTP/1.1\r\nHost: localhost\r\n\r\n",
     );
     assert_eq!(r.status, 401);
     let r = request(
         s.addr,
-        b"POST /config HTTP/1.1\r\nHost: t\r\nContent-Length: 12\r\n\r\n{\"pid\": 123}",
+        b"POST /config HTTP/1.1\r\nHost: localhost\r\nContent-Length: 12\r\n\r\n{\"pid\": 123}",
     );
     assert_eq!(r.status, 401);
     assert!(s.control.applied.lock().unwrap().is_empty());

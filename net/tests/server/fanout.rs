@@ -54,7 +54,8 @@ fn slow_client_is_dropped_and_closed_while_fast_client_gets_everything() {
         std::thread::spawn(move || {
             let end = Instant::now() + WAIT;
             while Instant::now() < end {
-                let r = crate::util::request(addr, b"GET /status HTTP/1.1\r\nHost: t\r\n\r\n");
+                let r =
+                    crate::util::request(addr, b"GET /status HTTP/1.1\r\nHost: localhost\r\n\r\n");
                 if r.json()["data"]["counters"]["ws_dropped"].as_u64() > Some(0) {
                     *first_drop.lock().unwrap() = Some(Instant::now());
                     return;

@@ -24,7 +24,7 @@ fn malformed_request_line_is_400_code_1() {
 fn sixty_four_kib_of_headers_is_431() {
     let s = TestServer::start();
     let raw = format!(
-        "GET /status HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "GET /status HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
         "a".repeat(64 * 1024)
     );
     let r = request(s.addr, raw.as_bytes());
@@ -38,7 +38,7 @@ fn two_mib_body_declared_is_413() {
     let s = TestServer::start();
     let r = request(
         s.addr,
-        b"POST /config HTTP/1.1\r\nHost: t\r\nContent-Length: 2097152\r\n\r\n{\"pid\":",
+        b"POST /config HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2097152\r\n\r\n{\"pid\":",
     );
     assert_eq!((r.status, r.code()), (413, 1), "{r:?}");
     assert!(
@@ -104,12 +104,15 @@ fn unknown_module_and_path_are_404_code_3() {
 #[test]
 fn wrong_method_is_405_with_allow() {
     let s = TestServer::start();
-    let r = request(s.addr, b"DELETE /config HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = request(
+        s.addr,
+        b"DELETE /config HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    );
     assert_eq!((r.status, r.code()), (405, 1), "{r:?}");
     assert_eq!(r.header("Allow"), Some("GET, POST"));
-    let r = request(s.addr, b"PUT /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = request(s.addr, b"PUT /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
     assert_eq!((r.status, r.header("Allow")), (405, Some("GET")), "{r:?}");
-    let r = request(s.addr, b"GET /tls HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = request(s.addr, b"GET /tls HTTP/1.1\r\nHost: localhost\r\n\r\n");
     assert_eq!((r.status, r.header("Allow")), (405, Some("POST")), "{r:?}");
     s.assert_serving("wrong methods");
 }
@@ -119,14 +122,14 @@ fn keep_alive_serves_several_requests_on_one_connection() {
     let s = TestServer::start();
     let mut c = connect(s.addr);
     // Two requests in one write (pipelined), then a third.
-    c.write_all(b"GET /status HTTP/1.1\r\nHost: t\r\n\r\nGET /config HTTP/1.1\r\nHost: t\r\n\r\n")
+    c.write_all(b"GET /status HTTP/1.1\r\nHost: localhost\r\n\r\nGET /config HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let a = read_response(&mut c).unwrap();
     let b = read_response(&mut c).unwrap();
     assert_eq!((a.status, b.status), (200, 200));
     assert!(a.json()["data"]["counters"].is_object(), "{a:?}");
     assert_eq!(b.json()["data"]["truncate_size"], 1 << 20, "{b:?}");
-    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     assert_eq!(read_response(&mut c).unwrap().status, 200);
 }
@@ -177,7 +180,7 @@ fn idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     cfg.limits.idle_timeout = Duration::from_secs(1);
     let s = TestServer::with(cfg);
     let mut c = connect(s.addr);
-    c.write_all(b"GET /status HTTP/1.1\r\nHost: t\r\n\r\n")
+    c.write_all(b"GET /status HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     assert_eq!(read_response(&mut c).unwrap().status, 200);
     let t0 = Instant::now();
@@ -202,7 +205,7 @@ fn rate_limited_requests_get_429_with_retry_after() {
     let mut limited = None;
     let t0 = Instant::now();
     for _ in 0..30 {
-        c.write_all(b"GET /status HTTP/1.1\r\nHost: t\r\n\r\n")
+        c.write_all(b"GET /status HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .unwrap();
         let r = read_response(&mut c).unwrap();
         statuses.push(r.status);
@@ -227,7 +230,7 @@ fn rate_limited_requests_get_429_with_retry_after() {
     assert_eq!(r.header("Retry-After"), Some("1"));
     assert!(r.msg().contains("5 requests per second"), "{}", r.msg());
     std::thread::sleep(Duration::from_millis(1100));
-    c.write_all(b"GET /status HTTP/1.1\r\nHost: t\r\n\r\n")
+    c.write_all(b"GET /status HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     assert_eq!(
         read_response(&mut c).unwrap().status,

@@ -2,6 +2,7 @@
 //! `rcapture_net::Server` on `127.0.0.1:0`, synthetic events through its
 //! `Publisher`s, and real sockets (raw HTTP, raw and tungstenite WebSocket).
 
+mod access;
 mod api;
 mod backlog;
 mod config_checks;

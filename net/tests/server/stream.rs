@@ -364,7 +364,7 @@ fn text_subscribe_sent_with_the_upgrade_is_answered() {
     let s = TestServer::start();
     let mut sock = crate::util::connect(s.addr);
     let mut req = format!(
-        "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n",
         crate::util::HANDSHAKE_KEY
     )
@@ -402,6 +402,6 @@ fn ecaptureq_address_serves_only_the_stream() {
     let e = TestEvent::tls(1);
     s.publish(std::slice::from_ref(&e));
     assert_eq!(next_event(&mut ws), (1, e.expected()));
-    let r = crate::util::request(q, b"GET /status HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = crate::util::request(q, b"GET /status HTTP/1.1\r\nHost: localhost\r\n\r\n");
     assert_eq!((r.status, r.code()), (404, 3), "{r:?}");
 }

@@ -52,6 +52,7 @@ pub fn config() -> ServerConfig {
         ecaptureq: None,
         heartbeat: Duration::from_secs(3600),
         auth_token: None,
+        access: Default::default(),
         limits: Limits::default(),
         pool: Default::default(),
         start: StartSettings {
@@ -109,7 +110,8 @@ impl TestServer {
     pub fn get(&self, path: &str) -> Response {
         request(
             self.addr,
-            format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
         )
     }
 
@@ -117,7 +119,7 @@ impl TestServer {
         request(
             self.addr,
             format!(
-                "POST {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
                 body.len()
             )
             .as_bytes(),
@@ -586,7 +588,7 @@ impl RawWs {
     pub fn on(mut sock: TcpStream, path: &str) -> Self {
         write!(
             sock,
-            "GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: {HANDSHAKE_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         )
         .unwrap();

@@ -367,6 +367,7 @@ fn start_rcapture(a: &Args, t: &Template) -> anyhow::Result<Running> {
         ecaptureq: None,
         heartbeat: Duration::from_secs(15),
         auth_token: None,
+        access: Default::default(),
         limits,
         pool: BatchPoolConfig {
             batches: 2 * inflight_batches + 16,
