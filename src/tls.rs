@@ -201,8 +201,13 @@ pub fn run(args: TlsArgs) -> anyhow::Result<()> {
     eprintln!("rcapture: ready");
 
     let sig = signals.forever().next();
-    // Stop new records first, then let the workers drain what is already in the rings.
-    lock(&probes).detach();
+    // Stop new records first (a flag the probes read: at once), then let
+    // the workers drain what is already in the rings, flush every output,
+    // and only then detach (handed to the kernel: no waiting).
+    if let Err(e) = lock(&probes).stop_capture() {
+        eprintln!("rcapture: stopping the probes: {e}; detaching them now");
+        lock(&probes).detach();
+    }
     stop.store(true, Ordering::Release);
     for t in threads {
         if t.join().is_err() {
@@ -221,6 +226,7 @@ pub fn run(args: TlsArgs) -> anyhow::Result<()> {
     }
 
     let kernel = lock(&probes).counters().unwrap_or_default();
+    lock(&probes).detach();
     let lost: u64 = kernel.iter().map(|c| c.lost).sum();
     let sum = |f: fn(&rcapture_core::worker::WorkerStats) -> &std::sync::atomic::AtomicU64| -> u64 {
         stats.iter().map(|s| f(s).load(Ordering::Relaxed)).sum()

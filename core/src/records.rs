@@ -227,6 +227,9 @@ pub struct PacketRecord {
 pub struct FilterValue {
     pub pid: u32,
     pub uid: u32,
+    /// Non-zero: no new call is captured (shutdown).
+    pub stopped: u32,
+    pub _pad: u32,
 }
 
 /// `struct rc_counters`: per-CPU kernel-side counters.
@@ -301,7 +304,7 @@ pub fn layout_table() -> Vec<LayoutRow> {
             PacketRecord,
             [hdr, chunk, ifindex, direction, _pad]
         ),
-        t!("rc_filter", FilterValue, [pid, uid]),
+        t!("rc_filter", FilterValue, [pid, uid, stopped, _pad]),
         t!(
             "rc_counters",
             KernelCounters,
@@ -337,6 +340,6 @@ const _: () = {
     assert!(offset_of!(ConnRecord, tuple) == 56);
     assert!(size_of::<PacketRecord>() == 64);
     assert!(offset_of!(PacketRecord, chunk) == CHUNK_OFFSET);
-    assert!(size_of::<FilterValue>() == 8);
+    assert!(size_of::<FilterValue>() == 16);
     assert!(size_of::<KernelCounters>() == 32);
 };

@@ -9,9 +9,12 @@ pub struct Filter {
     pub pid: u32,
     /// Only this uid, or 0.
     pub uid: u32,
+    /// Non-zero: no new call is captured (set at shutdown).
+    pub stopped: u32,
+    pub _pad: u32,
 }
 
-// SAFETY: repr(C), two u32 fields, no padding; every bit pattern is valid.
+// SAFETY: repr(C), four u32 fields, no padding; every bit pattern is valid.
 unsafe impl aya::Pod for Filter {}
 
 /// One CPU's counters (`struct rc_counters`).
@@ -40,5 +43,5 @@ impl std::ops::AddAssign for Counters {
     }
 }
 
-const _: () = assert!(size_of::<Filter>() == 8);
+const _: () = assert!(size_of::<Filter>() == 16);
 const _: () = assert!(size_of::<Counters>() == 32);
