@@ -191,7 +191,9 @@ pub fn ecaptureq_addr(s: &str) -> Result<SocketAddr, String> {
             ));
         }
         Some((scheme, _)) => {
-            return Err(format!("scheme {scheme}:// is not served ({ECAPTUREQ_FORMS})"));
+            return Err(format!(
+                "scheme {scheme}:// is not served ({ECAPTUREQ_FORMS})"
+            ));
         }
         None => s,
     };
@@ -229,7 +231,9 @@ mod tests {
     use super::*;
 
     fn ok(s: &str) -> String {
-        ecaptureq_addr(s).unwrap_or_else(|e| panic!("{s}: {e}")).to_string()
+        ecaptureq_addr(s)
+            .unwrap_or_else(|e| panic!("{s}: {e}"))
+            .to_string()
     }
 
     fn err(s: &str) -> String {

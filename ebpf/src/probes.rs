@@ -6,7 +6,9 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, ArrayOfMaps, Map, MapData, PerCpuArray, RingBuf},
     programs::{
-        RawTracePoint, UProbe, links::FdLink, raw_trace_point::RawTracePointLink,
+        RawTracePoint, UProbe,
+        links::FdLink,
+        raw_trace_point::RawTracePointLink,
         uprobe::{UProbeLink, UProbeScope},
     },
 };

@@ -327,15 +327,24 @@ mod tests {
     fn http1_requests_and_responses_are_recognised() {
         use Http::*;
         let cases: &[(&[u8], Http)] = &[
-            (b"GET /hello HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n", Request),
-            (b"POST /p?q=1 HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc", Request),
+            (
+                b"GET /hello HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n",
+                Request,
+            ),
+            (
+                b"POST /p?q=1 HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc",
+                Request,
+            ),
             (b"M-SEARCH * HTTP/1.1\r\n\r\n", Request),
             (b"get / HTTP/1.1\r\n\r\n", Request),
             (b"GET / HTTP/1.1\nHost: x\n\n", Request),
             (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", Response),
             (b"HTTP/1.0 204\r\n\r\n", Response),
             (b"HTTP/1.1 404 Not Found\r\nServer: s\r\n\r\nbody", Response),
-            (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04", Http2Preface),
+            (
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04",
+                Http2Preface,
+            ),
             // Incomplete header sections, other versions, not HTTP.
             (b"GET / HTTP/1.1\r\nHost: x\r\n", Other),
             (b"GET / HTTP/1.1", Other),
@@ -384,13 +393,22 @@ mod tests {
         let mut roles = vec![Role::default(); 8];
         let (c, s) = (("127.0.0.1", 40000), ("127.0.0.1", 443));
         // Before any HTTP message: the sender's order, unknown.
-        assert_eq!(addrs(&relabel(ev(s, c, b"xx"), &mut roles)), (0, 443, 40000));
+        assert_eq!(
+            addrs(&relabel(ev(s, c, b"xx"), &mut roles)),
+            (0, 443, 40000)
+        );
         // The response (received by the client: server → client) teaches it.
         let r = relabel(ev(s, c, b"HTTP/1.1 200 OK\r\n\r\n"), &mut roles);
         assert_eq!(addrs(&r), (3, 40000, 443));
         assert_eq!((r.src_ip, r.dst_ip), ("127.0.0.1", "127.0.0.1"));
-        assert_eq!(addrs(&relabel(ev(s, c, b"body"), &mut roles)), (0, 40000, 443));
-        assert_eq!(addrs(&relabel(ev(c, s, b"more"), &mut roles)), (0, 40000, 443));
+        assert_eq!(
+            addrs(&relabel(ev(s, c, b"body"), &mut roles)),
+            (0, 40000, 443)
+        );
+        assert_eq!(
+            addrs(&relabel(ev(c, s, b"more"), &mut roles)),
+            (0, 40000, 443)
+        );
         let q = relabel(ev(c, s, b"GET / HTTP/1.1\r\n\r\n"), &mut roles);
         assert_eq!(addrs(&q), (1, 40000, 443));
         // The server's side of the same exchange (another process): its
@@ -401,7 +419,10 @@ mod tests {
         // IPv6 addresses move with their ports.
         let (c6, s6) = (("::1", 40001), ("::2", 8443));
         let r = relabel(ev(s6, c6, b"HTTP/1.1 200 OK\r\n\r\n"), &mut roles);
-        assert_eq!((r.src_ip, r.src_port, r.dst_ip, r.dst_port), ("::1", 40001, "::2", 8443));
+        assert_eq!(
+            (r.src_ip, r.src_port, r.dst_ip, r.dst_port),
+            ("::1", 40001, "::2", 8443)
+        );
     }
 
     /// After the HTTP/2 preface, the client's frames are 2 and the
@@ -411,10 +432,22 @@ mod tests {
         let mut roles = vec![Role::default(); 8];
         let (c, s) = (("10.0.0.1", 50000), ("10.0.0.2", 443));
         let frame = b"\x00\x00\x04\x08\x00\x00\x00\x00\x00\x00\x00\x00\x01";
-        assert_eq!(addrs(&relabel(ev(s, c, frame), &mut roles)), (0, 443, 50000));
-        assert_eq!(addrs(&relabel(ev(c, s, H2_PREFACE), &mut roles)), (2, 50000, 443));
-        assert_eq!(addrs(&relabel(ev(s, c, frame), &mut roles)), (4, 50000, 443));
-        assert_eq!(addrs(&relabel(ev(c, s, frame), &mut roles)), (2, 50000, 443));
+        assert_eq!(
+            addrs(&relabel(ev(s, c, frame), &mut roles)),
+            (0, 443, 50000)
+        );
+        assert_eq!(
+            addrs(&relabel(ev(c, s, H2_PREFACE), &mut roles)),
+            (2, 50000, 443)
+        );
+        assert_eq!(
+            addrs(&relabel(ev(s, c, frame), &mut roles)),
+            (4, 50000, 443)
+        );
+        assert_eq!(
+            addrs(&relabel(ev(c, s, frame), &mut roles)),
+            (2, 50000, 443)
+        );
     }
 
     fn batch(events: &[EventFields<'_>], kinds: &[EventKind]) -> Batch {

@@ -3,6 +3,7 @@
 //! `Publisher`s, and real sockets (raw HTTP, raw and tungstenite WebSocket).
 
 mod api;
+mod ecaptureq;
 mod fanout;
 mod forward_live;
 mod http_input;
