@@ -3,6 +3,7 @@
 //! They need root and BPF; without them they print why and skip, unless
 //! `RCAPTURE_REQUIRE_BPF=1` (set by `.ci/run`), which turns a skip into a failure.
 
+mod ecaptureq;
 mod overflow;
 mod server;
 mod testutil;
