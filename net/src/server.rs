@@ -898,7 +898,7 @@ impl Server {
                 };
                 for idx in 0..rc.entries.len() {
                     // Drops are counted by the client, with their reason.
-                    w.offer(&rc, idx, &mut c.staged, now, share);
+                    w.offer(rc, idx, &mut c.staged, now, share);
                 }
             }
         }
