@@ -84,9 +84,11 @@ pub fn classify(p: &[u8]) -> Http {
     // The header section ends with an empty line (right after the first
     // line when there are no headers).
     let end = p.len().min(MAX_HEAD);
-    let from = if line.len() < nl { nl - 1 } else { nl };
-    let ends = memchr::memmem::find(&p[from..end], b"\r\n\r\n").is_some()
-        || memchr::memmem::find(&p[nl..end], b"\n\n").is_some();
+    // A line feed followed by another, or by CR LF.
+    let ends = memchr::memchr_iter(b'\n', &p[nl..end]).any(|i| {
+        let rest = &p[nl + i + 1..end];
+        rest.starts_with(b"\n") || rest.starts_with(b"\r\n")
+    });
     if ends { kind } else { Http::Other }
 }
 
@@ -139,33 +141,31 @@ struct Role {
 /// Connections remembered (direct-mapped by key).
 const ROLES: usize = 1024;
 
-/// FNV-1a over a few byte strings.
-fn fnv(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in parts {
-        for &b in *p {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        h = (h ^ 0xff).wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+/// One step of a multiply-rotate hash over 64-bit words.
+fn mix(h: u64, x: u64) -> u64 {
+    (h ^ x).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
 }
 
+/// An endpoint (address text, at most 45 bytes, and port), 8 bytes a step.
 fn endpoint_key(ip: &str, port: u32) -> u64 {
-    fnv(&[ip.as_bytes(), &port.to_le_bytes()])
+    let mut h = mix(
+        0x243f_6a88_85a3_08d3,
+        u64::from(port) | (ip.len() as u64) << 32,
+    );
+    let mut words = ip.as_bytes().chunks_exact(8);
+    for w in &mut words {
+        h = mix(h, u64::from_le_bytes(w.try_into().unwrap_or_default()));
+    }
+    let mut tail = [0u8; 8];
+    tail[..words.remainder().len()].copy_from_slice(words.remainder());
+    mix(h, u64::from_le_bytes(tail))
 }
 
-/// The same for both directions of one connection of one process.
-fn conn_key(f: &EventFields<'_>) -> u64 {
-    let a = endpoint_key(f.src_ip, f.src_port);
-    let b = endpoint_key(f.dst_ip, f.dst_port);
-    let (lo, hi) = (a.min(b), a.max(b));
-    fnv(&[
-        &f.pid.to_le_bytes(),
-        &f.fd.to_le_bytes(),
-        &lo.to_le_bytes(),
-        &hi.to_le_bytes(),
-    ]) | 1
+/// The same for both directions of one connection of one process, from
+/// the [`endpoint_key`]s of its two ends.
+fn conn_key(f: &EventFields<'_>, a: u64, b: u64) -> u64 {
+    let h = mix(mix(0x1319_8a2e_0370_7344, f.pid as u64), u64::from(f.fd));
+    mix(mix(h, a.min(b)), a.max(b)) | 1
 }
 
 /// Rewrites worker batches for the eCaptureQ clients.
@@ -288,10 +288,10 @@ pub fn closes_with_frame(c: &Conn) -> bool {
 /// A TLS data event (type = direction, src = sender) in eCaptureQ's
 /// meaning; learns and uses the client end of its connection.
 fn relabel<'a>(mut f: EventFields<'a>, roles: &mut [Role]) -> EventFields<'a> {
-    let key = conn_key(&f);
-    let slot = &mut roles[(key % roles.len() as u64) as usize];
     let src = endpoint_key(f.src_ip, f.src_port);
     let dst = endpoint_key(f.dst_ip, f.dst_port);
+    let key = conn_key(&f, src, dst);
+    let slot = &mut roles[(key % roles.len() as u64) as usize];
     let (label, client) = match classify(f.payload) {
         Http::Request => (label::HTTP_REQUEST, Some((src, false))),
         Http::Response => (label::HTTP_RESPONSE, Some((dst, false))),
