@@ -1,6 +1,6 @@
 //! `rcapture tls`: load the OpenSSL probes, run one pinned worker per CPU,
 //! write text or a key log, serve the event stream and API, and on
-//! SIGINT/SIGTERM detach, drain and exit 0.
+//! SIGINT/SIGTERM stop the probes, drain, flush, detach and exit 0.
 
 use crate::cli::{ServerArgs, TlsArgs, TlsMode};
 use crate::control::TlsControl;
