@@ -24,6 +24,9 @@ use std::path::Path;
 /// Releases `links`. Returns how many were handed to the kernel's worker
 /// (the others were closed from parallel threads).
 pub(crate) fn release(links: Vec<FdLink>) -> usize {
+    if links.is_empty() {
+        return 0;
+    }
     let dir = std::env::temp_dir();
     // The links move to the thread; if it cannot start, they come back.
     let (tx, rx) = std::sync::mpsc::channel();
