@@ -1,6 +1,7 @@
 //! Command-line arguments (clap): raw flags, validated in each command.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 /// Capture what processes say inside TLS, with eBPF.
@@ -154,9 +155,11 @@ pub struct ServerArgs {
     /// Address of the API and event stream, or `none` to run without them.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:28256")]
     pub listen: String,
-    /// Also serve the event stream alone on this address (eCaptureQ's default is 127.0.0.1:28257).
-    #[arg(long, value_name = "ADDR")]
-    pub ecaptureq: Option<std::net::SocketAddr>,
+    /// Also serve the event stream alone, in eCaptureQ's meaning, on this
+    /// address: `ws://HOST:PORT` as eCaptureQ passes it, or `HOST:PORT`
+    /// (eCaptureQ's default is ws://127.0.0.1:28257).
+    #[arg(long, value_name = "URL", value_parser = ecaptureq_addr)]
+    pub ecaptureq: Option<SocketAddr>,
     /// Seconds between WebSocket heartbeats.
     #[arg(long, value_name = "SECS", default_value_t = 15)]
     pub heartbeat_secs: u64,
@@ -216,4 +219,114 @@ pub struct ServerArgs {
     /// Seconds a WebSocket client may stay full before it is closed (1008).
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub slow_client_secs: u64,
+}
+
+/// What `--ecaptureq` accepts, for its error messages.
+const ECAPTUREQ_FORMS: &str = "expected ws://HOST:PORT or HOST:PORT, e.g. ws://127.0.0.1:28257";
+
+/// `--ecaptureq`: `ws://HOST:PORT` (a path of `/` at most, as upstream's
+/// URL) or `HOST:PORT`; HOST is an IP address or a name (the first IPv4
+/// address it resolves to is used, else the first). The stream is served
+/// at the root over plain WebSocket, so a path, a query, user info,
+/// `wss://` or another scheme is refused.
+pub fn ecaptureq_addr(s: &str) -> Result<SocketAddr, String> {
+    let authority = match s.split_once("://") {
+        Some(("ws", rest)) => match rest.find(['/', '?', '#']) {
+            None => rest,
+            Some(i) if &rest[i..] == "/" => &rest[..i],
+            Some(i) => {
+                return Err(format!(
+                    "{:?} is not served: the stream is at the root ({ECAPTUREQ_FORMS})",
+                    &rest[i..]
+                ));
+            }
+        },
+        Some(("wss", _)) => {
+            return Err(format!(
+                "wss:// is not served: the stream is plain WebSocket on a local address ({ECAPTUREQ_FORMS})"
+            ));
+        }
+        Some((scheme, _)) => {
+            return Err(format!(
+                "scheme {scheme}:// is not served ({ECAPTUREQ_FORMS})"
+            ));
+        }
+        None => s,
+    };
+    if authority.contains('@') {
+        return Err(format!("user info is not accepted ({ECAPTUREQ_FORMS})"));
+    }
+    let (host, port) = authority
+        .rsplit_once(':')
+        .filter(|(h, p)| !h.is_empty() && !p.is_empty() && !h.ends_with(':'))
+        .ok_or_else(|| format!("{authority:?} has no HOST:PORT ({ECAPTUREQ_FORMS})"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("port {port:?} is not a number 0-65535 ({ECAPTUREQ_FORMS})"))?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("host {host:?} does not resolve: {e} ({ECAPTUREQ_FORMS})"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("host {host:?} has no address ({ECAPTUREQ_FORMS})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(s: &str) -> String {
+        ecaptureq_addr(s)
+            .unwrap_or_else(|e| panic!("{s}: {e}"))
+            .to_string()
+    }
+
+    fn err(s: &str) -> String {
+        let e = ecaptureq_addr(s).expect_err(s);
+        assert!(e.contains("ws://HOST:PORT or HOST:PORT"), "{s}: {e}");
+        e
+    }
+
+    /// eCaptureQ's launch line, the plain address, IPv6 and names.
+    #[test]
+    fn ecaptureq_accepts_its_url_and_an_address() {
+        assert_eq!(ok("ws://127.0.0.1:28257"), "127.0.0.1:28257");
+        assert_eq!(ok("ws://127.0.0.1:28257/"), "127.0.0.1:28257");
+        assert_eq!(ok("127.0.0.1:0"), "127.0.0.1:0");
+        assert_eq!(ok("ws://[::1]:9"), "[::1]:9");
+        assert_eq!(ok("[::1]:9"), "[::1]:9");
+        assert_eq!(ok("ws://localhost:28257"), "127.0.0.1:28257");
+        assert_eq!(ok("localhost:5"), "127.0.0.1:5");
+    }
+
+    /// What it cannot serve is refused, saying why and what is accepted.
+    #[test]
+    fn ecaptureq_refuses_what_it_cannot_serve() {
+        assert!(err("wss://127.0.0.1:28257").contains("wss:// is not served"));
+        assert!(err("http://127.0.0.1:28257").contains("scheme http://"));
+        assert!(err("ws://127.0.0.1:28257/ws").contains("\"/ws\" is not served"));
+        assert!(err("ws://127.0.0.1:28257/?x=1").contains("\"/?x=1\""));
+        assert!(err("ws://127.0.0.1:28257?x=1").contains("\"?x=1\""));
+        assert!(err("ws://u@127.0.0.1:1").contains("user info"));
+        assert!(err("ws://127.0.0.1").contains("no HOST:PORT"));
+        assert!(err("127.0.0.1:http").contains("port \"http\""));
+        assert!(err("127.0.0.1:70000").contains("port \"70000\""));
+        assert!(err("no-such-host.invalid:1").contains("does not resolve"));
+        // clap reports it as a usage error (exit status 2), naming the flag.
+        let e = Cli::try_parse_from(["rcapture", "tls", "--ecaptureq", "wss://127.0.0.1:1"])
+            .expect_err("refused");
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("--ecaptureq"), "{e}");
+    }
 }

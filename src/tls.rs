@@ -1,7 +1,7 @@
 //! `rcapture tls`: load the OpenSSL probes, run one pinned worker per CPU,
 //! write text or a key log, serve the event stream and API, and on
-//! SIGINT, SIGTERM or SIGHUP (its terminal went) detach, drain and exit 0
-//! with the ledger.
+//! SIGINT, SIGTERM or SIGHUP (its terminal went) stop the probes, drain,
+//! flush, detach and exit 0 with the ledger.
 
 use crate::cli::{ServerArgs, TlsArgs, TlsMode};
 use crate::control::TlsControl;
@@ -219,8 +219,13 @@ pub fn run(args: TlsArgs) -> anyhow::Result<()> {
     eprintln!("rcapture: ready");
 
     let sig = signals.forever().next();
-    // Stop new records first, then let the workers drain what is already in the rings.
-    lock(&probes).detach();
+    // Stop new records first (a flag the probes read: at once), then let
+    // the workers drain what is already in the rings, flush every output,
+    // and only then detach (handed to the kernel: no waiting).
+    if let Err(e) = lock(&probes).stop_capture() {
+        eprintln!("rcapture: stopping the probes: {e}; detaching them now");
+        lock(&probes).detach();
+    }
     stop.store(true, Ordering::Release);
     for t in threads {
         if t.join().is_err() {
@@ -239,6 +244,7 @@ pub fn run(args: TlsArgs) -> anyhow::Result<()> {
     }
 
     let kernel = lock(&probes).counters().unwrap_or_default();
+    lock(&probes).detach();
     let lost: u64 = kernel.iter().map(|c| c.lost).sum();
     let sum = |f: fn(&rcapture_core::worker::WorkerStats) -> &std::sync::atomic::AtomicU64| -> u64 {
         stats.iter().map(|s| f(s).load(Ordering::Relaxed)).sum()

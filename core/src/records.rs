@@ -230,6 +230,9 @@ pub struct FilterValue {
     pub pid: u32,
     /// Only this uid, or 0.
     pub uid: u32,
+    /// Non-zero: no new call is captured (shutdown).
+    pub stopped: u32,
+    pub _pad: u32,
 }
 
 /// `struct rc_counters`: one CPU's kernel-side counters; the loader
@@ -309,7 +312,7 @@ pub fn layout_table() -> Vec<LayoutRow> {
             PacketRecord,
             [hdr, chunk, ifindex, direction, _pad]
         ),
-        t!("rc_filter", FilterValue, [pid, uid]),
+        t!("rc_filter", FilterValue, [pid, uid, stopped, _pad]),
         t!(
             "rc_counters",
             KernelCounters,
@@ -345,6 +348,6 @@ const _: () = {
     assert!(offset_of!(ConnRecord, tuple) == 56);
     assert!(size_of::<PacketRecord>() == 64);
     assert!(offset_of!(PacketRecord, chunk) == CHUNK_OFFSET);
-    assert!(size_of::<FilterValue>() == 8);
+    assert!(size_of::<FilterValue>() == 16);
     assert!(size_of::<KernelCounters>() == 32);
 };

@@ -115,6 +115,8 @@ static __always_inline bool rc_filter_pass(__u64 pid_tgid)
 
 	if (!f)
 		return true;
+	if (f->stopped)
+		return false;
 	if ((f->pid && f->pid != (__u32)(pid_tgid >> 32)) ||
 	    (f->uid && f->uid != (__u32)bpf_get_current_uid_gid())) {
 		cnt = rc_counters_get();

@@ -160,10 +160,14 @@ struct rc_packet {
 	__u8 _pad[3];
 };
 
-/* Live filter, one entry in the array map "rc_filter": 0 = any. */
+/* Live filter, one entry in the array map "rc_filter": 0 = any.
+ * `stopped` set: no new call is captured (set at shutdown, before the
+ * rings are drained for the last time and the probes detached). */
 struct rc_filter {
 	__u32 pid;
 	__u32 uid;
+	__u32 stopped;
+	__u32 _pad;
 };
 
 /* Per-CPU counters (array map "rc_counters", per-CPU values). */

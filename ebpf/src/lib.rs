@@ -18,6 +18,7 @@
 //! # Ok::<(), rcapture_ebpf::Error>(())
 //! ```
 
+mod detach;
 mod error;
 mod maps;
 mod probes;

@@ -10,7 +10,7 @@ pub use rcapture_core::records::{FilterValue as Filter, KernelCounters as Counte
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct MapValue<T>(pub T);
 
-// SAFETY: `FilterValue` is repr(C), two u32 fields, no padding (core's
+// SAFETY: `FilterValue` is repr(C), four u32 fields, no padding (core's
 // layout test and const asserts); every bit pattern is valid.
 unsafe impl aya::Pod for MapValue<Filter> {}
 

@@ -5,7 +5,12 @@ use std::{fmt, io, num::NonZeroU32};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, ArrayOfMaps, Map, MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, UProbe, uprobe::UProbeScope},
+    programs::{
+        RawTracePoint, UProbe,
+        links::FdLink,
+        raw_trace_point::RawTracePointLink,
+        uprobe::{UProbeLink, UProbeScope},
+    },
 };
 use aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_RINGBUF;
 
@@ -79,10 +84,21 @@ impl fmt::Display for LoadWarning {
     }
 }
 
+/// One attachment, owned apart from its program so that all of them can be
+/// released at once (see [`TlsProbes::detach`]).
+enum ProbeLink {
+    U(UProbeLink),
+    Raw(RawTracePointLink),
+}
+
 /// The loaded and attached OpenSSL probes with their rings and maps.
 pub struct TlsProbes {
-    /// Programs and their links; `None` once detached.
+    /// Programs; `None` once detached.
     ebpf: Option<Ebpf>,
+    /// Every attachment of the programs (empty once detached).
+    links: Vec<ProbeLink>,
+    /// The live filter as last written (`stopped` included).
+    filter_value: Filter,
     /// Keeps the ring slots alive while the rings are handed out.
     _rings_outer: ArrayOfMaps<MapData, MapData>,
     rings: Vec<CpuRing>,
@@ -140,14 +156,18 @@ impl TlsProbes {
         let initial = Filter {
             pid: opts.pid.unwrap_or(0),
             uid: opts.uid.unwrap_or(0),
+            ..Filter::default()
         };
         filter
             .set(0, MapValue(initial), 0)
             .map_err(map_err(FILTER_MAP))?;
 
-        let probe_count = attach_all(&mut ebpf, target, opts.pid)?;
+        let links = attach_all(&mut ebpf, target, opts.pid)?;
+        let probe_count = links.len();
         Ok(Self {
             ebpf: Some(ebpf),
+            links,
+            filter_value: initial,
             _rings_outer: rings_outer,
             rings,
             filter,
@@ -164,9 +184,29 @@ impl TlsProbes {
 
     /// Changes the live filter: only this pid / uid (0 = any).
     pub fn set_filter(&mut self, pid: u32, uid: u32) -> Result<(), Error> {
+        self.write_filter(Filter {
+            pid,
+            uid,
+            ..self.filter_value
+        })
+    }
+
+    /// Stops capturing: from now on no probe starts recording a call (the
+    /// calls already entered still complete). Takes effect at once, unlike
+    /// [`Self::detach`]; the rings are then drained to their end.
+    pub fn stop_capture(&mut self) -> Result<(), Error> {
+        self.write_filter(Filter {
+            stopped: 1,
+            ..self.filter_value
+        })
+    }
+
+    fn write_filter(&mut self, f: Filter) -> Result<(), Error> {
         self.filter
-            .set(0, MapValue(Filter { pid, uid }), 0)
-            .map_err(map_err(FILTER_MAP))
+            .set(0, MapValue(f), 0)
+            .map_err(map_err(FILTER_MAP))?;
+        self.filter_value = f;
+        Ok(())
     }
 
     /// The kernel-side counters, one entry per possible CPU (index = CPU id).
@@ -189,9 +229,24 @@ impl TlsProbes {
         &self.warnings
     }
 
-    /// Detaches and unloads every program. The rings (taken or not) stay
-    /// readable so the caller can drain what was already written.
+    /// Detaches and unloads every program, all probes at once and without
+    /// waiting for the kernel's unregistration (see `detach.rs`); call
+    /// [`Self::stop_capture`] first for a clean cut. The rings (taken or
+    /// not) stay readable so the caller can drain what was already written.
     pub fn detach(&mut self) {
+        let mut fd_links = Vec::with_capacity(self.links.len());
+        for link in std::mem::take(&mut self.links) {
+            // A perf link that is not a bpf link (kernels before 5.15) is
+            // closed by the failed conversion, in turn.
+            let fd = match link {
+                ProbeLink::U(l) => FdLink::try_from(l),
+                ProbeLink::Raw(l) => Ok(FdLink::from(l)),
+            };
+            if let Ok(fd) = fd {
+                fd_links.push(fd);
+            }
+        }
+        crate::detach::release(fd_links);
         self.ebpf = None;
     }
 }
@@ -261,30 +316,37 @@ fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe, 
         .program_mut(name)
         .ok_or(Error::MissingProgram { name })?;
     let probe: &mut UProbe = prog.try_into().map_err(program_err(name, "load"))?;
-    probe.load().map_err(program_err(name, "load"))?;
+    // Loaded once; a program attached to several functions is met again.
+    if probe.fd().is_err() {
+        probe.load().map_err(program_err(name, "load"))?;
+    }
     Ok(probe)
 }
 
-fn attach_all(ebpf: &mut Ebpf, target: &OpensslTarget, pid: Option<u32>) -> Result<usize, Error> {
+fn attach_all(
+    ebpf: &mut Ebpf,
+    target: &OpensslTarget,
+    pid: Option<u32>,
+) -> Result<Vec<ProbeLink>, Error> {
     let scope = pid
         .and_then(NonZeroU32::new)
         .map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
     let lib = target.libssl();
-    let mut count = 0;
-    for (name, symbol) in IO_PROBES {
-        uprobe(ebpf, name)?
+    let mut links = Vec::new();
+    let mut attach = |ebpf: &mut Ebpf, name: &'static str, symbol: &str| -> Result<(), Error> {
+        let probe = uprobe(ebpf, name)?;
+        let id = probe
             .attach(symbol, lib, scope)
             .map_err(program_err(name, symbol))?;
-        count += 1;
+        let link = probe.take_link(id).map_err(program_err(name, symbol))?;
+        links.push(ProbeLink::U(link));
+        Ok(())
+    };
+    for (name, symbol) in IO_PROBES {
+        attach(ebpf, name, symbol)?;
     }
-    if !target.optional_symbols().is_empty() {
-        let probe = uprobe(ebpf, SET_FD_PROGRAM)?;
-        for &symbol in target.optional_symbols() {
-            probe
-                .attach(symbol, lib, scope)
-                .map_err(program_err(SET_FD_PROGRAM, symbol))?;
-            count += 1;
-        }
+    for &symbol in target.optional_symbols() {
+        attach(ebpf, SET_FD_PROGRAM, symbol)?;
     }
     let name = SYSCALL_PROGRAM;
     let prog = ebpf
@@ -292,9 +354,12 @@ fn attach_all(ebpf: &mut Ebpf, target: &OpensslTarget, pid: Option<u32>) -> Resu
         .ok_or(Error::MissingProgram { name })?;
     let raw_tp: &mut RawTracePoint = prog.try_into().map_err(program_err(name, "load"))?;
     raw_tp.load().map_err(program_err(name, "load"))?;
-    raw_tp
+    let id = raw_tp
         .attach("sys_enter")
         .map_err(program_err(name, "sys_enter"))?;
-    count += 1;
-    Ok(count)
+    let link = raw_tp
+        .take_link(id)
+        .map_err(program_err(name, "sys_enter"))?;
+    links.push(ProbeLink::Raw(link));
+    Ok(links)
 }

@@ -46,3 +46,45 @@ pub(crate) fn page_size() -> usize {
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     usize::try_from(size).unwrap_or(4096).max(4096)
 }
+
+/// Gives the calling thread (only) its own file-system context and mount
+/// namespace, private from the rest of the system, and mounts a fresh bpffs
+/// instance over `dir` there: nobody else sees it, and it goes with the
+/// thread.
+pub(crate) fn private_bpffs(dir: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let check = |rc: libc::c_int| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    // SAFETY: unshare(2) with namespace flags only; CLONE_FS and
+    // CLONE_NEWNS are allowed in a multi-threaded process and affect the
+    // calling thread alone.
+    check(unsafe { libc::unshare(libc::CLONE_FS | libc::CLONE_NEWNS) })?;
+    // SAFETY: static NUL-terminated strings; makes every mount of the new
+    // namespace private, so the mount below does not propagate out.
+    check(unsafe {
+        libc::mount(
+            c"none".as_ptr(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    })?;
+    // SAFETY: NUL-terminated strings that outlive the call.
+    check(unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            path.as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            c"mode=0700".as_ptr().cast(),
+        )
+    })
+}

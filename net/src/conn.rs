@@ -376,6 +376,17 @@ impl WsStream {
         Enqueue::Queued
     }
 
+    /// Counts the entries of `batch` this client wants as numbered and
+    /// dropped for `reason`, without queueing any.
+    pub fn drop_batch(&mut self, batch: &Batch, reason: DropReason) {
+        for m in &batch.entries {
+            if self.filter.passes(m) {
+                self.counts.seq += 1;
+                self.counts.drop_for(reason, 1);
+            }
+        }
+    }
+
     /// An entry was queued: a client whose queue is less than half full is
     /// no longer stuck (the slow-client deadline starts again at its next
     /// drop).

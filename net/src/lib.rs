@@ -17,6 +17,7 @@ pub mod api;
 pub mod config;
 pub mod conn;
 pub mod control;
+pub mod ecaptureq;
 pub mod entry;
 pub mod eventfile;
 pub mod filter;

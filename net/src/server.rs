@@ -4,8 +4,9 @@
 use crate::access::{self, AccessConfig, PeerAccess, Refusal};
 use crate::api::{self, ApiContext, ApiResponse};
 use crate::config::{CaptureConfig, StartSettings};
-use crate::conn::{Conn, Flush, QueueLimits, SpillBudget, WsStream};
+use crate::conn::{Conn, DropReason, Flush, QueueLimits, SpillBudget, WsStream};
 use crate::control::{Control, LiveSettings};
+use crate::ecaptureq::{self, EcaptureqBatches};
 use crate::eventfile::{EventFile, EventFileConfig};
 use crate::filter::{ClientFilter, parse_subscribe};
 use crate::forward::{ForwardConfig, Forwarder};
@@ -158,6 +159,8 @@ pub struct Server {
     spill_budget: Arc<SpillBudget>,
     /// `intake_batches` of every forwarder the server starts.
     forward_intake: usize,
+    /// The `--ecaptureq` stream's batches (with that address).
+    ecaptureq_batches: Option<EcaptureqBatches>,
 }
 
 impl std::fmt::Debug for Server {
@@ -259,6 +262,9 @@ impl Server {
             waker,
         };
         let spill_budget = SpillBudget::new(cfg.limits.spill_budget_bytes);
+        let ecaptureq_batches = cfg
+            .ecaptureq
+            .map(|_| EcaptureqBatches::new(workers.max(1) * cfg.pool.batches, cfg.pool));
         Ok((
             Server {
                 poll,
@@ -293,6 +299,7 @@ impl Server {
                 spill_budget,
                 forward_intake,
                 event_file,
+                ecaptureq_batches,
             },
             publishers,
         ))
@@ -353,7 +360,7 @@ impl Server {
         }
         for i in 0..self.conns.len() {
             if let Some(c) = self.conns[i].as_mut() {
-                if c.ws.is_some() {
+                if c.ws.is_some() && ecaptureq::closes_with_frame(c) {
                     ws::push_close(&mut c.staged.buf, 1001, "rcapture is stopping");
                 }
                 let _ = c.flush();
@@ -938,6 +945,7 @@ impl Server {
             if let Some(f) = &self.event_file {
                 f.offer(&rc);
             }
+            let eq = ecaptureq::for_clients(&mut self.ecaptureq_batches, &self.conns, &rc);
             for ci in 0..self.conns.len() {
                 let Some(c) = self.conns[ci].as_mut() else {
                     continue;
@@ -946,9 +954,18 @@ impl Server {
                     continue;
                 }
                 let Some(w) = c.ws.as_mut() else { continue };
+                let rc = match (&eq, c.stream_only) {
+                    (_, false) => &rc,
+                    (Some(eq), true) => eq,
+                    (None, true) => {
+                        // Every batch of the eCaptureQ pool is still held.
+                        w.drop_batch(&rc, DropReason::Share);
+                        continue;
+                    }
+                };
                 for idx in 0..rc.entries.len() {
                     // Drops are counted by the client, with their reason.
-                    w.offer(&rc, idx, &mut c.staged, now, share);
+                    w.offer(rc, idx, &mut c.staged, now, share);
                 }
             }
         }
@@ -1082,6 +1099,7 @@ impl Server {
         for i in too_slow {
             self.request_timed_out(i, now);
         }
+        ecaptureq::tick(&mut self.ecaptureq_batches, &self.conns);
         self.buckets
             .retain(|_, b| now.duration_since(b.last) < Duration::from_secs(60));
     }

@@ -1,6 +1,8 @@
 //! Whole-path allocation proof: raw records → the real worker (decode, join,
 //! event model, encode into pooled batches) → the event loop → a connected
-//! WebSocket client **and** the forwarder (its batcher thread: copy out,
+//! WebSocket client, a client of the `--ecaptureq` address (every batch
+//! rewritten in eCaptureQ's meaning: HTTP labels, client → server) **and**
+//! the forwarder (its batcher thread: copy out,
 //! order, number, encode, gzip; its sender thread: keep-alive POSTs,
 //! response parsing, buffer recycling) → a collector on loopback.
 //!
@@ -163,7 +165,14 @@ fn records(mix: Mix) -> (Vec<Vec<u8>>, u64) {
     let h = |k, pid| synth::header(k, pid, pid + 1, 1000, "app", 1_000_000);
     let mut v = Vec::new();
     for (i, &size) in sizes.iter().enumerate() {
-        let payload = vec![b'a' + i as u8; size];
+        // An HTTP request sent and a response received (labelled 1 and 3
+        // on the eCaptureQ stream), padded to the size.
+        let http = |head: &[u8]| {
+            let mut p = head.to_vec();
+            p.resize(size, b'a' + i as u8);
+            p
+        };
+        let payload = http(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         v.push(synth::single(
             synth::data(
                 h(RecordKind::TlsData, 100),
@@ -174,6 +183,7 @@ fn records(mix: Mix) -> (Vec<Vec<u8>>, u64) {
             ),
             &payload,
         ));
+        let payload = http(b"HTTP/1.1 200 OK\r\n\r\n");
         v.push(synth::single(
             synth::data(
                 h(RecordKind::TlsData, 101),
@@ -221,8 +231,12 @@ fn records(mix: Mix) -> (Vec<Vec<u8>>, u64) {
     (v, events)
 }
 
-/// Reads WebSocket frames from the server and counts binary messages.
-fn client(addr: std::net::SocketAddr, want: u64, got: Arc<AtomicU64>) {
+/// Events of each `type` 0..=4 a client saw (with `labels`).
+type Labels = [AtomicU64; 5];
+
+/// Reads WebSocket frames from the server and counts binary messages (and
+/// their `Event.type`s into `labels`).
+fn client(addr: std::net::SocketAddr, want: u64, got: Arc<AtomicU64>, labels: Option<Arc<Labels>>) {
     EXEMPT.with(|t| t.set(true));
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").unwrap();
@@ -262,6 +276,14 @@ fn client(addr: std::net::SocketAddr, want: u64, got: Arc<AtomicU64>) {
             }
             // Heartbeats (log_type 0) start with field 3; events with log_type 2.
             if rest[0] & 0x0f == 2 && rest[hl..].first() != Some(&0x1a) {
+                if let Some(l) = &labels {
+                    let e = rcapture_proto::LogEntry::decode(&rest[hl..hl + len]).unwrap();
+                    if let Some(Payload::EventPayload(e)) = e.payload
+                        && let Some(n) = l.get(e.r#type as usize)
+                    {
+                        n.fetch_add(1, SeqCst);
+                    }
+                }
                 got.fetch_add(1, SeqCst);
             }
             pos += hl + len;
@@ -751,6 +773,11 @@ struct Figures {
     allocs: u64,
     first_alloc: Option<String>,
     ws: u64,
+    /// Events the eCaptureQ client got, and their types.
+    eq: u64,
+    eq_labels: [u64; 5],
+    /// HTTP requests (and responses) replayed.
+    http_each: u64,
     status: serde_json::Value,
 }
 
@@ -770,7 +797,7 @@ fn run(v: Variant, collector: &Collector) -> Figures {
     forward.gzip = v.gzip;
     let cfg = ServerConfig {
         listen: Some("127.0.0.1:0".parse().unwrap()),
-        ecaptureq: None,
+        ecaptureq: Some("127.0.0.1:0".parse().unwrap()),
         heartbeat: Duration::from_millis(500),
         auth_token: None,
         access: Default::default(),
@@ -786,11 +813,17 @@ fn run(v: Variant, collector: &Collector) -> Figures {
     };
     let (srv, mut publishers) = Server::bind(cfg, Arc::new(NoControl), 1).unwrap();
     let addr = srv.local_addr().unwrap();
+    let srv_eq = srv.ecaptureq_addr();
     let handle = srv.handle();
     let server = std::thread::spawn(move || srv.run());
     let got = Arc::new(AtomicU64::new(0));
     let g = Arc::clone(&got);
-    let reader = std::thread::spawn(move || client(addr, total, g));
+    let reader = std::thread::spawn(move || client(addr, total, g, None));
+    let eq_addr = srv_eq.expect("the --ecaptureq address");
+    let got_eq = Arc::new(AtomicU64::new(0));
+    let labels: Arc<Labels> = Arc::new(Default::default());
+    let (g, l) = (Arc::clone(&got_eq), Arc::clone(&labels));
+    let eq_reader = std::thread::spawn(move || client(eq_addr, total, g, Some(l)));
     std::thread::sleep(Duration::from_millis(300));
 
     let mut fds = [0i32; 2];
@@ -820,11 +853,12 @@ fn run(v: Variant, collector: &Collector) -> Figures {
     let coll = &collector.state;
     let stalled = |what: &str| {
         format!(
-            "{} {what}: worker produced {}, client got {}, collector got {} in {} batches \
-             (collector error: {:?}); status {}",
+            "{} {what}: worker produced {}, client got {} (eCaptureQ client {}), collector got {} \
+             in {} batches (collector error: {:?}); status {}",
             v.name,
             stats.events.load(SeqCst),
             got.load(SeqCst),
+            got_eq.load(SeqCst),
             coll.events.load(SeqCst),
             coll.batches.load(SeqCst),
             coll.error(),
@@ -847,6 +881,7 @@ fn run(v: Variant, collector: &Collector) -> Figures {
             let produced = stats.events.load(SeqCst);
             let deadline = Instant::now() + Duration::from_secs(20);
             while produced.saturating_sub(got.load(SeqCst)) > ws_in_flight
+                || produced.saturating_sub(got_eq.load(SeqCst)) > ws_in_flight
                 || produced.saturating_sub(coll.events.load(SeqCst)) > coll_in_flight
             {
                 assert!(
@@ -860,7 +895,7 @@ fn run(v: Variant, collector: &Collector) -> Figures {
     };
     let wait_for = |n: u64, what: &str| {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while got.load(SeqCst) < n || coll.events.load(SeqCst) < n {
+        while got.load(SeqCst) < n || got_eq.load(SeqCst) < n || coll.events.load(SeqCst) < n {
             assert!(
                 Instant::now() < deadline && coll.error().is_none(),
                 "{}",
@@ -892,6 +927,7 @@ fn run(v: Variant, collector: &Collector) -> Figures {
     handle.stop();
     server.join().unwrap().unwrap();
     reader.join().unwrap();
+    eq_reader.join().unwrap();
     drop(worker);
     for fd in fds {
         // SAFETY: both descriptors came from pipe(2) above and are closed once.
@@ -904,6 +940,9 @@ fn run(v: Variant, collector: &Collector) -> Figures {
         allocs,
         first_alloc,
         ws: got.load(SeqCst),
+        eq: got_eq.load(SeqCst),
+        eq_labels: std::array::from_fn(|i| labels[i].load(SeqCst)),
+        http_each: (warm_rounds + rounds) * if v.mix == Mix::Full { 4 } else { 3 },
         status,
     }
 }
@@ -933,6 +972,18 @@ fn one_million_events_worker_to_websocket_and_forwarder_allocate_nothing() {
         assert!(f.counted >= 1_000_000);
         assert_eq!(st.error(), None, "{}: the collector found", v.name);
         assert_eq!(f.ws, f.total, "{}: every event reached the client", v.name);
+        assert_eq!(
+            f.eq, f.total,
+            "{}: every event reached the eCaptureQ client",
+            v.name
+        );
+        assert_eq!(
+            (f.eq_labels[1], f.eq_labels[3]),
+            (f.http_each, f.http_each),
+            "{}: requests typed 1 and responses 3 on the eCaptureQ stream ({:?})",
+            v.name,
+            f.eq_labels
+        );
         assert_eq!(
             st.events.load(SeqCst),
             f.total,

@@ -328,10 +328,16 @@ fn python_websocket_clients_decode_live_curl_events() {
         check_request_event(&c.name, req, curl_pid, port, &m, c.name != "upstream");
         let resp = seen.iter().find(|e| is_resp_body(e)).unwrap();
         let rp = &resp["event_payload"];
-        // The response comes back on the same connection, reversed.
+        // The response comes back on the same connection, reversed (on the
+        // main stream: src = the sender); eCaptureQ's stream shows every
+        // event of the connection client -> server (tests/e2e/ecaptureq.rs).
+        let mut ports = (&Value::from(port), &req["event_payload"]["src_port"]);
+        if c.name == "ecaptureq" {
+            ports = (ports.1, ports.0);
+        }
         assert_eq!(
             (&rp["src_port"], &rp["dst_port"]),
-            (&Value::from(port), &req["event_payload"]["src_port"]),
+            ports,
             "{}: {resp}",
             c.name
         );

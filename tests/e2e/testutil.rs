@@ -130,6 +130,17 @@ pub struct Rcapture {
     pub addr: Option<String>,
 }
 
+/// How [`Rcapture::stop_like_ecaptureq`] ended.
+pub struct EcaptureqStop {
+    /// It exited before the SIGKILL.
+    pub exited_by_itself: bool,
+    /// ... with status 0.
+    pub success: bool,
+    /// From SIGINT to its exit (or to the SIGKILL).
+    pub took: Duration,
+    pub stderr: Vec<String>,
+}
+
 impl Rcapture {
     /// Starts rcapture with its stdout read continuously.
     pub fn start(args: &[&str]) -> Self {
@@ -198,6 +209,53 @@ impl Rcapture {
             }
         }
         me
+    }
+
+    /// Reads stdout on a thread from now on, so that a long run never
+    /// fills the pipe (the text is returned by the stop).
+    pub fn drain_stdout(&mut self) {
+        if self.stdout_reader.is_some() {
+            return;
+        }
+        let mut out = self.child.0.stdout.take().unwrap();
+        self.stdout_reader = Some(std::thread::spawn(move || {
+            let mut s = String::new();
+            out.read_to_string(&mut s).ok();
+            s
+        }));
+    }
+
+    /// eCaptureQ's stop (src-tauri/src/services/capture.rs): SIGINT, and
+    /// SIGKILL if it has not exited one second later.
+    pub fn stop_like_ecaptureq(mut self) -> EcaptureqStop {
+        let t0 = std::time::Instant::now();
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGINT) };
+        let mut status = None;
+        while t0.elapsed() < Duration::from_secs(1) {
+            if let Some(st) = self.child.0.try_wait().unwrap() {
+                status = Some(st);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let took = t0.elapsed();
+        if status.is_none() {
+            self.child.0.kill().ok();
+            self.child.0.wait().ok();
+        }
+        if let Some(t) = self.stdout_reader.take() {
+            t.join().ok();
+        }
+        while let Ok(l) = self.stderr_lines.recv_timeout(Duration::from_secs(5)) {
+            self.stderr.push(l);
+        }
+        EcaptureqStop {
+            exited_by_itself: status.is_some(),
+            success: status.is_some_and(|s| s.success()),
+            took,
+            stderr: std::mem::take(&mut self.stderr),
+        }
     }
 
     pub fn pid(&self) -> u32 {

@@ -6,6 +6,7 @@ mod access;
 mod api;
 mod backlog;
 mod config_checks;
+mod ecaptureq;
 mod fanout;
 mod forward_live;
 mod http_input;
