@@ -22,6 +22,7 @@ pub mod filter;
 pub mod forward;
 pub mod http;
 pub mod metrics;
+pub mod pace;
 pub mod pid_labels;
 pub mod publish;
 pub mod server;
