@@ -5,6 +5,7 @@
 mod api;
 mod backlog;
 mod config_checks;
+mod deflate_load;
 mod fanout;
 mod forward_live;
 mod http_input;
