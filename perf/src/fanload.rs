@@ -15,9 +15,9 @@ use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-/// CPU nanoseconds a thread has run, and its context switches (voluntary +
-/// involuntary): a thread that sleeps in `epoll_wait` and is woken counts one
-/// switch per wakeup.
+/// CPU nanoseconds a thread has run, and its voluntary context switches: a
+/// thread that sleeps (`epoll_wait`, `read`) and is woken counts one per
+/// wakeup (preemptions by other load are not counted).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ThreadCpu {
     pub run_ns: u64,
@@ -57,7 +57,7 @@ pub fn threads_cpu(pid: u32, comm: &str) -> ThreadCpu {
         let status = std::fs::read_to_string(p.join("status")).unwrap_or_default();
         let switches = status
             .lines()
-            .filter(|l| l.contains("ctxt_switches:"))
+            .filter(|l| l.starts_with("voluntary_ctxt_switches:"))
             .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
             .sum();
         sum.add(ThreadCpu { run_ns, switches });
