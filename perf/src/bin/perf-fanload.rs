@@ -246,7 +246,7 @@ fn write_results(
             "frames": frames, "expected_frames": expected, "ws_dropped": dropped,
         }));
     }
-    md.push_str("\nFrames counted by the readers include heartbeats and other processes' TLS events (the capture is system-wide); server CPU and wakeups are the `rcapture-server` thread's (`/proc/PID/task/TID/schedstat`, context switches in `status`) from \"go\" until every reader has the run's events.\n");
+    md.push_str("\nFrames counted by the readers include heartbeats and other processes' TLS events (the capture is system-wide); server CPU and wakeups are the `rcapture-server` thread's (`/proc/PID/task/TID/schedstat`, voluntary context switches in `status`) from \"go\" until every reader has the run's events.\n");
     if let Some(l) = &ledger {
         writeln!(md, "\nrcapture's exit ledger: `{l}`")?;
     }
