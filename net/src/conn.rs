@@ -31,6 +31,20 @@ use std::time::Instant;
 const ITEM_HDR: usize = ws::MAX_HEADER + encode::MAX_SEQ_PREFIX;
 /// Items written per `writev`.
 const IOV_ITEMS: usize = 256;
+/// Bytes of small event frames a client's staged buffer may hold: while its
+/// queue is empty (it keeps up), an entry is copied there, header, `seq`
+/// and body back to back, instead of being queued as a pointer into its
+/// batch, so that one plain `write` per loop round carries every frame
+/// (no per-entry iovec, reference count or queue slot). Beyond, or once
+/// something is queued, entries are queued as before.
+pub const COPY_BYTES: usize = 128 * 1024;
+/// Bytes of entries the loop compresses per round for all permessage-deflate
+/// clients together: each gets an equal part (at least one entry per round);
+/// what it would compress beyond in that round is dropped for it alone
+/// ([`DropReason::Deflate`]). Compression is the loop's costliest per-client
+/// work; bounded, it cannot keep the loop from taking the workers' batches,
+/// so the forwarder, the event file and the other clients get every event.
+pub const DEFLATE_ROUND_BYTES: usize = 128 * 1024;
 /// Smallest spill allocation.
 const SPILL_MIN: usize = 64 * 1024;
 /// How long an empty spill keeps its memory after its last use.
@@ -98,6 +112,8 @@ pub enum Enqueue {
     Share,
     /// Over the client's `max_rate`.
     RateLimited,
+    /// Over the client's part of the round's compression work.
+    Deflate,
     /// The client does not want it.
     Filtered,
 }
@@ -116,11 +132,20 @@ pub enum DropReason {
     /// Still queued when the connection went: the peer left, the server
     /// closed it (too slow, protocol error), or the server stopped.
     Closed,
+    /// A permessage-deflate client whose share of the loop's compression
+    /// work for this round ([`DEFLATE_ROUND_BYTES`]) was spent.
+    Deflate,
 }
 
 impl DropReason {
     /// Every reason, in the order of [`ClientCounts::dropped`].
-    pub const ALL: [DropReason; 4] = [Self::QueueFull, Self::Share, Self::MaxRate, Self::Closed];
+    pub const ALL: [DropReason; 5] = [
+        Self::QueueFull,
+        Self::Share,
+        Self::MaxRate,
+        Self::Closed,
+        Self::Deflate,
+    ];
 
     /// The name used as `reason` label and JSON key.
     pub fn name(self) -> &'static str {
@@ -129,6 +154,7 @@ impl DropReason {
             Self::Share => "share",
             Self::MaxRate => "max_rate",
             Self::Closed => "closed",
+            Self::Deflate => "deflate",
         }
     }
 }
@@ -142,7 +168,7 @@ pub struct ClientCounts {
     /// Entries written to its socket (or compressed for it).
     pub sent: u64,
     /// Entries dropped, by reason (indexed as [`DropReason::ALL`]).
-    pub dropped: [u64; 4],
+    pub dropped: [u64; 5],
     /// Entries copied out of a shared batch into the client's spill.
     pub spilled: u64,
 }
@@ -249,6 +275,8 @@ pub struct WsStream {
     rate_window: Option<Instant>,
     rate_count: u32,
     pub deflate: Option<Deflate>,
+    /// Bytes it may still compress this round (see [`DEFLATE_ROUND_BYTES`]).
+    deflate_left: usize,
     zbuf: Vec<u8>,
     pub heartbeats: i64,
     pub next_heartbeat: Instant,
@@ -288,6 +316,7 @@ impl WsStream {
             rate_window: None,
             rate_count: 0,
             deflate: deflate.then(Deflate::default),
+            deflate_left: DEFLATE_ROUND_BYTES,
             zbuf: Vec::new(),
             heartbeats: 0,
             next_heartbeat: now,
@@ -334,12 +363,24 @@ impl WsStream {
             return Enqueue::Full;
         }
         if let Some(d) = self.deflate.as_mut() {
+            if self.deflate_left == 0 {
+                self.counts.drop_for(DropReason::Deflate, 1);
+                return Enqueue::Deflate;
+            }
+            self.deflate_left = self.deflate_left.saturating_sub(msg_len);
             self.zbuf.clear();
             d.compress(&[&prefix[..plen], body], &mut self.zbuf);
             let mut h = [0u8; ws::MAX_HEADER];
             let n = ws::frame_header(ws::OP_BINARY, true, self.zbuf.len(), &mut h);
             staged.buf.extend_from_slice(&h[..n]);
             staged.buf.extend_from_slice(&self.zbuf);
+            self.counts.sent += 1;
+            self.queued_one();
+            return Enqueue::Queued;
+        }
+        let mut h = [0u8; ws::MAX_HEADER];
+        let n = ws::frame_header(ws::OP_BINARY, false, msg_len, &mut h);
+        if self.queue.is_empty() && staged.copy_frame(&[&h[..n], &prefix[..plen], body]) {
             self.counts.sent += 1;
             self.queued_one();
             return Enqueue::Queued;
@@ -358,8 +399,6 @@ impl WsStream {
             self.runs += 1;
         }
         let mut hdr = [0u8; ITEM_HDR];
-        let mut h = [0u8; ws::MAX_HEADER];
-        let n = ws::frame_header(ws::OP_BINARY, false, msg_len, &mut h);
         hdr[..n].copy_from_slice(&h[..n]);
         hdr[n..n + plen].copy_from_slice(&prefix[..plen]);
         let item = Item {
@@ -602,6 +641,24 @@ impl WsStream {
     }
 }
 
+/// Starts a round of batches: every permessage-deflate client may compress
+/// its equal part of [`DEFLATE_ROUND_BYTES`] in it (a client with less left
+/// than one entry still gets that entry).
+pub fn start_deflate_round(conns: &mut [Option<Conn>]) {
+    let n = conns
+        .iter()
+        .flatten()
+        .filter(|c| c.ws.as_ref().is_some_and(|w| w.deflate.is_some()))
+        .count();
+    if n == 0 {
+        return;
+    }
+    let part = (DEFLATE_ROUND_BYTES / n).max(1);
+    for w in conns.iter_mut().flatten().filter_map(|c| c.ws.as_mut()) {
+        w.deflate_left = part;
+    }
+}
+
 /// Bytes `at..at + len` of a ring seen as its two slices.
 fn ring_range<'a>(s1: &'a [u8], s2: &'a [u8], at: usize, len: usize) -> (&'a [u8], &'a [u8]) {
     let end = at + len;
@@ -625,6 +682,25 @@ pub struct Staged {
 impl Staged {
     pub fn pending(&self) -> usize {
         self.buf.len() - self.pos
+    }
+
+    /// Copies a small event frame (its `parts` back to back) behind what is
+    /// staged, if the buffer stays within [`COPY_BYTES`]: the frame then
+    /// goes out in the same write as the others. Returns false (nothing
+    /// copied) otherwise. The buffer's room is taken once, whole, so later
+    /// copies never allocate.
+    pub fn copy_frame(&mut self, parts: &[&[u8]]) -> bool {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if self.buf.len() + len > COPY_BYTES {
+            return false;
+        }
+        if self.buf.capacity() < COPY_BYTES {
+            self.buf.reserve_exact(COPY_BYTES - self.buf.len());
+        }
+        for p in parts {
+            self.buf.extend_from_slice(p);
+        }
+        true
     }
 }
 
@@ -875,6 +951,48 @@ mod tests {
         }
     }
 
+    /// A staged buffer with no room for copies, as for a client that is
+    /// behind: entries are queued.
+    fn busy_staged() -> Staged {
+        Staged {
+            buf: vec![0; COPY_BYTES],
+            pos: 0,
+        }
+    }
+
+    /// A client that keeps up gets its small entries copied into its staged
+    /// bytes, which go out before anything queued after them; past
+    /// [`COPY_BYTES`] they are queued; every frame arrives once, in order.
+    #[test]
+    fn small_entries_of_a_client_that_keeps_up_are_copied_in_order() {
+        let now = Instant::now();
+        let mut w = stream(usize::MAX, now);
+        let mut staged = Staged::default();
+        let mut expected = Vec::new();
+        let b = batch(200, 1000, 3);
+        for i in 0..200 {
+            assert_eq!(w.offer(&b, i, &mut staged, now, 4), Enqueue::Queued);
+            expected.extend(frame(i as u64 + 1, b.body(i)));
+        }
+        let copied = w.counts.sent as usize;
+        assert!(copied > 100 && copied < 200, "{copied} copied");
+        assert!(staged.buf.len() <= COPY_BYTES);
+        assert_eq!(w.queued(), 200 - copied, "the rest is queued");
+        assert_eq!(staged.buf[..], expected[..staged.buf.len()]);
+        // Staged bytes first (as Conn::flush writes them), then the queue.
+        let mut out = Trickle {
+            out: staged.buf.clone(),
+            step: 5000,
+        };
+        while w.queued() > 0 {
+            w.write_items(&mut out).unwrap();
+        }
+        assert!(out.out == expected, "every frame once, in order");
+        assert_eq!(w.counts.sent, 200);
+        assert_eq!(w.counts.seq, w.counts.sent);
+        check(&w);
+    }
+
     /// A plain (no deflate, no filter) stream whose spill may hold `spill`
     /// bytes, from a budget of its own.
     fn stream(spill: usize, now: Instant) -> WsStream {
@@ -935,7 +1053,7 @@ mod tests {
     fn a_client_holds_at_most_its_share_of_batches_and_gets_every_byte_in_order() {
         let now = Instant::now();
         let mut w = stream(usize::MAX, now);
-        let mut staged = Staged::default();
+        let mut staged = busy_staged();
         let mut expected = Vec::new();
         let mut out = Trickle {
             out: Vec::new(),
@@ -1003,7 +1121,7 @@ mod tests {
             false,
             now,
         );
-        let mut staged = Staged::default();
+        let mut staged = busy_staged();
         let b = batch(8, 10, 0);
         let got: Vec<Enqueue> = (0..8)
             .map(|i| w.offer(&b, i, &mut staged, now, 1))
@@ -1031,7 +1149,7 @@ mod tests {
         assert_eq!(w.clear(), 3, "the partly written frame stays");
         w.abandon();
         check(&w);
-        assert_eq!(w.counts.dropped, [2, 0, 2, 4]);
+        assert_eq!(w.counts.dropped, [2, 0, 2, 4, 0]);
         assert_eq!(
             w.counts.seq,
             w.counts.sent + w.counts.dropped_total(),
@@ -1045,7 +1163,7 @@ mod tests {
         let now = Instant::now();
         // Room for 3 bodies of 100 bytes in the spill.
         let mut w = stream(350, now);
-        let mut staged = Staged::default();
+        let mut staged = busy_staged();
         let batches: Vec<_> = (0..4).map(|b| batch(2, 100, b)).collect();
         let offer = |w: &mut WsStream, b: usize, i: usize, staged: &mut Staged| {
             let r = w.offer(&batches[b], i, staged, now, 1);
@@ -1097,7 +1215,7 @@ mod tests {
     fn clearing_a_partly_spilled_queue_keeps_the_bookkeeping() {
         let now = Instant::now();
         let mut w = stream(usize::MAX, now);
-        let mut staged = Staged::default();
+        let mut staged = busy_staged();
         for b in 0..6 {
             let batch = batch(4, 100, b);
             for i in 0..4 {
@@ -1131,7 +1249,7 @@ mod tests {
         let mut clients: Vec<WsStream> = (0..4)
             .map(|_| stream_in(1 << 20, Arc::clone(&budget), now))
             .collect();
-        let mut staged = Staged::default();
+        let mut staged = busy_staged();
         let mut expected = vec![Vec::new(); clients.len()];
         let mut shared_drops = [0u64; 4];
         for b in 0..80u8 {

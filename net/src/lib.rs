@@ -24,6 +24,7 @@ pub mod filter;
 pub mod forward;
 pub mod http;
 pub mod metrics;
+pub mod pace;
 pub mod peer;
 pub mod pid_labels;
 pub mod publish;

@@ -347,7 +347,7 @@ impl ServerMetrics {
             &mut o,
             "ecapture_websocket_dropped_events_total",
             "counter",
-            "Event entries dropped for WebSocket clients, all clients ever, by reason: queue_full (slow client), share (a lagging client past its share of the batch pool and its spill), max_rate, closed (queued when the connection went).",
+            "Event entries dropped for WebSocket clients, all clients ever, by reason: queue_full (slow client), share (a lagging client past its share of the batch pool and its spill), max_rate, closed (queued when the connection went), deflate (a permessage-deflate client past its part of the loop's compression work per round).",
         );
         for r in DropReason::ALL {
             let _ = writeln!(

@@ -69,6 +69,62 @@ impl Wake for mio::Waker {
     }
 }
 
+/// Wakes the loop at most once per round: a worker that hands over a batch
+/// while an earlier wake is still pending (the loop has not yet started the
+/// round that takes it) makes no `eventfd` write, and the loop is not woken
+/// again for batches it will take anyway.
+pub struct CoalescedWake {
+    inner: Arc<dyn Wake>,
+    pending: std::sync::atomic::AtomicBool,
+}
+
+impl CoalescedWake {
+    pub fn new(inner: Arc<dyn Wake>) -> Self {
+        Self {
+            inner,
+            pending: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// The loop is about to take the batches: the next batch wakes it again.
+    /// (A batch handed over before this is taken by the round that follows.)
+    pub fn start_round(&self) {
+        self.pending
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A wake is pending: batches wait that no round has taken yet.
+    pub fn is_pending(&self) -> bool {
+        self.pending.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Wakes the loop whatever is pending (stopping).
+    pub fn force(&self) {
+        self.pending
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.wake();
+    }
+}
+
+impl std::fmt::Debug for CoalescedWake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoalescedWake")
+            .field("pending", &self.is_pending())
+            .finish()
+    }
+}
+
+impl Wake for CoalescedWake {
+    fn wake(&self) {
+        // The batch is in the channel before this swap; if the swap sees a
+        // wake pending, the loop's `start_round` comes after it and the
+        // round that follows takes the batch.
+        if !self.pending.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.inner.wake();
+        }
+    }
+}
+
 /// Sizes of the batch pools.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchPoolConfig {

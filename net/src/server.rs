@@ -12,7 +12,7 @@ use crate::filter::{ClientFilter, parse_subscribe};
 use crate::forward::{ForwardConfig, Forwarder};
 use crate::http::{self, Parsed, Request, RequestLimits, parse_request};
 use crate::metrics::{ClientReport, ForwardTotals, ServerMetrics};
-use crate::publish::{Batch, BatchPoolConfig, PublishStats, Publisher, Wake};
+use crate::publish::{Batch, BatchPoolConfig, CoalescedWake, PublishStats, Publisher, Wake};
 use crate::ws;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -110,7 +110,7 @@ pub struct ServerConfig {
 #[derive(Clone)]
 pub struct ServerHandle {
     stop: Arc<AtomicBool>,
-    waker: Arc<Waker>,
+    waker: Arc<CoalescedWake>,
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -123,7 +123,7 @@ impl ServerHandle {
     /// Asks the loop to deliver what it holds and return.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
-        Wake::wake(&*self.waker);
+        self.waker.force();
     }
 }
 
@@ -206,7 +206,10 @@ impl Server {
             }
             None => None,
         };
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let waker = Arc::new(CoalescedWake::new(Arc::new(Waker::new(
+            poll.registry(),
+            WAKER,
+        )?)));
         let (tx, rx) = sync_channel(workers.max(1) * cfg.pool.batches);
         let publish = Arc::new(PublishStats::default());
         let mut returns = Vec::with_capacity(workers);
@@ -325,8 +328,13 @@ impl Server {
         let mut events = Events::with_capacity(1024);
         let mut last_tick = Instant::now();
         let mut stop_at: Option<Instant> = None;
+        let mut pace = crate::pace::FanoutPace::new(Instant::now());
         loop {
-            let timeout = Duration::from_millis(if stop_at.is_some() { 10 } else { 100 });
+            let timeout = pace.timeout(
+                Instant::now(),
+                Duration::from_millis(if stop_at.is_some() { 10 } else { 100 }),
+                self.handle.waker.is_pending(),
+            );
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -340,7 +348,12 @@ impl Server {
                     Token(t) => self.conn_event(t - FIRST_CONN, ev.is_readable()),
                 }
             }
-            self.take_batches();
+            if pace.due(Instant::now()) {
+                self.handle.waker.start_round();
+                let before = self.metrics.received;
+                self.take_batches();
+                pace.took(Instant::now(), self.metrics.received != before);
+            }
             self.flush_all();
             self.reclaim();
             let now = Instant::now();
@@ -928,6 +941,7 @@ impl Server {
     /// Moves worker batches into slots and offers every entry to every client.
     fn take_batches(&mut self) {
         let share = self.client_share();
+        crate::conn::start_deflate_round(&mut self.conns);
         while let Ok(batch) = self.rx.try_recv() {
             let now = Instant::now();
             let wall = SystemTime::now()

@@ -12,6 +12,7 @@
 //! ```
 
 pub mod capacity;
+pub mod fanload;
 pub mod floor;
 pub mod loadgen;
 pub mod report;

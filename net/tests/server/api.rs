@@ -241,6 +241,7 @@ fn metrics_pass_promtool_with_every_series_populated() {
         "ecapture_websocket_dropped_events_total{reason=\"queue_full\"} 0",
         "ecapture_websocket_dropped_events_total{reason=\"share\"} 0",
         "ecapture_websocket_dropped_events_total{reason=\"closed\"} 0",
+        "ecapture_websocket_dropped_events_total{reason=\"deflate\"} 0",
         ",reason=\"max_rate\"} 2",
         "ecapture_event_latency_seconds_count 3",
     ] {
@@ -257,7 +258,7 @@ fn metrics_pass_promtool_with_every_series_populated() {
     let st = s.get("/status").json()["data"].clone();
     assert_eq!(
         st["counters"]["ws_dropped_by_reason"],
-        serde_json::json!({"queue_full": 0, "share": 0, "max_rate": 2, "closed": 0}),
+        serde_json::json!({"queue_full": 0, "share": 0, "max_rate": 2, "closed": 0, "deflate": 0}),
         "{st}"
     );
     let c = crate::util::ws_client_status(&st, local).expect("the client in /status");

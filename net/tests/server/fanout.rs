@@ -199,7 +199,11 @@ fn client_ledger(c: &Value) -> (u64, u64, u64, [u64; 4]) {
     let by = &c["dropped_by_reason"];
     let reasons = ["queue_full", "share", "max_rate", "closed"].map(|r| n(&by[r]));
     let queued = c["queued"].as_u64().unwrap_or(0);
-    assert_eq!(reasons.iter().sum::<u64>(), n(&c["dropped"]), "{c}");
+    assert_eq!(
+        reasons.iter().sum::<u64>() + n(&by["deflate"]),
+        n(&c["dropped"]),
+        "{c}"
+    );
     assert_eq!(
         n(&c["sent"]) + queued + n(&c["dropped"]),
         n(&c["seq"]),

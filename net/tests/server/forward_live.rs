@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 /// A collector thread: answers 200 to every request and reports its
 /// `Content-Type` and body.
-fn collector() -> (u16, mpsc::Receiver<(String, Vec<u8>)>) {
+pub fn collector() -> (u16, mpsc::Receiver<(String, Vec<u8>)>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let (tx, rx) = mpsc::channel();
@@ -145,7 +145,7 @@ fn event_forward_is_enabled_changed_and_disabled_live() {
 
 /// Events in one request body the collector got: NDJSON lines or the
 /// entries of a `LogBatch`, gzip-compressed or not.
-fn events_in(ctype: &str, body: &[u8]) -> u64 {
+pub fn events_in(ctype: &str, body: &[u8]) -> u64 {
     let body = if body.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(body)

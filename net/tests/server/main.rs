@@ -6,6 +6,7 @@ mod access;
 mod api;
 mod backlog;
 mod config_checks;
+mod deflate_load;
 mod ecaptureq;
 mod fanout;
 mod forward_live;

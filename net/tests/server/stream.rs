@@ -239,7 +239,7 @@ fn max_rate_drops_are_counted_and_seen_as_seq_gaps() {
     );
     assert_eq!(
         c["ws_dropped_by_reason"],
-        json!({"queue_full": 0, "share": 0, "max_rate": 15, "closed": 0}),
+        json!({"queue_full": 0, "share": 0, "max_rate": 15, "closed": 0, "deflate": 0}),
         "{c}"
     );
     let m = s.get("/metrics").text();
