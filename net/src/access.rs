@@ -129,20 +129,22 @@ impl AccessConfig {
                 ),
             ));
         }
-        if peer::is_loopback(peer.ip()) {
-            let host = req.header("host").unwrap_or("");
-            if !self.host_allowed(host, listen) {
-                return Some((
-                    Refusal::Host,
-                    ApiResponse::error(
-                        403,
-                        1,
-                        &format!(
-                            "Host {host:?} is not allowed: only localhost, 127.0.0.0/8, [::1] or the listen address (a page whose name resolves here is refused; --allow-origin http://NAME:PORT allows NAME)"
-                        ),
+        // Every browser sends a Host; a request without one (HTTP/1.0) is
+        // not a page's.
+        if peer::is_loopback(peer.ip())
+            && let Some(host) = req.header("host")
+            && !self.host_allowed(host, listen)
+        {
+            return Some((
+                Refusal::Host,
+                ApiResponse::error(
+                    403,
+                    1,
+                    &format!(
+                        "Host {host:?} is not allowed: only localhost, 127.0.0.0/8, [::1] or the listen address (a page whose name resolves here is refused; --allow-origin http://NAME:PORT allows NAME)"
                     ),
-                ));
-            }
+                ),
+            ));
         }
         if req.method == "POST" && !is_json(req.header("content-type")) {
             return Some((
