@@ -297,10 +297,12 @@ pub fn reason(status: u16) -> &'static str {
         200 => "OK",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         413 => "Content Too Large",
+        415 => "Unsupported Media Type",
         417 => "Expectation Failed",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
@@ -412,5 +414,14 @@ mod tests {
             panic!("HTTP/1.0")
         };
         assert!(!r.keep_alive() && r.version == 0);
+    }
+
+    #[test]
+    fn every_status_the_server_sends_has_its_reason() {
+        for s in [
+            200, 400, 401, 403, 404, 405, 408, 413, 415, 417, 429, 431, 500, 503,
+        ] {
+            assert_ne!(reason(s), "Unknown", "{s}");
+        }
     }
 }

@@ -25,7 +25,7 @@ fn sighup_drains_and_exits_0_with_the_ledger() {
     );
     // Serving before the signal.
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    s.write_all(b"GET /status HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    s.write_all(b"GET /status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();

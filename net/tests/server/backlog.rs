@@ -78,7 +78,7 @@ fn a_client_that_pipelines_requests_and_never_reads_gets_429() {
     let s = server();
     let c = connect(s.addr);
     small_rcvbuf(&c);
-    let one = b"GET /status HTTP/1.1\r\nHost: t\r\n\r\n";
+    let one = b"GET /status HTTP/1.1\r\nHost: localhost\r\n\r\n";
     let n = 4 * 1024 * 1024 / one.len();
     let all: Vec<u8> = one.iter().copied().cycle().take(one.len() * n).collect();
     let mut w = c.try_clone().unwrap();

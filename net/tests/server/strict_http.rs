@@ -57,7 +57,7 @@ fn send_all_then_read(s: &TestServer, raw: &[u8]) -> crate::util::Response {
 #[test]
 fn a_client_that_sends_a_2_mib_body_before_reading_gets_the_413() {
     let s = TestServer::start();
-    let mut raw = b"POST /config HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 2097152\r\n\r\n".to_vec();
+    let mut raw = b"POST /config HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 2097152\r\n\r\n".to_vec();
     raw.resize(raw.len() + 2 * 1024 * 1024, b' ');
     let r = send_all_then_read(&s, &raw);
     assert_eq!((r.status, r.code()), (413, 1), "{r:?}");
@@ -93,7 +93,7 @@ fn python_urllib_posting_2_mib_reads_the_413() {
 fn a_client_that_sends_64_kib_of_headers_before_reading_gets_the_431() {
     let s = TestServer::start();
     let raw = format!(
-        "GET /status HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "GET /status HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
         "a".repeat(64 * 1024)
     );
     let r = send_all_then_read(&s, raw.as_bytes());
@@ -109,7 +109,8 @@ fn slowloris_gets_408_before_the_close() {
     let s = TestServer::with(cfg);
     let mut c = connect(s.addr);
     let t0 = Instant::now();
-    c.write_all(b"GET /status HTTP/1.1\r\nHost: t\r\n").unwrap();
+    c.write_all(b"GET /status HTTP/1.1\r\nHost: localhost\r\n")
+        .unwrap();
     c.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
     let mut got = Vec::new();
@@ -146,11 +147,11 @@ fn slowloris_gets_408_before_the_close() {
 fn content_length_that_could_smuggle_a_request_is_400() {
     let s = TestServer::start();
     for raw in [
-        "POST /config HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: +9\r\n\r\n{\"pid\":1}",
-        "POST /config HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 9\r\nContent-Length: 2\r\n\r\n{\"pid\":1}",
-        "POST /config HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 2, 9\r\n\r\n{\"pid\":1}",
-        "POST /config HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n{\"pid\":1}",
-        "POST /config HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: identity\r\n\r\n",
+        "POST /config HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: +9\r\n\r\n{\"pid\":1}",
+        "POST /config HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 9\r\nContent-Length: 2\r\n\r\n{\"pid\":1}",
+        "POST /config HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 2, 9\r\n\r\n{\"pid\":1}",
+        "POST /config HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n{\"pid\":1}",
+        "POST /config HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: identity\r\n\r\n",
     ] {
         let r = request(s.addr, raw.as_bytes());
         assert_eq!((r.status, r.code()), (400, 1), "{raw:?}: {r:?}");
@@ -171,7 +172,7 @@ fn expect_100_continue_is_answered_before_the_body() {
     let mut c = connect(s.addr);
     write!(
         c,
-        "POST /config HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        "POST /config HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .unwrap();
@@ -189,7 +190,7 @@ fn expect_100_continue_is_answered_before_the_body() {
     // Any other expectation is 417.
     let r = request(
         s.addr,
-        b"POST /config HTTP/1.1\r\nHost: t\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\n{}",
+        b"POST /config HTTP/1.1\r\nHost: localhost\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\n{}",
     );
     assert_eq!(r.status, 417, "{r:?}");
     s.assert_serving("Expect");
@@ -199,7 +200,7 @@ fn expect_100_continue_is_answered_before_the_body() {
 fn a_half_closed_client_still_gets_its_response() {
     let s = TestServer::start();
     let mut c = connect(s.addr);
-    c.write_all(b"GET /status HTTP/1.1\r\nHost: t\r\n\r\n")
+    c.write_all(b"GET /status HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     c.shutdown(Shutdown::Write).unwrap();
     let r = read_response(&mut c).expect("the response after shutdown(SHUT_WR)");
@@ -212,7 +213,8 @@ fn a_half_closed_client_still_gets_its_response() {
 fn http_1_0_closes_unless_keep_alive_is_asked() {
     let s = TestServer::start();
     let mut c = connect(s.addr);
-    c.write_all(b"GET /status HTTP/1.0\r\n\r\n").unwrap();
+    c.write_all(b"GET /status HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
     let r = read_response(&mut c).unwrap();
     assert_eq!(
         (r.status, r.code(), r.header("Connection")),
@@ -224,7 +226,7 @@ fn http_1_0_closes_unless_keep_alive_is_asked() {
     );
     let mut c = connect(s.addr);
     for _ in 0..2 {
-        c.write_all(b"GET /config HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        c.write_all(b"GET /config HTTP/1.0\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n")
             .unwrap();
         let r = read_response(&mut c).unwrap();
         assert_eq!(
@@ -235,7 +237,7 @@ fn http_1_0_closes_unless_keep_alive_is_asked() {
     // WebSocket needs HTTP/1.1.
     let r = request(
         s.addr,
-        b"GET /ws HTTP/1.0\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        b"GET /ws HTTP/1.0\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
     );
     assert_eq!(r.status, 400, "{r:?}");
     s.assert_serving("HTTP/1.0");
@@ -246,7 +248,7 @@ fn head_has_the_get_headers_and_no_body() {
     let s = TestServer::start();
     let get = s.get("/config");
     let mut c = connect(s.addr);
-    c.write_all(b"HEAD /config HTTP/1.1\r\nHost: t\r\n\r\nGET /config HTTP/1.1\r\nHost: t\r\n\r\n")
+    c.write_all(b"HEAD /config HTTP/1.1\r\nHost: localhost\r\n\r\nGET /config HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     // The HEAD response's head only: read_response would wait for its body.
     let mut head = Vec::new();
@@ -277,7 +279,10 @@ fn absolute_form_targets_are_served() {
     );
     let r = request(s.addr, raw.as_bytes());
     assert_eq!((r.status, r.code()), (200, 0), "{r:?}");
-    let r = request(s.addr, b"GET example.com:80 HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = request(
+        s.addr,
+        b"GET example.com:80 HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    );
     assert_eq!(r.status, 400, "{r:?}");
     assert!(
         r.msg().contains("neither /path nor http://host/path"),
