@@ -415,4 +415,13 @@ mod tests {
         };
         assert!(!r.keep_alive() && r.version == 0);
     }
+
+    #[test]
+    fn every_status_the_server_sends_has_its_reason() {
+        for s in [
+            200, 400, 401, 403, 404, 405, 408, 413, 415, 417, 429, 431, 500, 503,
+        ] {
+            assert_ne!(reason(s), "Unknown", "{s}");
+        }
+    }
 }

@@ -213,7 +213,8 @@ fn a_half_closed_client_still_gets_its_response() {
 fn http_1_0_closes_unless_keep_alive_is_asked() {
     let s = TestServer::start();
     let mut c = connect(s.addr);
-    c.write_all(b"GET /status HTTP/1.0\r\n\r\n").unwrap();
+    c.write_all(b"GET /status HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
     let r = read_response(&mut c).unwrap();
     assert_eq!(
         (r.status, r.code(), r.header("Connection")),
@@ -225,7 +226,7 @@ fn http_1_0_closes_unless_keep_alive_is_asked() {
     );
     let mut c = connect(s.addr);
     for _ in 0..2 {
-        c.write_all(b"GET /config HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        c.write_all(b"GET /config HTTP/1.0\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n")
             .unwrap();
         let r = read_response(&mut c).unwrap();
         assert_eq!(
