@@ -27,7 +27,7 @@ fn deflate_client(s: &TestServer) -> TcpStream {
     let mut sock = connect(s.addr);
     write!(
         sock,
-        "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\
          Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
         crate::util::HANDSHAKE_KEY
