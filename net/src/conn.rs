@@ -38,6 +38,8 @@ const IOV_ITEMS: usize = 256;
 /// (no per-entry iovec, reference count or queue slot). Beyond, or once
 /// something is queued, entries are queued as before.
 pub const COPY_BYTES: usize = 128 * 1024;
+/// Copied frames a staged buffer tracks until they are written whole.
+const COPY_FRAMES: usize = 2048;
 /// Bytes of entries the loop compresses per round for all permessage-deflate
 /// clients together: each gets an equal part (at least one entry per round);
 /// what it would compress beyond in that round is dropped for it alone
@@ -277,6 +279,9 @@ pub struct WsStream {
     pub deflate: Option<Deflate>,
     /// Bytes it may still compress this round (see [`DEFLATE_ROUND_BYTES`]).
     deflate_left: usize,
+    /// Entries copied into the connection's staged bytes, not yet written
+    /// whole (counted as queued; `sent` once written).
+    copied: usize,
     zbuf: Vec<u8>,
     pub heartbeats: i64,
     pub next_heartbeat: Instant,
@@ -317,6 +322,7 @@ impl WsStream {
             rate_count: 0,
             deflate: deflate.then(Deflate::default),
             deflate_left: DEFLATE_ROUND_BYTES,
+            copied: 0,
             zbuf: Vec::new(),
             heartbeats: 0,
             next_heartbeat: now,
@@ -381,7 +387,7 @@ impl WsStream {
         let mut h = [0u8; ws::MAX_HEADER];
         let n = ws::frame_header(ws::OP_BINARY, false, msg_len, &mut h);
         if self.queue.is_empty() && staged.copy_frame(&[&h[..n], &prefix[..plen], body]) {
-            self.counts.sent += 1;
+            self.copied += 1;
             self.queued_one();
             return Enqueue::Queued;
         }
@@ -511,9 +517,15 @@ impl WsStream {
         cap.saturating_add(events)
     }
 
-    /// Entries waiting.
+    /// Entries waiting (queued, or copied and not yet written whole).
     pub fn queued(&self) -> usize {
-        self.queue.len()
+        self.queue.len() + self.copied
+    }
+
+    /// `n` copied entries were written whole.
+    fn copied_written(&mut self, n: usize) {
+        self.copied -= n;
+        self.counts.sent += n as u64;
     }
 
     /// Bytes of the spill now held (allocated, taken from the budget).
@@ -586,7 +598,8 @@ impl WsStream {
     /// The connection is gone: everything still queued, a partly written
     /// frame too, is dropped and counted.
     pub fn abandon(&mut self) {
-        let n = self.queue.len() as u64;
+        let n = (self.queue.len() + self.copied) as u64;
+        self.copied = 0;
         while !self.queue.is_empty() {
             self.pop_back();
         }
@@ -677,6 +690,10 @@ fn ring_range<'a>(s1: &'a [u8], s2: &'a [u8], at: usize, len: usize) -> (&'a [u8
 pub struct Staged {
     pub buf: Vec<u8>,
     pos: usize,
+    /// Bytes written so far, all told.
+    written: u64,
+    /// Where each copied entry's frame ends (counted in `written`).
+    ends: VecDeque<u64>,
 }
 
 impl Staged {
@@ -691,16 +708,35 @@ impl Staged {
     /// copies never allocate.
     pub fn copy_frame(&mut self, parts: &[&[u8]]) -> bool {
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        if self.buf.len() + len > COPY_BYTES {
+        if self.buf.len() + len > COPY_BYTES || self.ends.len() >= COPY_FRAMES {
             return false;
         }
         if self.buf.capacity() < COPY_BYTES {
             self.buf.reserve_exact(COPY_BYTES - self.buf.len());
+            self.ends.reserve_exact(COPY_FRAMES);
         }
         for p in parts {
             self.buf.extend_from_slice(p);
         }
+        self.ends.push_back(self.written + self.pending() as u64);
         true
+    }
+
+    /// `n` more bytes were written; returns how many copied entries are now
+    /// written whole.
+    fn advance(&mut self, n: usize) -> usize {
+        self.pos += n;
+        self.written += n as u64;
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+        let mut done = 0;
+        while self.ends.front().is_some_and(|&e| e <= self.written) {
+            self.ends.pop_front();
+            done += 1;
+        }
+        done
     }
 }
 
@@ -847,14 +883,13 @@ impl Conn {
             let res = if !partial_item && self.staged.pending() > 0 {
                 let r = self.sock.write(&self.staged.buf[self.staged.pos..]);
                 if let Ok(n) = r {
-                    self.staged.pos += n;
-                    if self.staged.pos == self.staged.buf.len() {
-                        self.staged.buf.clear();
-                        self.staged.pos = 0;
+                    let done = self.staged.advance(n);
+                    if let Some(w) = self.ws.as_mut() {
+                        w.copied_written(done);
                     }
                 }
                 r
-            } else if let Some(ws) = self.ws.as_mut().filter(|w| w.queued() > 0) {
+            } else if let Some(ws) = self.ws.as_mut().filter(|w| !w.queue.is_empty()) {
                 ws.write_items(&mut self.sock)
             } else if !self.close_after_flush || self.lingering() {
                 return Flush::Idle;
@@ -956,7 +991,7 @@ mod tests {
     fn busy_staged() -> Staged {
         Staged {
             buf: vec![0; COPY_BYTES],
-            pos: 0,
+            ..Staged::default()
         }
     }
 
@@ -974,16 +1009,25 @@ mod tests {
             assert_eq!(w.offer(&b, i, &mut staged, now, 4), Enqueue::Queued);
             expected.extend(frame(i as u64 + 1, b.body(i)));
         }
-        let copied = w.counts.sent as usize;
+        let copied = w.copied;
         assert!(copied > 100 && copied < 200, "{copied} copied");
         assert!(staged.buf.len() <= COPY_BYTES);
-        assert_eq!(w.queued(), 200 - copied, "the rest is queued");
+        assert_eq!(w.queue.len(), 200 - copied, "the rest is queued");
+        assert_eq!((w.queued(), w.counts.sent), (200, 0), "none written yet");
         assert_eq!(staged.buf[..], expected[..staged.buf.len()]);
         // Staged bytes first (as Conn::flush writes them), then the queue.
+        // A copied entry is sent once its frame is written whole.
         let mut out = Trickle {
             out: staged.buf.clone(),
             step: 5000,
         };
+        let len = staged.buf.len();
+        let first = frame(1, b.body(0)).len();
+        assert_eq!(staged.advance(first - 1), 0, "one byte short");
+        assert_eq!(staged.advance(1), 1);
+        let rest = staged.advance(len - first);
+        w.copied_written(1 + rest);
+        assert_eq!(w.counts.sent as usize, copied);
         while w.queued() > 0 {
             w.write_items(&mut out).unwrap();
         }

@@ -340,6 +340,12 @@ impl Server {
             {
                 return Err(e);
             }
+            // A request sees every batch handed over before it (whatever
+            // the pace): e.g. a forwarder replaced by POST /config gets the
+            // events published before the request.
+            if self.http_readable(&events) {
+                self.fanout_round(&mut pace);
+            }
             for ev in events.iter() {
                 match ev.token() {
                     LISTEN => self.accept(false),
@@ -349,10 +355,7 @@ impl Server {
                 }
             }
             if pace.due(Instant::now()) {
-                self.handle.waker.start_round();
-                let before = self.metrics.received;
-                self.take_batches();
-                pace.took(Instant::now(), self.metrics.received != before);
+                self.fanout_round(&mut pace);
             }
             self.flush_all();
             self.reclaim();
@@ -936,6 +939,26 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// Takes the workers' batches (see [`crate::pace`]).
+    fn fanout_round(&mut self, pace: &mut crate::pace::FanoutPace) {
+        self.handle.waker.start_round();
+        let before = self.metrics.received;
+        self.take_batches();
+        pace.took(Instant::now(), self.metrics.received != before);
+    }
+
+    /// Whether a connection that is not a WebSocket stream has input.
+    fn http_readable(&self, events: &Events) -> bool {
+        events.iter().any(|ev| match ev.token() {
+            Token(t) if t >= FIRST_CONN && ev.is_readable() => self
+                .conns
+                .get(t - FIRST_CONN)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| c.ws.is_none()),
+            _ => false,
+        })
     }
 
     /// Moves worker batches into slots and offers every entry to every client.
