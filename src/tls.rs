@@ -17,7 +17,8 @@ use rcapture_net::control::LiveSettings;
 use rcapture_net::eventfile::EventFileConfig;
 use rcapture_net::eventfile::rotate::open_with_mode;
 use rcapture_net::forward::config::ForwardConfig;
-use rcapture_net::{Limits, Server, ServerConfig};
+use rcapture_net::publish::Publisher;
+use rcapture_net::{Hub, Limits, Server, ServerConfig};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -166,22 +167,43 @@ pub fn run(args: TlsArgs) -> anyhow::Result<()> {
     let mut worker_list = Vec::with_capacity(workers);
     let mut stats = Vec::with_capacity(workers);
     let mut server = None;
+    let mut hub = None;
     if let Some(cfg) = server_cfg {
-        // The control needs the worker counters, which exist once the workers do;
-        // so the workers are built first, then the server, then the threads.
-        let outputs = (&hex, &output.stats);
-        let (srv, publishers) = build_server(cfg, &probes, probe_count, &filter, outputs, workers)?;
+        // With a listener the server owns the hub; without one the hub feeds
+        // the forwarder and the event file alone, and no event loop runs.
+        let publishers: Vec<Publisher> = if cfg.listen.is_some() {
+            // The control needs the worker counters, which exist once the workers do;
+            // so the workers are built first, then the server, then the threads.
+            let outputs = (&hex, &output.stats);
+            let (srv, publishers) =
+                build_server(cfg, &probes, probe_count, &filter, outputs, workers)?;
+            server = Some(srv);
+            publishers
+        } else {
+            let (h, publishers) = Hub::standalone(cfg.hub(), workers)?;
+            hub = Some(h);
+            publishers
+        };
         for (s, p) in sinks.iter_mut().zip(publishers) {
             s.push(Box::new(p));
         }
-        server = Some(srv);
     }
     for (ring, sinks) in rings.into_iter().zip(sinks) {
         let worker = Worker::new(ring, config, clock, Arc::clone(&filter), sinks);
         stats.push(worker.stats());
         worker_list.push(worker);
     }
-    let mut server_thread = None;
+    let mut server_thread: Option<(Box<dyn Fn()>, _)> = None;
+    if let Some(hub) = hub {
+        let handle = hub.handle();
+        server_thread = Some((
+            Box::new(move || handle.stop()),
+            std::thread::Builder::new()
+                .name("rcapture-hub".into())
+                .spawn(move || hub.run())
+                .context("starting the output hub thread")?,
+        ));
+    }
     if let Some((srv, ctl)) = server {
         ctl.set_workers(stats.clone());
         if let Some(a) = srv.local_addr() {
@@ -192,7 +214,7 @@ pub fn run(args: TlsArgs) -> anyhow::Result<()> {
         }
         let handle = srv.handle();
         server_thread = Some((
-            handle,
+            Box::new(move || handle.stop()),
             std::thread::Builder::new()
                 .name("rcapture-server".into())
                 .spawn(move || srv.run())
@@ -234,8 +256,8 @@ pub fn run(args: TlsArgs) -> anyhow::Result<()> {
     }
     let out_stats = output.finish().context("writing the output")?;
     std::io::stdout().flush().ok();
-    if let Some((handle, t)) = server_thread {
-        handle.stop();
+    if let Some((stop, t)) = server_thread {
+        stop();
         match t.join() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => eprintln!("rcapture: the server failed: {e}"),
@@ -276,10 +298,7 @@ fn lock(p: &Mutex<TlsProbes>) -> std::sync::MutexGuard<'_, TlsProbes> {
     p.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-type Built = (
-    (Server, Arc<TlsControl>),
-    Vec<rcapture_net::publish::Publisher>,
-);
+type Built = ((Server, Arc<TlsControl>), Vec<Publisher>);
 
 fn build_server(
     cfg: ServerConfig,

@@ -285,8 +285,8 @@ pub struct WsStream {
     zbuf: Vec<u8>,
     pub heartbeats: i64,
     pub next_heartbeat: Instant,
-    /// A fragmented client message being assembled (opcode, compressed, bytes).
-    pub fragment: Option<(u8, bool, Vec<u8>)>,
+    /// A fragmented client message being assembled.
+    pub assembly: crate::ws::message::Assembly,
     /// Why the connection is being closed, once it is.
     pub closing: Option<&'static str>,
 }
@@ -326,7 +326,7 @@ impl WsStream {
             zbuf: Vec::new(),
             heartbeats: 0,
             next_heartbeat: now,
-            fragment: None,
+            assembly: Default::default(),
             closing: None,
         }
     }

@@ -23,6 +23,7 @@ pub mod eventfile;
 pub mod filter;
 pub mod forward;
 pub mod http;
+pub mod hub;
 pub mod metrics;
 pub mod pace;
 pub mod peer;
@@ -31,4 +32,5 @@ pub mod publish;
 pub mod server;
 pub mod ws;
 
+pub use hub::{Hub, HubConfig, HubHandle};
 pub use server::{Limits, Server, ServerConfig, ServerHandle};

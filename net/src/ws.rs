@@ -5,6 +5,8 @@
 //! entry can be sent to every client with only a per-client header and `seq`
 //! prefix in front (vectored writes, no copy of the body).
 
+pub mod message;
+
 use crate::http::Request;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use std::io::Cursor;

@@ -103,10 +103,16 @@ pub fn python_server(dir: &TempDir, tls12: bool) -> (Proc, u16) {
     if tls12 {
         cmd.arg("--tls12");
     }
+    spawn_with_port(&mut cmd, "python3 TLS server")
+}
+
+/// Starts a helper that prints its port as its first stdout line; returns
+/// it (killed at drop) and the port.
+pub fn spawn_with_port(cmd: &mut Command, what: &str) -> (Proc, u16) {
     let mut child = cmd
         .stdout(Stdio::piped())
         .spawn()
-        .expect("starting python3 TLS server");
+        .unwrap_or_else(|e| panic!("starting {what}: {e}"));
     let mut line = String::new();
     BufReader::new(child.stdout.as_mut().unwrap())
         .read_line(&mut line)
@@ -114,7 +120,7 @@ pub fn python_server(dir: &TempDir, tls12: bool) -> (Proc, u16) {
     let port = line
         .trim()
         .parse()
-        .unwrap_or_else(|_| panic!("server printed {line:?}"));
+        .unwrap_or_else(|_| panic!("{what} printed {line:?}"));
     (Proc(child), port)
 }
 

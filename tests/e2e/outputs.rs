@@ -1,0 +1,148 @@
+//! The outputs without the server: `--listen none --forward URL` delivers
+//! curl's live TLS events to a collector (`tests/support/collector.py`)
+//! through the output hub alone — no event-loop thread, no listening socket.
+
+use crate::testutil::{
+    Rcapture, TempDir, bpf_available, python_server, run_ok, spawn_with_port, support,
+};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The names of the threads of process `pid`.
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("reading the tasks")
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|s| s.trim().to_string())
+        .collect()
+}
+
+/// The TCP sockets in LISTEN state that process `pid` holds open.
+fn listening_sockets(pid: u32) -> Vec<String> {
+    let inodes: HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("reading the fds")
+        .flatten()
+        .filter_map(|f| std::fs::read_link(f.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let mut found = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // local_address, state (0A = LISTEN), ..., inode (column 10).
+            if cols.len() > 9 && cols[3] == "0A" && inodes.contains(cols[9]) {
+                found.push(format!("{table} {}", cols[1]));
+            }
+        }
+    }
+    found
+}
+
+/// The events the collector received so far (NDJSON bodies, decoded).
+fn collected(out: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(out).unwrap_or_default();
+    let mut events = Vec::new();
+    for req in text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    {
+        let body = STANDARD
+            .decode(req["body"].as_str().unwrap_or(""))
+            .expect("a base64 body");
+        for line in String::from_utf8_lossy(&body).lines() {
+            events.push(serde_json::from_str(line).expect("an NDJSON line"));
+        }
+    }
+    events
+}
+
+#[test]
+fn listen_none_forwards_without_the_server_loop() {
+    let Some(_serial) = bpf_available("listen_none_forwards_without_the_server_loop") else {
+        return;
+    };
+    let dir = TempDir::new("hubonly");
+    let (_srv, port) = python_server(&dir, false);
+    let out = dir.path("collector.jsonl");
+    let (_collector, cport) = spawn_with_port(
+        Command::new("python3")
+            .arg(support("collector.py"))
+            .arg(&out),
+        "tests/support/collector.py",
+    );
+    let url = format!("http://127.0.0.1:{cport}/ingest");
+    let rc = Rcapture::start(&[
+        "tls",
+        "--listen",
+        "none",
+        "--forward",
+        &url,
+        "--forward-format",
+        "json",
+        "--batch-timeout-ms",
+        "100",
+    ]);
+    assert_eq!(
+        rc.addr, None,
+        "nothing announced a listener: {:?}",
+        rc.stderr
+    );
+
+    let names = thread_names(rc.pid());
+    assert!(
+        names.iter().any(|n| n == "rcapture-hub"),
+        "the hub runs on its own thread: {names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n == "rcapture-server"),
+        "no server loop runs with --listen none: {names:?}"
+    );
+    let listening = listening_sockets(rc.pid());
+    assert!(listening.is_empty(), "listening sockets: {listening:?}");
+
+    let marker = format!("hub-only-{}", std::process::id());
+    let (curl_pid, _) = run_ok(
+        Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-H"])
+            .arg(format!("X-Unique: {marker}"))
+            .arg(format!("https://127.0.0.1:{port}/hub")),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let found = loop {
+        let events = collected(&out);
+        let hit = events.iter().any(|e| {
+            e["pid"] == curl_pid
+                && STANDARD
+                    .decode(e["payload"].as_str().unwrap_or(""))
+                    .is_ok_and(|p| String::from_utf8_lossy(&p).contains(&marker))
+        });
+        if hit || Instant::now() >= deadline {
+            break hit;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (_, stderr) = rc.stop_with_stderr();
+    assert!(
+        found,
+        "the collector got curl {curl_pid}'s request with {marker}; events: {:#?}",
+        collected(&out)
+    );
+    let ledger = stderr
+        .iter()
+        .find(|l| l.starts_with("rcapture: forwarded "))
+        .unwrap_or_else(|| panic!("the forwarder's exit ledger: {stderr:#?}"));
+    assert!(
+        !ledger.starts_with("rcapture: forwarded 0 events"),
+        "{ledger}"
+    );
+}
