@@ -4,71 +4,9 @@
 use proptest::prelude::*;
 use prost::Message;
 use rcapture_core::encode::{self, seq_prefix};
-use rcapture_core::event::EventFields;
 use rcapture_core::ndjson;
-use rcapture_proto::{Event, Heartbeat, LogBatch, LogEntry, LogType, log_entry::Payload};
-
-#[derive(Debug, Clone)]
-struct Owned {
-    timestamp: i64,
-    uuid: String,
-    src_ip: String,
-    src_port: u32,
-    dst_ip: String,
-    dst_port: u32,
-    pid: i64,
-    pname: String,
-    r#type: u32,
-    payload: Vec<u8>,
-    tid: u32,
-    uid: u32,
-    module: String,
-    fd: u32,
-    truncated: u32,
-}
-
-impl Owned {
-    fn fields(&self) -> EventFields<'_> {
-        EventFields {
-            timestamp: self.timestamp,
-            uuid: &self.uuid,
-            src_ip: &self.src_ip,
-            src_port: self.src_port,
-            dst_ip: &self.dst_ip,
-            dst_port: self.dst_port,
-            pid: self.pid,
-            pname: &self.pname,
-            r#type: self.r#type,
-            payload: &self.payload,
-            tid: self.tid,
-            uid: self.uid,
-            module: &self.module,
-            fd: self.fd,
-            truncated: self.truncated,
-        }
-    }
-
-    fn prost(&self) -> Event {
-        Event {
-            timestamp: self.timestamp,
-            uuid: self.uuid.clone(),
-            src_ip: self.src_ip.clone(),
-            src_port: self.src_port,
-            dst_ip: self.dst_ip.clone(),
-            dst_port: self.dst_port,
-            pid: self.pid,
-            pname: self.pname.clone(),
-            r#type: self.r#type,
-            length: self.payload.len() as u32,
-            payload: self.payload.clone(),
-            tid: self.tid,
-            uid: self.uid,
-            module: self.module.clone(),
-            fd: self.fd,
-            truncated: self.truncated,
-        }
-    }
-}
+use rcapture_proto::{Heartbeat, LogBatch, LogEntry, LogType, log_entry::Payload};
+use rcapture_testsupport::event::OwnedEvent as Owned;
 
 fn small_u32() -> impl Strategy<Value = u32> {
     prop_oneof![Just(0u32), any::<u32>(), 0u32..200]

@@ -23,11 +23,12 @@ use rcapture_core::ring::RecordRing;
 use rcapture_core::synth;
 use rcapture_core::worker::{LiveFilter, Worker, WorkerConfig};
 use rcapture_net::config::StartSettings;
-use rcapture_net::control::{CaptureCounters, Control, LiveSettings, ModuleStatus};
+use rcapture_net::control::LiveSettings;
 use rcapture_net::forward::{CollectorUrl, DEFAULT_CONCURRENCY, ForwardConfig, ForwardFormat};
 use rcapture_net::{Limits, Server, ServerConfig};
 use rcapture_proto::{LogBatch, LogType, log_entry::Payload};
-use std::alloc::{GlobalAlloc, Layout, System};
+use rcapture_testsupport::alloc::CountingAlloc;
+use rcapture_testsupport::control::NoControl;
 use std::backtrace::Backtrace;
 use std::cell::Cell;
 use std::io::{Read, Write};
@@ -35,8 +36,6 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-
-struct Counting;
 
 static COUNTING: AtomicBool = AtomicBool::new(false);
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
@@ -50,7 +49,7 @@ thread_local! {
     static NOTING: Cell<bool> = const { Cell::new(false) };
 }
 
-fn note() {
+fn note(_size: usize) {
     if !COUNTING.load(SeqCst) || EXEMPT.with(Cell::get) || NOTING.with(Cell::get) {
         return;
     }
@@ -73,32 +72,8 @@ fn note() {
     }
 }
 
-// SAFETY: every call is forwarded unchanged to the system allocator; the
-// counter has no effect on the memory handed out.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        note();
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        note();
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc_zeroed(l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        note();
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAlloc = CountingAlloc::with_hook(note);
 
 /// Replays the same pre-built records, `rounds` times, in batches.
 struct ReplayRing {
@@ -123,20 +98,6 @@ impl RecordRing for ReplayRing {
             f(r);
         }
         self.records.len()
-    }
-}
-
-struct NoControl;
-
-impl Control for NoControl {
-    fn modules(&self) -> Vec<ModuleStatus> {
-        Vec::new()
-    }
-    fn counters(&self) -> CaptureCounters {
-        CaptureCounters::default()
-    }
-    fn apply(&self, _: LiveSettings) -> Result<(), String> {
-        Ok(())
     }
 }
 

@@ -5,6 +5,7 @@
 //! and a non-loopback listener needs a token.
 
 use crate::testutil::{Rcapture, TempDir, blocks, bpf_available, python_server, run_ok, support};
+use rcapture_testsupport::promtool;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -366,7 +367,7 @@ fn python_websocket_clients_decode_live_curl_events() {
         metrics.contains("ecapture_websocket_clients 4\n"),
         "{metrics}"
     );
-    promtool_ok(&metrics);
+    promtool::assert_clean(&metrics);
     let (status, st) = http(&addr, "GET", "/status", "");
     assert_eq!(status, 200);
     let st: Value = serde_json::from_str(&st).unwrap();
@@ -375,42 +376,6 @@ fn python_websocket_clients_decode_live_curl_events() {
     assert_eq!(st["data"]["counters"]["ws_dropped"], 0, "{st}");
     drop(clients);
     rc.stop();
-}
-
-/// `promtool check metrics` on the text (skips with a reason if promtool is missing).
-fn promtool_ok(text: &str) {
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) if std::env::var("RCAPTURE_REQUIRE_BPF").as_deref() == Ok("1") => {
-            panic!("promtool is needed (RCAPTURE_REQUIRE_BPF=1): {e}")
-        }
-        Err(e) => {
-            eprintln!("skipping promtool check - {e}");
-            return;
-        }
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let msg = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && msg.trim().is_empty(),
-        "promtool check metrics:\n{msg}\n--- input:\n{text}"
-    );
 }
 
 #[test]

@@ -4,8 +4,7 @@
 
 use crate::util::{TestEvent, TestServer, config, request, ws_connect};
 use rcapture_net::control::{CaptureCounters, LiveSettings};
-use std::io::Write;
-use std::process::{Command, Stdio};
+use rcapture_testsupport::promtool;
 
 #[test]
 fn post_config_applies_pid_live_and_get_config_reflects_it() {
@@ -173,39 +172,6 @@ fn auth_token_guards_api_and_stream() {
     assert_eq!(crate::util::next_entry(&mut ws2).log_type, 0);
 }
 
-/// Runs `promtool check metrics` on `text`; `None` when promtool is missing.
-pub fn promtool_check(text: &str) -> Option<(bool, String)> {
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => {
-            if std::env::var("RCAPTURE_REQUIRE_BPF").as_deref() == Ok("1") {
-                panic!("promtool is needed (RCAPTURE_REQUIRE_BPF=1): {e}");
-            }
-            eprintln!("skipping promtool check - promtool not runnable: {e}");
-            return None;
-        }
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let msg = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some((out.status.success() && msg.trim().is_empty(), msg))
-}
-
 #[test]
 fn metrics_pass_promtool_with_every_series_populated() {
     let mut s = TestServer::start();
@@ -279,9 +245,7 @@ fn metrics_pass_promtool_with_every_series_populated() {
         )),
         "{text}"
     );
-    if let Some((ok, msg)) = promtool_check(&text) {
-        assert!(ok, "promtool check metrics:\n{msg}\n--- input:\n{text}");
-    }
+    promtool::assert_clean(&text);
 }
 
 #[test]
@@ -313,9 +277,7 @@ fn many_pids_are_bounded_by_an_other_label() {
         .sum();
     assert_eq!(sum, 400, "every event counted once");
     assert!(text.contains("pid=\"other\""), "{text}");
-    if let Some((ok, msg)) = promtool_check(&text) {
-        assert!(ok, "{msg}");
-    }
+    promtool::assert_clean(&text);
 }
 
 /// The pid label names the busiest pids: a pid first seen after 32 others

@@ -14,7 +14,7 @@ use std::io;
 fn exchange() -> Vec<TestEvent> {
     let recv = |payload: &[u8]| {
         let mut e = TestEvent::tls(2).with_payload(payload.to_vec());
-        (e.src_ip, e.dst_ip) = (e.dst_ip, e.src_ip);
+        std::mem::swap(&mut e.event.src_ip, &mut e.event.dst_ip);
         (e.src_port, e.dst_port) = (e.dst_port, e.src_port);
         e
     };

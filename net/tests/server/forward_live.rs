@@ -1,12 +1,12 @@
 //! `POST /config` with `event_forward` enables, changes and disables
 //! forwarding while serving; a bad object is refused with the field named.
 
-use crate::api::promtool_check;
 use crate::util::{TestEvent, TestServer, config, metric_value, series_value};
 use prost::Message;
 use rcapture_net::eventfile::{EventFileConfig, EventFileFormat};
 use rcapture_net::forward::{CollectorUrl, ForwardConfig, ForwardFormat};
 use rcapture_proto::LogBatch;
+use rcapture_testsupport::promtool;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -245,9 +245,7 @@ fn forwarder_and_event_file_counters_are_in_metrics() {
     }
     assert!(f["sent_batches"].as_u64() >= Some(3), "{f}");
     assert!(!text.contains("ecapture_forward_last_error_info"), "{text}");
-    if let Some((ok, msg)) = promtool_check(&text) {
-        assert!(ok, "promtool check metrics:\n{msg}\n--- input:\n{text}");
-    }
+    promtool::assert_clean(&text);
 
     // A collector nobody listens on: retries, and a last error.
     let dead = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -318,9 +316,7 @@ fn forwarder_and_event_file_counters_are_in_metrics() {
         Some(5.0),
         "{text}"
     );
-    if let Some((ok, msg)) = promtool_check(&text) {
-        assert!(ok, "promtool check metrics:\n{msg}\n--- input:\n{text}");
-    }
+    promtool::assert_clean(&text);
     // Off (the bounded shutdown drops what the dead collector never got).
     // The shutdown runs in the background: its drops are counted once it ends.
     let r = s.post("/config", r#"{"event_forward": {"enabled": false}}"#);

@@ -9,6 +9,7 @@ use rcapture_net::control::{CaptureCounters, Control, LiveSettings, ModuleStatus
 use rcapture_net::publish::Publisher;
 use rcapture_net::{Limits, Server, ServerConfig, ServerHandle};
 use rcapture_proto::{Event, LogEntry, LogType, log_entry::Payload};
+use rcapture_testsupport::event::OwnedEvent;
 use serde_json::Value;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -351,25 +352,24 @@ pub fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
     }
 }
 
-/// A synthetic event with owned fields.
+/// A synthetic event with owned fields, and its kind.
 #[derive(Debug, Clone)]
 pub struct TestEvent {
-    pub timestamp: i64,
-    pub uuid: String,
-    pub src_ip: String,
-    pub src_port: u32,
-    pub dst_ip: String,
-    pub dst_port: u32,
-    pub pid: i64,
-    pub pname: String,
-    pub r#type: u32,
-    pub payload: Vec<u8>,
-    pub tid: u32,
-    pub uid: u32,
-    pub module: &'static str,
-    pub fd: u32,
-    pub truncated: u32,
+    pub event: OwnedEvent,
     pub kind: EventKind,
+}
+
+impl std::ops::Deref for TestEvent {
+    type Target = OwnedEvent;
+    fn deref(&self) -> &OwnedEvent {
+        &self.event
+    }
+}
+
+impl std::ops::DerefMut for TestEvent {
+    fn deref_mut(&mut self) -> &mut OwnedEvent {
+        &mut self.event
+    }
 }
 
 impl TestEvent {
@@ -380,7 +380,7 @@ impl TestEvent {
             .unwrap()
             .as_nanos() as i64;
         let pid = 4000 + (i % 7) as i64;
-        Self {
+        let event = OwnedEvent {
             timestamp: now,
             uuid: format!(
                 "sock:{pid}_{}_curl_5_1_10.0.0.1:5{i:04}-93.184.216.34:443_0",
@@ -396,9 +396,12 @@ impl TestEvent {
             payload: format!("GET /item/{i} HTTP/1.1\r\nHost: example\r\n\r\n").into_bytes(),
             tid: pid as u32 + 1,
             uid: 1000,
-            module: "tls",
+            module: "tls".into(),
             fd: 5,
             truncated: (i % 3) as u32,
+        };
+        Self {
+            event,
             kind: EventKind::Data,
         }
     }
@@ -409,7 +412,7 @@ impl TestEvent {
     }
 
     pub fn with_module(mut self, module: &'static str, kind: EventKind) -> Self {
-        self.module = module;
+        self.module = module.into();
         self.kind = kind;
         self
     }
@@ -420,45 +423,12 @@ impl TestEvent {
     }
 
     pub fn fields(&self) -> EventFields<'_> {
-        EventFields {
-            timestamp: self.timestamp,
-            uuid: &self.uuid,
-            src_ip: &self.src_ip,
-            src_port: self.src_port,
-            dst_ip: &self.dst_ip,
-            dst_port: self.dst_port,
-            pid: self.pid,
-            pname: &self.pname,
-            r#type: self.r#type,
-            payload: &self.payload,
-            tid: self.tid,
-            uid: self.uid,
-            module: self.module,
-            fd: self.fd,
-            truncated: self.truncated,
-        }
+        self.event.fields()
     }
 
     /// The `Event` a client must decode.
     pub fn expected(&self) -> Event {
-        Event {
-            timestamp: self.timestamp,
-            uuid: self.uuid.clone(),
-            src_ip: self.src_ip.clone(),
-            src_port: self.src_port,
-            dst_ip: self.dst_ip.clone(),
-            dst_port: self.dst_port,
-            pid: self.pid,
-            pname: self.pname.clone(),
-            r#type: self.r#type,
-            length: self.payload.len() as u32,
-            payload: self.payload.clone(),
-            tid: self.tid,
-            uid: self.uid,
-            module: self.module.to_string(),
-            fd: self.fd,
-            truncated: self.truncated,
-        }
+        self.event.prost()
     }
 }
 

@@ -28,12 +28,12 @@ use rcapture_core::event::{EventFields, EventKind};
 use rcapture_core::worker::EventSink;
 use rcapture_net::config::StartSettings;
 use rcapture_net::conn::QueueLimits;
-use rcapture_net::control::{CaptureCounters, Control, LiveSettings, ModuleStatus};
+use rcapture_net::control::LiveSettings;
 use rcapture_net::publish::{BatchPoolConfig, Publisher};
 use rcapture_net::{Limits, Server, ServerConfig};
+use rcapture_testsupport::alloc::{self, CountingAlloc};
+use rcapture_testsupport::control::NoControl;
 use serde_json::{Value, json};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -47,56 +47,10 @@ use tokio::sync::{Notify, broadcast};
 use tokio_tungstenite::tungstenite::Message;
 
 // ---------------------------------------------------------------------------
-// Allocation counting: only threads that set `IN_SERVER` are counted.
-
-struct Counting;
-
-static SERVER_ALLOCS: AtomicU64 = AtomicU64::new(0);
-static SERVER_ALLOC_BYTES: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static IN_SERVER: Cell<bool> = const { Cell::new(false) };
-}
-
-#[inline]
-fn note_alloc(size: usize) {
-    if IN_SERVER.try_with(Cell::get).unwrap_or(false) {
-        SERVER_ALLOCS.fetch_add(1, Ordering::Relaxed);
-        SERVER_ALLOC_BYTES.fetch_add(size as u64, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments
-// unchanged, so `System`'s guarantees hold; the counting beside it touches
-// only atomics and a const-initialised thread-local `Cell<bool>` (which
-// neither allocates nor has a destructor).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note_alloc(layout.size());
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note_alloc(layout.size());
-        // SAFETY: the caller upholds `GlobalAlloc::alloc_zeroed`'s contract.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from this allocator (that is, `System`) with `layout`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note_alloc(new_size);
-        // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+// Allocation counting: only the server threads are counted.
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAlloc = CountingAlloc::per_thread();
 
 // ---------------------------------------------------------------------------
 // Clocks.
@@ -288,20 +242,6 @@ impl Template {
 // ---------------------------------------------------------------------------
 // Servers.
 
-struct NoControl;
-
-impl Control for NoControl {
-    fn modules(&self) -> Vec<ModuleStatus> {
-        Vec::new()
-    }
-    fn counters(&self) -> CaptureCounters {
-        CaptureCounters::default()
-    }
-    fn apply(&self, _settings: LiveSettings) -> Result<(), String> {
-        Ok(())
-    }
-}
-
 /// How the producer hands events to a server.
 enum Feed {
     Rcapture(Publisher),
@@ -393,7 +333,7 @@ fn start_rcapture(a: &Args, t: &Template) -> anyhow::Result<Running> {
         .name("rcapture-net".into())
         .spawn(move || {
             let _ = ctx.send((this_thread_cpu_clock(), gettid()));
-            IN_SERVER.with(|f| f.set(true));
+            alloc::count_this_thread(true);
             srv.run().context("rcapture server")
         })?;
     let (cpu, tid) = crx.recv().context("server thread did not start")?;
@@ -423,7 +363,7 @@ fn start_tokio(a: &Args, batched: bool) -> anyhow::Result<Running> {
         std::thread::Builder::new().name("tokio-ws".into()).spawn(
             move || -> anyhow::Result<()> {
                 let _ = ctx.send((this_thread_cpu_clock(), gettid()));
-                IN_SERVER.with(|f| f.set(true));
+                alloc::count_this_thread(true);
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
@@ -883,12 +823,8 @@ fn run_one(
         );
     }
     let me = this_thread_cpu_clock();
-    let (cpu0, me0, al0, ab0) = (
-        clock_ns(srv.cpu),
-        clock_ns(me),
-        SERVER_ALLOCS.load(Ordering::Relaxed),
-        SERVER_ALLOC_BYTES.load(Ordering::Relaxed),
-    );
+    let (al0, ab0) = alloc::counted();
+    let (cpu0, me0) = (clock_ns(srv.cpu), clock_ns(me));
     let us0 = thread_user_sys_ns(srv.tid);
     let t0 = Instant::now();
     produce(
@@ -905,11 +841,8 @@ fn run_one(
     let me1 = clock_ns(me);
     let complete = wait_for(&progress, idx, Duration::from_secs(5));
     let wall_s = t0.elapsed().as_secs_f64();
-    let (cpu1, al1, ab1) = (
-        clock_ns(srv.cpu),
-        SERVER_ALLOCS.load(Ordering::Relaxed),
-        SERVER_ALLOC_BYTES.load(Ordering::Relaxed),
-    );
+    let cpu1 = clock_ns(srv.cpu);
+    let (al1, ab1) = alloc::counted();
     let us1 = thread_user_sys_ns(srv.tid);
     srv.feed = Some(feed);
     let lagged = Arc::clone(&srv.lagged);

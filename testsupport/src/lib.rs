@@ -1,0 +1,13 @@
+//! Helpers shared by rcapture's tests, benches and perf tools (a
+//! dev-dependency; `perf` links it for its allocation counts).
+//!
+//! - [`event::OwnedEvent`]: an event with owned fields, borrowed as
+//!   `EventFields` and built as the prost `Event` a client decodes;
+//! - [`alloc::CountingAlloc`]: the system allocator with a counting hook;
+//! - [`control::NoControl`]: a `Control` for servers without probes;
+//! - [`promtool`]: `promtool check metrics` on an exposition.
+
+pub mod alloc;
+pub mod control;
+pub mod event;
+pub mod promtool;
