@@ -98,11 +98,20 @@ fn listen_none_forwards_without_the_server_loop() {
         rc.stderr
     );
 
-    let names = thread_names(rc.pid());
+    // A spawned thread names itself once it runs: wait for the hub's name,
+    // then give any other thread started with it time to name itself too.
+    let t0 = Instant::now();
+    let mut names = thread_names(rc.pid());
+    while !names.iter().any(|n| n == "rcapture-hub") && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+        names = thread_names(rc.pid());
+    }
     assert!(
         names.iter().any(|n| n == "rcapture-hub"),
         "the hub runs on its own thread: {names:?}"
     );
+    std::thread::sleep(Duration::from_millis(200));
+    let names = thread_names(rc.pid());
     assert!(
         !names.iter().any(|n| n == "rcapture-server"),
         "no server loop runs with --listen none: {names:?}"
