@@ -161,8 +161,7 @@ fn ecaptureq_launches_reads_labels_stops_and_reconnects() {
     // eCaptureQ starts its client, then launches the capture program.
     let rx = start_client(url.clone());
     std::thread::sleep(Duration::from_millis(400));
-    let mut rc = Rcapture::start(&["tls", "--ecaptureq", &url]);
-    rc.drain_stdout();
+    let rc = Rcapture::start(&["tls", "--ecaptureq", &url]);
     let mut seen = Vec::new();
     until(
         &rx,

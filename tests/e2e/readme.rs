@@ -17,13 +17,12 @@
 #[allow(dead_code)]
 mod cli;
 
-use crate::testutil::{Proc, TempDir, bpf_available};
+use crate::testutil::{Proc, TempDir, bpf_available, stderr_lines};
 use clap::Parser;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Lines of the README that are shell commands but not rcapture runs, and
@@ -311,15 +310,7 @@ fn short_run(argv: &[String]) -> Result<(), String> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("spawn: {e}"))?;
-    let err = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(err).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = stderr_lines(&mut child);
     let mut child = Proc(child);
     let mut lines = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);

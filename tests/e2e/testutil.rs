@@ -175,15 +175,7 @@ impl Rcapture {
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting rcapture");
-        let err = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = stderr_lines(&mut child);
         let stdout_reader = read_stdout.then(|| {
             let mut out = child.stdout.take().unwrap();
             std::thread::spawn(move || {
@@ -215,20 +207,6 @@ impl Rcapture {
             }
         }
         me
-    }
-
-    /// Reads stdout on a thread from now on, so that a long run never
-    /// fills the pipe (the text is returned by the stop).
-    pub fn drain_stdout(&mut self) {
-        if self.stdout_reader.is_some() {
-            return;
-        }
-        let mut out = self.child.0.stdout.take().unwrap();
-        self.stdout_reader = Some(std::thread::spawn(move || {
-            let mut s = String::new();
-            out.read_to_string(&mut s).ok();
-            s
-        }));
     }
 
     /// eCaptureQ's stop (src-tauri/src/services/capture.rs): SIGINT, and
@@ -373,4 +351,18 @@ pub fn run_ok(cmd: &mut Command) -> (u32, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (pid, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The child's stderr, line by line, read on a thread of its own.
+pub fn stderr_lines(child: &mut std::process::Child) -> mpsc::Receiver<String> {
+    let err = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
