@@ -207,6 +207,8 @@ impl Control for SoakControl {
             name: "tls",
             probes: 0,
             attached: true,
+            routes: &["/tls", "/openssl"],
+            ..ModuleStatus::default()
         }]
     }
 
