@@ -19,6 +19,9 @@ pub struct Cli {
 pub enum Command {
     /// Capture OpenSSL (libssl.so.3) plaintext and secrets.
     Tls(TlsArgs),
+    /// Capture the command lines typed into interactive bash shells, with
+    /// their exit status.
+    Bash(BashArgs),
 }
 
 impl Command {
@@ -27,6 +30,7 @@ impl Command {
     pub fn into_parts(self) -> (&'static str, TargetRequest, CaptureArgs) {
         match self {
             Command::Tls(a) => ("tls", a.capture.request(a.libssl), a.capture),
+            Command::Bash(a) => ("bash", a.capture.request(a.bashpath), a.capture),
         }
     }
 }
@@ -59,6 +63,16 @@ pub struct TlsArgs {
     /// libssl.so.3 to probe (default: the one of --pid, else the system's).
     #[arg(long, value_name = "PATH")]
     pub libssl: Option<PathBuf>,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+}
+
+/// `rcapture bash`: interactive bash.
+#[derive(Debug, Args)]
+pub struct BashArgs {
+    /// bash executable to probe (default: the one of --pid, else /usr/bin/bash).
+    #[arg(long, value_name = "PATH")]
+    pub bashpath: Option<PathBuf>,
     #[command(flatten)]
     pub capture: CaptureArgs,
 }

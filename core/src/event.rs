@@ -6,7 +6,7 @@
 
 use crate::decode::Record;
 use crate::keylog;
-use crate::records::{DIR_SEND, FD_UNKNOWN, RecordHeader, RecordKind, Tuple};
+use crate::records::{BASH_READLINE, DIR_SEND, FD_UNKNOWN, RecordHeader, RecordKind, Tuple};
 use crate::textbuf::TextBuf;
 use crate::tuple::{Endpoint, endpoints};
 
@@ -210,6 +210,8 @@ pub struct EventScratch {
     next: usize,
     /// Key log lines of a master-secret event.
     keylog: Vec<u8>,
+    /// The decimal status of a bash status or exit/exec event.
+    status: TextBuf<12>,
 }
 
 impl EventScratch {
@@ -320,7 +322,17 @@ pub fn event_fields<'s, 'r: 's>(
             keylog::gotls_line(k, &mut s.keylog);
             payload = &s.keylog;
         }
-        Record::Bash(v) => r#type = v.rec.bash_type,
+        Record::Bash(v) => {
+            r#type = v.rec.bash_type;
+            // A status (1) or exit/exec (2) record has no payload: the
+            // event's payload is the status in decimal, so every output
+            // carries it.
+            if v.rec.bash_type != BASH_READLINE {
+                s.status.clear();
+                s.status.push_int(v.rec.retval);
+                payload = s.status.as_str().as_bytes();
+            }
+        }
         Record::Query(v) => {
             // mysqld's dispatch_command returns an int8: sign-extend to u32.
             if kind == RecordKind::MysqlQuery {
@@ -644,6 +656,26 @@ mod tests {
             out.push((raw, want.to_owned()));
         }
         out
+    }
+
+    /// A bash line's payload is the line; a status or exit/exec event (no
+    /// payload in the record) carries its status in decimal, negative too.
+    #[test]
+    fn bash_status_events_carry_the_status() {
+        let clock = Clock::from_offset(0);
+        let mut s = EventScratch::new();
+        let h = synth::header(RecordKind::Bash, 10, 10, 1000, "bash", 1);
+        for (bash_type, retval, payload, want) in [
+            (0, 0, &b"echo hi"[..], &b"echo hi"[..]),
+            (1, 7, b"", b"7"),
+            (2, 3, b"", b"3"),
+            (1, -1, b"", b"-1"),
+        ] {
+            let raw = synth::single(synth::bash(h, bash_type, retval), payload);
+            let rec = decode(&raw).unwrap();
+            let ev = event_fields(&rec, 0, &clock, &mut s);
+            assert_eq!((ev.r#type, ev.payload, ev.uuid), (bash_type, want, "10_1000_bash"));
+        }
     }
 
     #[test]

@@ -20,8 +20,37 @@ pub enum PayloadStyle {
 }
 
 /// Appends the block of one event to `out`.
+///
+/// bash events name the user and say what happened instead of an address:
+/// `… bash pid=4242 tid=4242 uid=1000 comm=bash line 7 bytes` with the
+/// command line as payload, `… status 1` (the exit status of the command
+/// read before) and `… exit/exec 3` (the shell exits with, or execs after,
+/// that status), those two without a payload block.
 pub fn write_text(e: &EventFields<'_>, kind: EventKind, style: PayloadStyle, out: &mut Vec<u8>) {
     write_rfc3339_nanos(e.timestamp, out);
+    out.push(b' ');
+    out.extend_from_slice(e.module.as_bytes());
+    out.extend_from_slice(b" pid=");
+    push_i64(out, e.pid);
+    out.extend_from_slice(b" tid=");
+    push_u64(out, u64::from(e.tid));
+    if kind == EventKind::Bash {
+        out.extend_from_slice(b" uid=");
+        push_u64(out, u64::from(e.uid));
+    }
+    out.extend_from_slice(b" comm=");
+    out.extend_from_slice(e.pname.as_bytes());
+    if kind == EventKind::Bash {
+        let what: &[u8] = match e.r#type {
+            0 => return payload_block(e, "line", style, out),
+            1 => b" status ",
+            _ => b" exit/exec ",
+        };
+        out.extend_from_slice(what);
+        escaped(e.payload, out);
+        out.extend_from_slice(b"\n\n");
+        return;
+    }
     let what = match kind {
         EventKind::Data if e.r#type == 1 => "send",
         EventKind::Data => "recv",
@@ -36,20 +65,18 @@ pub fn write_text(e: &EventFields<'_>, kind: EventKind, style: PayloadStyle, out
         out.extend_from_slice(if v6 { b"]:" } else { b":" });
         push_u64(out, u64::from(port));
     };
-    out.push(b' ');
-    out.extend_from_slice(e.module.as_bytes());
-    out.extend_from_slice(b" pid=");
-    push_i64(out, e.pid);
-    out.extend_from_slice(b" tid=");
-    push_u64(out, u64::from(e.tid));
-    out.extend_from_slice(b" comm=");
-    out.extend_from_slice(e.pname.as_bytes());
     out.extend_from_slice(b" fd=");
     push_u64(out, u64::from(e.fd));
     out.push(b' ');
     addr(e.src_ip, e.src_port, out);
     out.extend_from_slice(b"->");
     addr(e.dst_ip, e.dst_port, out);
+    payload_block(e, what, style, out);
+}
+
+/// ` WHAT N bytes[ (M more bytes not captured)]`, the line end, the payload
+/// and the blank line that ends the block.
+fn payload_block(e: &EventFields<'_>, what: &str, style: PayloadStyle, out: &mut Vec<u8>) {
     out.push(b' ');
     out.extend_from_slice(what.as_bytes());
     out.push(b' ');
@@ -258,6 +285,30 @@ mod tests {
             fd: 5,
             ..Default::default()
         }
+    }
+
+    /// A bash line names the uid and carries the line; a status and an
+    /// exit show their number in the header and have no payload block.
+    #[test]
+    fn bash_line_status_and_exit() {
+        let bash = |r#type, payload| EventFields {
+            module: "bash",
+            pname: "bash",
+            uid: 1000,
+            r#type,
+            ..ev(payload)
+        };
+        let mut out = Vec::new();
+        for (t, p) in [(0, &b"echo hi; (exit 7)"[..]), (1, b"7"), (2, b"3")] {
+            write_text(&bash(t, p), EventKind::Bash, PayloadStyle::Escaped, &mut out);
+        }
+        let head = "2025-11-26T05:28:48.123456789Z bash pid=4242 tid=4242 uid=1000 comm=bash";
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!(
+                "{head} line 17 bytes\necho hi; (exit 7)\n\n{head} status 7\n\n{head} exit/exec 3\n\n"
+            )
+        );
     }
 
     #[test]

@@ -9,9 +9,9 @@
  *    are skipped). If the line before was a complete command
  *    (current_command_line_count == 0 now) whose status is not sent yet, its
  *    status is last_command_exit_value: bash_type 1;
- *  - uretprobe readline: the line returned (NULL at EOF), whole: bash_type 0,
- *    retval = the line's index in its command (0 first line, n the n-th
- *    continuation line read with PS2);
+ *  - uretprobe readline: the line returned, whole (not NULL, at EOF, nor
+ *    empty): bash_type 0, retval = the line's index in its command (0 first
+ *    line, n the n-th continuation line read with PS2);
  *  - uprobe exit_shell(int status): the status of the pending line (type 1),
  *    then the exit (type 2, retval = the exit status);
  *  - uprobe exec_builtin(WORD_LIST *list) with a command (list != NULL):
@@ -34,10 +34,6 @@
 #include "records.h"
 #include "rc_common.bpf.h"
 #include "rc_str.bpf.h"
-
-#define RC_BASH_READLINE 0
-#define RC_BASH_RETVAL 1
-#define RC_BASH_EXIT_EXEC 2
 
 /* st_value in bash's .dynsym of readline and of the globals read. */
 const volatile __u64 readline_addr = 0;
@@ -145,6 +141,7 @@ int rc_bash_readline_return(struct pt_regs *ctx)
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct rc_shell *sh;
 	__u64 line;
+	char first;
 
 	if (!rc_filter_pass(pid_tgid))
 		return 0;
@@ -155,6 +152,8 @@ int rc_bash_readline_return(struct pt_regs *ctx)
 	line = PT_REGS_RC(ctx);
 	if (!line)
 		return 0; /* EOF: exit_shell follows unless ignoreeof */
+	if (bpf_probe_read_user(&first, 1, (void *)line) == 0 && first == 0)
+		return 0; /* an empty line: bash runs nothing */
 	rc_bash_emit(pid_tgid, RC_BASH_READLINE, (__s32)sh->line_index, line);
 	sh->pending = 1;
 	return 0;
