@@ -4,8 +4,9 @@
 //! or inconsistent record is a [`DecodeError`] naming what was wrong.
 
 use crate::records::{
-    BASH_EXIT_EXEC, BashRecord, CHUNK_MAX, Chunk, ConnRecord, DataRecord, FAMILY_INET, FAMILY_INET6, FLAG_FIRST,
-    GoTlsKeyRecord, MasterSecretRecord, PacketRecord, QueryRecord, RecordHeader, RecordKind, Tuple,
+    BASH_EXIT_EXEC, BashRecord, CHUNK_MAX, Chunk, ConnRecord, DataRecord, FAMILY_INET,
+    FAMILY_INET6, FLAG_FIRST, GoTlsKeyRecord, MasterSecretRecord, PacketRecord, QueryRecord,
+    RecordHeader, RecordKind, Tuple,
 };
 use bytemuck::{Pod, pod_read_unaligned};
 use std::mem::size_of;

@@ -674,7 +674,10 @@ mod tests {
             let raw = synth::single(synth::bash(h, bash_type, retval), payload);
             let rec = decode(&raw).unwrap();
             let ev = event_fields(&rec, 0, &clock, &mut s);
-            assert_eq!((ev.r#type, ev.payload, ev.uuid), (bash_type, want, "10_1000_bash"));
+            assert_eq!(
+                (ev.r#type, ev.payload, ev.uuid),
+                (bash_type, want, "10_1000_bash")
+            );
         }
     }
 

@@ -300,7 +300,12 @@ mod tests {
         };
         let mut out = Vec::new();
         for (t, p) in [(0, &b"echo hi; (exit 7)"[..]), (1, b"7"), (2, b"3")] {
-            write_text(&bash(t, p), EventKind::Bash, PayloadStyle::Escaped, &mut out);
+            write_text(
+                &bash(t, p),
+                EventKind::Bash,
+                PayloadStyle::Escaped,
+                &mut out,
+            );
         }
         let head = "2025-11-26T05:28:48.123456789Z bash pid=4242 tid=4242 uid=1000 comm=bash";
         assert_eq!(

@@ -55,16 +55,6 @@ struct rc_str_loop {
 	__u8 cut;       /* the scan hit unreadable memory before the NUL */
 };
 
-static __always_inline void rc_str_lost(__u64 bytes)
-{
-	struct rc_counters *cnt = rc_counters_get();
-
-	if (cnt) {
-		cnt->lost++;
-		cnt->lost_bytes += bytes;
-	}
-}
-
 /* Window i + 1 of the length scan (window 0 was read by the caller). */
 static long rc_str_scan(__u32 i, struct rc_str_loop *lc)
 {
@@ -95,26 +85,11 @@ static long rc_str_chunk(__u32 i, struct rc_str_loop *lc)
 {
 	__u32 zero = 0;
 	struct rc_str_scratch *s = bpf_map_lookup_elem(&rc_str_scratch, &zero);
-	__u32 off, len;
 
 	if (!s)
 		return 1;
-	off = i * RC_CHUNK_MAX;
-	if (off >= lc->send_len)
-		return 1;
-	len = lc->send_len - off;
-	if (len > RC_CHUNK_MAX)
-		len = RC_CHUNK_MAX;
-	s->rec.chunk.offset = off;
-	s->rec.chunk.len = len;
-	s->rec.hdr.flags = (i == 0 ? RC_F_FIRST : 0) | (len >= lc->send_len - off ? RC_F_LAST : 0);
-	if (bpf_probe_read_user(s->payload, len, (void *)(lc->str + off))) {
-		/* unreadable user memory: counted as lost, the offsets show the hole */
-		rc_str_lost(len);
-		return 0;
-	}
-	rc_output(rc_ring(), &s->rec, sizeof(struct rc_rec64) + len, len);
-	return 0;
+	return rc_send_chunk(i, lc->send_len, lc->str, &s->rec, sizeof(s->rec), &s->rec.hdr,
+			     &s->rec.chunk, s->payload);
 }
 
 /*
@@ -140,7 +115,7 @@ static __always_inline void rc_emit_str(__u64 pid_tgid, __u16 kind, __u32 a, __u
 	if (str) {
 		n = bpf_probe_read_user_str(s->payload, RC_CHUNK_MAX + 1, (void *)str);
 		if (n <= 0) {
-			rc_str_lost(0);
+			rc_count_lost(0);
 			return;
 		}
 		if (n > RC_CHUNK_MAX) {
@@ -148,7 +123,7 @@ static __always_inline void rc_emit_str(__u64 pid_tgid, __u16 kind, __u32 a, __u
 			lc.str = str;
 			bpf_loop(RC_STR_SCAN_MAX, rc_str_scan, &lc, 0);
 			if (lc.cut)
-				rc_str_lost(0);
+				rc_count_lost(0);
 			lc.send_len = lc.total < max_payload ? lc.total : max_payload;
 			s->rec.chunk.total_len = lc.total;
 			bpf_loop((lc.send_len + RC_CHUNK_MAX - 1) / RC_CHUNK_MAX, rc_str_chunk, &lc, 0);

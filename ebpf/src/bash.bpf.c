@@ -73,6 +73,14 @@ static __always_inline struct rc_shell *rc_shell_of(__u64 pid_tgid, struct task_
 	return sh;
 }
 
+/* The current thread's shell, if the live filter passes and it is one. */
+static __always_inline struct rc_shell *rc_shell_current(__u64 pid_tgid)
+{
+	if (!rc_filter_pass(pid_tgid))
+		return NULL;
+	return rc_shell_of(pid_tgid, bpf_get_current_task_btf());
+}
+
 static __always_inline void rc_bash_emit(__u64 pid_tgid, __u32 type, __s32 retval, __u64 line)
 {
 	rc_emit_str(pid_tgid, RC_KIND_BASH, type, (__u32)retval, line);
@@ -84,7 +92,7 @@ static __always_inline bool rc_bash_status(const struct rc_shell *sh, __s32 *sta
 	if (bpf_probe_read_user(status, sizeof(*status),
 				(void *)(sh->base + last_command_exit_value_addr)) == 0)
 		return true;
-	rc_str_lost(0);
+	rc_count_lost(0);
 	return false;
 }
 
@@ -125,7 +133,7 @@ int rc_bash_readline_entry(struct pt_regs *ctx)
 		bpf_map_update_elem(&rc_shells, &pid_tgid, &fresh, BPF_ANY);
 		sh = bpf_map_lookup_elem(&rc_shells, &pid_tgid);
 		if (!sh) {
-			rc_str_lost(0);
+			rc_count_lost(0);
 			return 0;
 		}
 	}
@@ -143,9 +151,7 @@ int rc_bash_readline_return(struct pt_regs *ctx)
 	__u64 line;
 	char first;
 
-	if (!rc_filter_pass(pid_tgid))
-		return 0;
-	sh = rc_shell_of(pid_tgid, bpf_get_current_task_btf());
+	sh = rc_shell_current(pid_tgid);
 	if (!sh || !sh->reading)
 		return 0;
 	sh->reading = 0;
@@ -166,9 +172,7 @@ int rc_bash_exit_shell(struct pt_regs *ctx)
 	struct rc_shell *sh;
 	__s32 status = (__s32)PT_REGS_PARM1(ctx);
 
-	if (!rc_filter_pass(pid_tgid))
-		return 0;
-	sh = rc_shell_of(pid_tgid, bpf_get_current_task_btf());
+	sh = rc_shell_current(pid_tgid);
 	if (!sh)
 		return 0;
 	/* exit_or_logout set last_command_exit_value to this status. */
@@ -186,13 +190,9 @@ int rc_bash_exec_builtin(struct pt_regs *ctx)
 	struct rc_shell *sh;
 	__s32 status;
 
-	if (!rc_filter_pass(pid_tgid))
-		return 0;
-	if (!PT_REGS_PARM1(ctx))
-		return 0; /* `exec` with redirections only: the shell stays */
-	sh = rc_shell_of(pid_tgid, bpf_get_current_task_btf());
-	if (!sh)
-		return 0;
+	sh = rc_shell_current(pid_tgid);
+	if (!sh || !PT_REGS_PARM1(ctx))
+		return 0; /* not a shell, or `exec` with redirections only: the shell stays */
 	/* The line stays pending: if exec fails the shell goes on and the next
 	 * prompt sends its status (126, 127); if it succeeds the new image has
 	 * another mm and this state is never used again. */

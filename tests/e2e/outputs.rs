@@ -3,13 +3,13 @@
 //! through the output hub alone — no event-loop thread, no listening socket.
 
 use crate::testutil::{
-    Rcapture, TempDir, bpf_available, python_server, run_ok, spawn_with_port, support,
+    Proc, Rcapture, TempDir, bpf_available, python_server, run_ok, spawn_with_port, support,
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -49,7 +49,7 @@ fn listening_sockets(pid: u32) -> Vec<String> {
 }
 
 /// The events the collector received so far (NDJSON bodies, decoded).
-fn collected(out: &Path) -> Vec<Value> {
+pub(crate) fn collected(out: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(out).unwrap_or_default();
     let mut events = Vec::new();
     for req in text
@@ -66,6 +66,31 @@ fn collected(out: &Path) -> Vec<Value> {
     events
 }
 
+/// A collector (`tests/support/collector.py`, killed at drop) recording
+/// into `DIR/collector.jsonl`; returns it, its ingest URL and that file.
+pub(crate) fn collector(dir: &TempDir) -> (Proc, String, PathBuf) {
+    let out = dir.path("collector.jsonl");
+    let (proc, port) = spawn_with_port(
+        Command::new("python3")
+            .arg(support("collector.py"))
+            .arg(&out),
+        "tests/support/collector.py",
+    );
+    (proc, format!("http://127.0.0.1:{port}/ingest"), out)
+}
+
+/// The flags that forward to `url` as NDJSON in batches of at most 100 ms.
+pub(crate) fn forward_json(url: &str) -> [&str; 6] {
+    [
+        "--forward",
+        url,
+        "--forward-format",
+        "json",
+        "--batch-timeout-ms",
+        "100",
+    ]
+}
+
 #[test]
 fn listen_none_forwards_without_the_server_loop() {
     let Some(_serial) = bpf_available("listen_none_forwards_without_the_server_loop") else {
@@ -73,25 +98,8 @@ fn listen_none_forwards_without_the_server_loop() {
     };
     let dir = TempDir::new("hubonly");
     let (_srv, port) = python_server(&dir, false);
-    let out = dir.path("collector.jsonl");
-    let (_collector, cport) = spawn_with_port(
-        Command::new("python3")
-            .arg(support("collector.py"))
-            .arg(&out),
-        "tests/support/collector.py",
-    );
-    let url = format!("http://127.0.0.1:{cport}/ingest");
-    let rc = Rcapture::start(&[
-        "tls",
-        "--listen",
-        "none",
-        "--forward",
-        &url,
-        "--forward-format",
-        "json",
-        "--batch-timeout-ms",
-        "100",
-    ]);
+    let (_collector, url, out) = collector(&dir);
+    let rc = Rcapture::start(&[&["tls", "--listen", "none"][..], &forward_json(&url)].concat());
     assert_eq!(
         rc.addr, None,
         "nothing announced a listener: {:?}",

@@ -1,13 +1,15 @@
 """Types lines into an interactive bash on a pseudo-terminal.
 
-Usage: bash_pty.py [BASH] < lines.json   (a JSON list of strings)
+Usage: bash_pty.py [--bash PATH] [--uid N] < lines.json   (a JSON list of strings)
 
-Starts `BASH --norc --noprofile -i` (default /usr/bin/bash) on a pty with a
-clean environment, prints its pid on the first stdout line, then types each
+Starts `PATH --norc --noprofile -i` (default /usr/bin/bash; as user id N
+with --uid) on a pty with a clean environment and no history file, prints
+its pid on the first stdout line, then types each
 line (followed by Enter) once bash shows a prompt (PS1 or PS2), and waits
 for bash to exit; the last stdout line is `exit STATUS`. Everything bash
 wrote to the terminal goes to stderr.
 """
+import argparse
 import json
 import os
 import pty
@@ -19,10 +21,15 @@ PROMPTS = (b"PS1-RC$ ", b"PS2-RC> ")
 
 
 def main():
-    bash = sys.argv[1] if len(sys.argv) > 1 else "/usr/bin/bash"
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bash", default="/usr/bin/bash")
+    ap.add_argument("--uid", type=int)
+    args = ap.parse_args()
+    bash = args.bash
     lines = json.load(sys.stdin)
     env = {
         "TERM": "xterm",
+        "HISTFILE": "",
         "PS1": PROMPTS[0].decode(),
         "PS2": PROMPTS[1].decode(),
         "HOME": "/tmp",
@@ -30,6 +37,10 @@ def main():
     }
     pid, fd = pty.fork()
     if pid == 0:
+        if args.uid is not None:
+            os.setgroups([])
+            os.setgid(args.uid)
+            os.setuid(args.uid)
         os.execve(bash, [bash, "--norc", "--noprofile", "-i"], env)
     print(pid, flush=True)
     seen = bytearray()

@@ -35,7 +35,11 @@ const PROBES: [(&str, &str, bool); 4] = [
 /// (object global, bash symbol, required): the addresses the programs read.
 const GLOBALS: [(&str, &str, bool); 4] = [
     ("readline_addr", "readline", true),
-    ("last_command_exit_value_addr", "last_command_exit_value", true),
+    (
+        "last_command_exit_value_addr",
+        "last_command_exit_value",
+        true,
+    ),
     (
         "current_command_line_count_addr",
         "current_command_line_count",
@@ -60,17 +64,17 @@ fn resolve(req: &TargetRequest) -> Result<Target, Error> {
 /// Reads `path` and resolves the probes and globals, or names the missing symbol.
 pub(crate) fn inspect(path: &Path) -> Result<Target, Error> {
     let elf = Elf::read(MODULE.name, path)?;
-    if elf.symbol("readline").is_none() {
-        if let Some(lib) = elf.needed().iter().find(|n| n.starts_with("libreadline")) {
-            return Err(Error::Unsupported {
-                module: MODULE.name,
-                path: path.to_path_buf(),
-                reason: format!(
-                    "symbol readline not found: this bash uses the shared {lib}, \
-                     which the bash module does not probe (it needs readline linked into bash)"
-                ),
-            });
-        }
+    if elf.symbol("readline").is_none()
+        && let Some(lib) = elf.needed().iter().find(|n| n.starts_with("libreadline"))
+    {
+        return Err(Error::Unsupported {
+            module: MODULE.name,
+            path: path.to_path_buf(),
+            reason: format!(
+                "symbol readline not found: this bash uses the shared {lib}, \
+                 which the bash module does not probe (it needs readline linked into bash)"
+            ),
+        });
     }
     let mut attach = Vec::with_capacity(PROBES.len());
     for (program, symbol, ret) in PROBES {
@@ -100,8 +104,8 @@ pub(crate) fn inspect(path: &Path) -> Result<Target, Error> {
             )),
         }
     }
-    let version = version_after(elf.bytes(), b"@(#)Bash version ")
-        .ok_or_else(|| Error::VersionNotFound {
+    let version =
+        version_after(elf.bytes(), b"@(#)Bash version ").ok_or_else(|| Error::VersionNotFound {
             module: MODULE.name,
             path: path.to_path_buf(),
         })?;
@@ -167,7 +171,11 @@ mod tests {
             panic!("the test binary is not bash");
         };
         let exe = std::env::current_exe().expect("current_exe");
-        let name = exe.file_name().expect("name").to_string_lossy().into_owned();
+        let name = exe
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
         assert!(err.to_string().contains(&name), "{err}");
     }
 }
