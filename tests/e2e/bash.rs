@@ -148,6 +148,34 @@ fn bash_lines_statuses_and_exit_are_captured() {
     );
 }
 
+/// `--uid` keeps one user's shells: a root shell typing at the same time is not shown.
+#[test]
+fn bash_uid_filter_keeps_one_user() {
+    let Some(_serial) = bpf_available("bash_uid_filter_keeps_one_user") else {
+        return;
+    };
+    let m = marker("BASH-UID");
+    let rc = Rcapture::start(&["bash", "--uid", &NOBODY.to_string()]);
+    let root_line = format!("echo {m}-ROOT");
+    let nobody_line = format!("echo {m}-NOBODY");
+    let root = std::thread::spawn(move || type_into_bash(&[root_line, "exit".into()], 0));
+    let (nobody_pid, _) = type_into_bash(&[nobody_line.clone(), "exit".into()], NOBODY);
+    let (root_pid, _) = root.join().expect("root shell");
+    std::thread::sleep(Duration::from_millis(300));
+    let out = rc.stop();
+    let shown = blocks(&out);
+    assert!(
+        shown
+            .iter()
+            .any(|b| b.pid() == nobody_pid && verb(b) == "line" && line(b) == nobody_line),
+        "nobody's shell {nobody_pid} is shown:\n{out}"
+    );
+    assert!(
+        !shown.iter().any(|b| b.pid() == root_pid) && !out.contains(&format!("{m}-ROOT")),
+        "root's shell {root_pid} is filtered out:\n{out}"
+    );
+}
+
 /// The events of one typed line and its status, as `(type, payload)`, from
 /// JSON events with `pid`, `type` and a payload decoded by `payload`.
 fn of_pid(events: &[Value], pid: u32, payload: impl Fn(&Value) -> Vec<u8>) -> Vec<(u64, String)> {

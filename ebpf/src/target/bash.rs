@@ -64,17 +64,31 @@ fn resolve(req: &TargetRequest) -> Result<Target, Error> {
 /// Reads `path` and resolves the probes and globals, or names the missing symbol.
 pub(crate) fn inspect(path: &Path) -> Result<Target, Error> {
     let elf = Elf::read(MODULE.name, path)?;
-    if elf.symbol("readline").is_none()
-        && let Some(lib) = elf.needed().iter().find(|n| n.starts_with("libreadline"))
-    {
-        return Err(Error::Unsupported {
-            module: MODULE.name,
-            path: path.to_path_buf(),
-            reason: format!(
-                "symbol readline not found: this bash uses the shared {lib}, \
-                 which the bash module does not probe (it needs readline linked into bash)"
-            ),
-        });
+    if elf.symbol("readline").is_none() {
+        let reason = if elf.symbol("zleentry").is_some() {
+            Some(
+                "symbol readline not found: this is zsh (it reads lines with zle), \
+                  and the bash module probes bash only"
+                    .to_owned(),
+            )
+        } else {
+            elf.needed()
+                .iter()
+                .find(|n| n.starts_with("libreadline"))
+                .map(|lib| {
+                    format!(
+                        "symbol readline not found: this bash uses the shared {lib}, which the \
+                         bash module does not probe (it needs readline linked into bash)"
+                    )
+                })
+        };
+        if let Some(reason) = reason {
+            return Err(Error::Unsupported {
+                module: MODULE.name,
+                path: path.to_path_buf(),
+                reason,
+            });
+        }
     }
     let mut attach = Vec::with_capacity(PROBES.len());
     for (program, symbol, ret) in PROBES {
@@ -156,6 +170,21 @@ mod tests {
         let msg = err.to_string();
         assert!(
             msg.contains("readline") && msg.contains("/usr/bin/ls") && msg.contains("bash"),
+            "{msg}"
+        );
+    }
+
+    /// zsh is named as such (it has no readline).
+    #[test]
+    fn zsh_is_refused_as_zsh() {
+        let zsh = Path::new("/usr/bin/zsh");
+        if !zsh.exists() {
+            eprintln!("skipping test - no {}", zsh.display());
+            return;
+        }
+        let msg = inspect(zsh).expect_err("zsh is not bash").to_string();
+        assert!(
+            msg.contains("this is zsh") && msg.contains("/usr/bin/zsh"),
             "{msg}"
         );
     }
