@@ -17,8 +17,10 @@
 //!   no return value), then the SQL text.
 //! - conn: `… tls pid=4242 tid=4242 comm=curl fd=5 connect
 //!   127.0.0.1:52814->127.0.0.1:8443` (`accept`, `close`); no payload.
-//! - packet: `… tls pid=0 ifindex=2 ingress 60 bytes` (`egress`), then a
-//!   hex dump of the frame.
+//! - packet: `… tls pid=0 comm=swapper/0 ifindex=2 ingress 60 bytes`
+//!   (`egress`), then a hex dump of the frame.
+//!
+//! Every header has `pid=` and `comm=`: a reader can find the blocks.
 //!
 //! Payloads are shown with printable ASCII, newline and tab as is, CRLF as
 //! a line end (a newline), a backslash as `\\` and other bytes (a lone CR
@@ -266,6 +268,7 @@ fn conn(e: &EventFields<'_>, out: &mut Vec<u8>) {
 fn packet(e: &EventFields<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b" pid=");
     push_i64(out, e.pid);
+    comm(e, out);
     match e.detail {
         Detail::Packet { ifindex, direction } => {
             out.extend_from_slice(b" ifindex=");
@@ -779,7 +782,7 @@ mod tests {
             assert_eq!(
                 render(&raw, 0, style),
                 format!(
-                    "{T} tls pid=0 ifindex=2 {want} 20 bytes\n\
+                    "{T} tls pid=0 comm=swapper/0 ifindex=2 {want} 20 bytes\n\
                      00000000  00 01 02 03 04 05 06 07  08 09 0a 0b 0c 0d 0e 0f  |................|\n\
                      00000010  10 11 12 13                                       |....|\n\n"
                 )
@@ -823,7 +826,7 @@ mod tests {
             format!(
                 "{T} tls pid=4242 uid=0 comm=curl status=?: ls\n\n\
                  {T} tls pid=4242 tid=4242 comm=curl fd=5 conn 127.0.0.1:52814->127.0.0.1:8443\n\n\
-                 {T} tls pid=4242 packet 2 bytes\n\
+                 {T} tls pid=4242 comm=curl packet 2 bytes\n\
                  00000000  6c 73                                             |ls|\n\n\
                  {T} tls pid=4242 uid=0 comm=curl type=9 status=-1: ls\n\n\
                  {T} tls pid=4242 tid=4242 comm=curl fd=5 event=7 127.0.0.1:52814->127.0.0.1:8443\n\n"

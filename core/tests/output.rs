@@ -338,7 +338,7 @@ fn every_kind_in_text_and_keylog_outputs() {
         "Z mysqld pid=70 tid=71 comm=mysqld query (ret=-1)\nSELECT 1\n\n",
         "Z postgres pid=80 tid=81 comm=postgres query\n00000000  53 45",
         "Z tls pid=10 tid=11 comm=curl fd=5 accept 10.0.0.1:40000->10.0.0.2:443\n\n",
-        "Z tls pid=0 ifindex=2 ingress 20 bytes\n00000000  45 45",
+        "Z tls pid=0 comm=swapper/0 ifindex=2 ingress 20 bytes\n00000000  45 45",
     ] {
         assert!(got_text.contains(line), "{line:?} not in:\n{got_text}");
     }

@@ -158,8 +158,8 @@ pub fn event_fields_of(body: &[u8]) -> Result<EventFields<'_>, EntryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rcapture_core::event::Detail;
     use rcapture_core::encode;
+    use rcapture_core::event::Detail;
 
     #[test]
     fn round_trip_and_errors() {
