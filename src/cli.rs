@@ -1,6 +1,7 @@
 //! Command-line arguments (clap): raw flags, validated in each command.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use rcapture_ebpf::module::TargetRequest;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
@@ -12,10 +13,22 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// One subcommand per capture module; each adds its module's flags to the
+/// common [`CaptureArgs`] and runs the one pipeline (`capture::run`).
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Capture OpenSSL (libssl.so.3) plaintext and secrets.
     Tls(TlsArgs),
+}
+
+impl Command {
+    /// The module the subcommand names, what the command line says of its
+    /// target, and the common flags.
+    pub fn into_parts(self) -> (&'static str, TargetRequest, CaptureArgs) {
+        match self {
+            Command::Tls(a) => ("tls", a.capture.request(a.libssl), a.capture),
+        }
+    }
 }
 
 /// An octal file mode: `600`, `0600` or `0o600`, at most `0777`.
@@ -29,20 +42,60 @@ fn parse_mode(s: &str) -> Result<u32, String> {
     }
 }
 
-/// What `rcapture tls` writes.
+/// What a capture writes on stdout (or to the key log file).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TlsMode {
-    /// Every TLS read and write as text on stdout.
+pub enum OutputMode {
+    /// Every event as text on stdout.
     Text,
     /// Only the secrets, as an NSS key log file (--keylogfile).
     Keylog,
+    /// Nothing on stdout: only the server, the forwarder and the event file.
+    None,
 }
 
+/// `rcapture tls`: OpenSSL.
 #[derive(Debug, Args)]
 pub struct TlsArgs {
     /// libssl.so.3 to probe (default: the one of --pid, else the system's).
     #[arg(long, value_name = "PATH")]
     pub libssl: Option<PathBuf>,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+}
+
+/// `--modules NAME[=PATH]`: one more module in the same capture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraModule {
+    pub name: String,
+    pub path: Option<PathBuf>,
+}
+
+fn extra_module(s: &str) -> Result<ExtraModule, String> {
+    let (name, path) = match s.split_once('=') {
+        Some((n, p)) if !p.is_empty() => (n, Some(PathBuf::from(p))),
+        Some(_) => return Err(format!("{s:?}: a path is needed after `=`")),
+        None => (s, None),
+    };
+    if rcapture_ebpf::module::module(name).is_none() {
+        return Err(format!(
+            "unknown module {name:?} (available: {})",
+            rcapture_ebpf::module::module_names()
+        ));
+    }
+    Ok(ExtraModule {
+        name: name.to_owned(),
+        path,
+    })
+}
+
+/// The flags every capture module shares.
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    /// Also capture these modules in the same process, on the same rings,
+    /// workers and outputs (comma-separated; `NAME=PATH` gives a module its
+    /// target file, as its own subcommand's path flag would).
+    #[arg(long, value_name = "NAME[=PATH],...", value_delimiter = ',', value_parser = extra_module)]
+    pub modules: Vec<ExtraModule>,
     /// Only this process.
     #[arg(long, value_name = "N")]
     pub pid: Option<u32>,
@@ -51,7 +104,7 @@ pub struct TlsArgs {
     pub uid: Option<u32>,
     /// Output mode.
     #[arg(short = 'm', long = "mode", value_enum, default_value = "text")]
-    pub mode: TlsMode,
+    pub mode: OutputMode,
     /// Key log file (NSS format) for -m keylog.
     #[arg(long, value_name = "FILE")]
     pub keylogfile: Option<PathBuf>,
@@ -64,7 +117,7 @@ pub struct TlsArgs {
     /// Show payloads as a hex dump.
     #[arg(long)]
     pub hex: bool,
-    /// Bytes captured per TLS call at most; the rest is reported as truncated.
+    /// Bytes captured per call at most; the rest is reported as truncated.
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
     pub max_payload: u32,
     /// Ring buffer size per CPU, in KiB.
@@ -74,6 +127,16 @@ pub struct TlsArgs {
     pub server: ServerArgs,
     #[command(flatten)]
     pub forward: ForwardArgs,
+}
+
+impl CaptureArgs {
+    /// The target request of the subcommand's module: its path flag, and --pid.
+    pub fn request(&self, path: Option<PathBuf>) -> TargetRequest {
+        TargetRequest {
+            path,
+            pid: self.pid,
+        }
+    }
 }
 
 /// Body format of forwarded batches.
@@ -328,5 +391,55 @@ mod tests {
             .expect_err("refused");
         assert_eq!(e.exit_code(), 2);
         assert!(e.to_string().contains("--ecaptureq"), "{e}");
+    }
+
+    /// `--modules` takes names and `NAME=PATH`, comma-separated or repeated;
+    /// an unknown name or an empty path is a usage error naming what exists.
+    #[test]
+    fn modules_flag_names_modules_and_their_paths() {
+        let parse = |flags: &[&str]| {
+            let argv = ["rcapture", "tls"].iter().chain(flags).copied();
+            Cli::try_parse_from(argv).map(|c| c.command.into_parts())
+        };
+        let (module, req, a) = parse(&["--pid", "7", "--libssl", "/x/libssl.so.3"]).unwrap();
+        assert_eq!(module, "tls");
+        assert_eq!(
+            req.path.as_deref(),
+            Some(std::path::Path::new("/x/libssl.so.3"))
+        );
+        assert_eq!((req.pid, a.modules.len()), (Some(7), 0));
+        let (_, _, a) = parse(&["--modules", "tls=/y/libssl.so.3"]).unwrap();
+        assert_eq!(
+            a.modules,
+            vec![ExtraModule {
+                name: "tls".into(),
+                path: Some("/y/libssl.so.3".into())
+            }]
+        );
+        assert_eq!(
+            a.request(a.modules[0].path.clone()).path,
+            Some(PathBuf::from("/y/libssl.so.3"))
+        );
+        let e = parse(&["--modules", "nope"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            e.to_string()
+                .contains("unknown module \"nope\" (available: tls"),
+            "{e}"
+        );
+        let e = parse(&["--modules", "tls="]).unwrap_err().to_string();
+        assert!(e.contains("a path is needed"), "{e}");
+    }
+
+    /// `-m none` is a mode; `-m` refuses anything else, listing the modes.
+    #[test]
+    fn output_modes() {
+        let mode = |m: &str| {
+            Cli::try_parse_from(["rcapture", "tls", "-m", m]).map(|c| c.command.into_parts().2.mode)
+        };
+        assert_eq!(mode("none").unwrap(), OutputMode::None);
+        assert_eq!(mode("keylog").unwrap(), OutputMode::Keylog);
+        let e = mode("pcap").unwrap_err().to_string();
+        assert!(e.contains("text, keylog, none"), "{e}");
     }
 }

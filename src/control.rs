@@ -4,15 +4,14 @@
 use crossbeam_utils::CachePadded;
 use rcapture_core::output::OutputStats;
 use rcapture_core::worker::{LiveFilter, WorkerStats};
-use rcapture_ebpf::TlsProbes;
+use rcapture_ebpf::Capture;
 use rcapture_net::control::{CaptureCounters, Control, LiveSettings, ModuleStatus};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-/// Probes, workers and output flags of `rcapture tls`.
-pub struct TlsControl {
-    pub probes: Arc<Mutex<TlsProbes>>,
-    pub probe_count: usize,
+/// Probes, workers and output flags of a capture.
+pub struct CaptureControl {
+    pub probes: Arc<Mutex<Capture>>,
     pub filter: Arc<LiveFilter>,
     pub hex: Arc<AtomicBool>,
     /// The stdout text or key log output's counters.
@@ -21,13 +20,13 @@ pub struct TlsControl {
     pub workers: Mutex<Vec<Arc<CachePadded<WorkerStats>>>>,
 }
 
-impl TlsControl {
+impl CaptureControl {
     /// Gives the control the workers' counters.
     pub fn set_workers(&self, w: Vec<Arc<CachePadded<WorkerStats>>>) {
         *self.workers.lock().unwrap_or_else(|e| e.into_inner()) = w;
     }
 
-    fn with_probes<R>(&self, f: impl FnOnce(&mut TlsProbes) -> R) -> R {
+    fn with_probes<R>(&self, f: impl FnOnce(&mut Capture) -> R) -> R {
         let mut g = match self.probes.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -36,14 +35,19 @@ impl TlsControl {
     }
 }
 
-impl Control for TlsControl {
+impl Control for CaptureControl {
     fn modules(&self) -> Vec<ModuleStatus> {
-        let attached = self.with_probes(|p| p.probe_count()) > 0;
-        vec![ModuleStatus {
-            name: "tls",
-            probes: self.probe_count,
-            attached,
-        }]
+        self.with_probes(|p| p.modules())
+            .into_iter()
+            .map(|m| ModuleStatus {
+                name: m.name,
+                probes: m.probes,
+                attached: m.attached,
+                target: m.path.display().to_string(),
+                version: m.version,
+                routes: m.routes,
+            })
+            .collect()
     }
 
     fn counters(&self) -> CaptureCounters {

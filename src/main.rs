@@ -1,18 +1,18 @@
-//! rcapture: eBPF capture of TLS plaintext and secrets, delivered as text and key logs.
+//! rcapture: eBPF capture of TLS plaintext and secrets (and the other capture
+//! modules), delivered as text, key logs, an event stream and forwarded batches.
 
+mod capture;
 mod cli;
 mod control;
 mod forward_args;
 mod secrets;
-mod tls;
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
-    let result = match args.command {
-        cli::Command::Tls(a) => tls::run(a),
-    };
+    let (module, request, capture) = args.command.into_parts();
+    let result = capture::run(module, request, capture);
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

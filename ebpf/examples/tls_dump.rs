@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use rcapture_core::ring::RecordRing as _;
-use rcapture_ebpf::{OpensslTarget, TlsProbeOptions, TlsProbes};
+use rcapture_ebpf::{Capture, CaptureOptions, OpensslTarget};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -17,11 +17,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         target.libssl().display(),
         target.version()
     );
-    let opts = TlsProbeOptions {
+    let opts = CaptureOptions {
         pid,
-        ..TlsProbeOptions::default()
+        ..CaptureOptions::default()
     };
-    let mut probes = TlsProbes::load(&target, &opts)?;
+    let mut probes = Capture::load(&[target.target()?], &opts)?;
     for w in probes.warnings() {
         eprintln!("warning: {w}");
     }

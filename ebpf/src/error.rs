@@ -15,11 +15,17 @@ pub enum Error {
          (needs CONFIG_BPF_SYSCALL, and kernel.unprivileged_bpf_disabled/lockdown allowing it)"
     )]
     BpfUnavailable(#[source] aya::maps::MapError),
-    /// No libssl.so.3 where it was looked for.
-    #[error("no libssl.so.3 found in {searched}; give its path with --libssl")]
-    LibsslNotFound {
+    /// A module's library was not found where it was looked for.
+    #[error("module {module}: no {library} found in {searched}; give its path with {flag}")]
+    LibraryNotFound {
+        /// The module (`tls`, `gnutls`, …).
+        module: &'static str,
+        /// The library's file name, e.g. libssl.so.3.
+        library: String,
         /// Where the search looked.
         searched: String,
+        /// The flag that names it.
+        flag: &'static str,
     },
     /// `ldconfig -p` could not be run.
     #[error("cannot run `ldconfig -p`")]
@@ -33,9 +39,11 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// A library is not a parsable ELF object.
-    #[error("{path} is not an ELF shared object")]
+    /// A target is not a parsable ELF object.
+    #[error("module {module}: {path} is not an ELF object")]
     Elf {
+        /// The module.
+        module: &'static str,
         /// The file.
         path: PathBuf,
         /// The cause.
@@ -50,29 +58,53 @@ pub enum Error {
         /// The libssl that needs it.
         libssl: PathBuf,
     },
-    /// No `OpenSSL X.Y.Z` string in libcrypto.
-    #[error("no OpenSSL version string in {path}")]
+    /// No version string where the module looks for it.
+    #[error("module {module}: no version string in {path}")]
     VersionNotFound {
+        /// The module.
+        module: &'static str,
         /// The libcrypto searched.
         path: PathBuf,
     },
-    /// An OpenSSL whose struct layout the probes do not know.
+    /// A version whose struct layout the probes do not know.
     #[error(
-        "unsupported OpenSSL {found} (from {path}): the probes know only the OpenSSL 3.0.x layout"
+        "module {module}: unsupported version {found} (from {path}): the probes know only {supported}"
     )]
     UnsupportedVersion {
+        /// The module.
+        module: &'static str,
         /// The version found, e.g. "3.2.1".
         found: String,
         /// Where it was found.
         path: PathBuf,
+        /// What is supported.
+        supported: &'static str,
     },
-    /// A function the probes hook is not exported.
-    #[error("symbol {symbol} not found in {path}")]
-    MissingSymbol {
+    /// A function the module hooks is not in its target.
+    #[error("symbol {symbol} not found in {path} (module {module})")]
+    ModuleSymbol {
+        /// The module.
+        module: &'static str,
         /// The missing symbol.
-        symbol: &'static str,
-        /// The library.
+        symbol: String,
+        /// The file searched.
         path: PathBuf,
+    },
+    /// A target that the module cannot probe for another reason.
+    #[error("module {module}: {path}: {reason}")]
+    Unsupported {
+        /// The module.
+        module: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Two targets of the same module in one capture.
+    #[error("module {module} is requested twice")]
+    DuplicateModule {
+        /// The module.
+        module: &'static str,
     },
     /// The CPU lists in sysfs could not be read.
     #[error("cannot list CPUs from {path}")]
@@ -83,9 +115,15 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// The embedded BPF object failed to load.
-    #[error("loading the BPF object")]
-    Load(#[source] aya::EbpfError),
+    /// A module's embedded BPF object failed to load.
+    #[error("module {module}: loading its BPF object")]
+    Load {
+        /// The module.
+        module: &'static str,
+        /// The cause.
+        #[source]
+        source: aya::EbpfError,
+    },
     /// A map is missing from the object or could not be created/used.
     #[error("BPF map {name}")]
     Map {
@@ -96,26 +134,32 @@ pub enum Error {
         source: aya::maps::MapError,
     },
     /// A map the loader needs is not in the object.
-    #[error("BPF map {name} missing from the object")]
+    #[error("module {module}: BPF map {name} missing from its object")]
     MissingMap {
+        /// The module.
+        module: &'static str,
         /// The map.
         name: &'static str,
     },
     /// A program is missing from the object.
-    #[error("BPF program {name} missing from the object")]
+    #[error("module {module}: BPF program {name} missing from its object")]
     MissingProgram {
+        /// The module.
+        module: &'static str,
         /// The program.
         name: &'static str,
     },
     /// A program failed to load (the verifier log is in the source) or attach.
-    #[error("BPF program {name} ({attach_point})")]
+    #[error("module {module}: BPF program {name} ({attach_point})")]
     Program {
+        /// The module.
+        module: &'static str,
         /// The program.
         name: &'static str,
         /// Where it was being attached ("load" while loading).
         attach_point: String,
         /// The cause.
         #[source]
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
 }

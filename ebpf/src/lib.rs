@@ -1,33 +1,38 @@
-//! rcapture's kernel side: the embedded BPF objects and their loader.
+//! rcapture's kernel side: the embedded BPF objects of every capture module
+//! and their loader.
 //!
-//! [`OpensslTarget::discover`] finds and checks a libssl (OpenSSL 3.0.x only),
-//! [`TlsProbes::load`] attaches the OpenSSL probes and creates one BPF ring
-//! buffer per CPU, handed out as [`CpuRing`]s that implement
+//! Each module ([`module::ModuleDesc`], listed in [`module::MODULES`]) finds
+//! its target ([`module::Target`]: the file to probe, its version, the
+//! resolved attach points); [`Capture::load`] loads any set of targets on
+//! one BPF ring buffer per CPU, handed out as [`CpuRing`]s that implement
 //! [`rcapture_core::ring::RecordRing`]. Record layouts: `include/records.h`.
 //!
 //! ```no_run
 //! use rcapture_core::ring::RecordRing as _;
-//! use rcapture_ebpf::{OpensslTarget, TlsProbeOptions, TlsProbes};
+//! use rcapture_ebpf::module::{self, TargetRequest};
+//! use rcapture_ebpf::{Capture, CaptureOptions};
 //!
-//! let target = OpensslTarget::discover(None, None)?;
-//! let mut probes = TlsProbes::load(&target, &TlsProbeOptions::default())?;
-//! for mut ring in probes.take_rings() {
+//! let tls = module::module("tls").expect("built in");
+//! let target = (tls.resolve)(&TargetRequest::default())?;
+//! let mut capture = Capture::load(&[target], &CaptureOptions::default())?;
+//! for mut ring in capture.take_rings() {
 //!     let cpu = ring.cpu();
 //!     ring.drain(&mut |record| println!("cpu {cpu}: {} bytes", record.len()));
 //! }
 //! # Ok::<(), rcapture_ebpf::Error>(())
 //! ```
 
+mod capture;
 mod detach;
 mod error;
 mod maps;
-mod probes;
+pub mod module;
 mod ring;
 mod sys;
 mod target;
 
+pub use capture::{Capture, CaptureOptions, LoadWarning, ModuleInfo};
 pub use error::Error;
 pub use maps::{Counters, Filter};
-pub use probes::{LoadWarning, TlsProbeOptions, TlsProbes};
 pub use ring::CpuRing;
-pub use target::OpensslTarget;
+pub use target::openssl::OpensslTarget;

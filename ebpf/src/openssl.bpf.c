@@ -28,6 +28,7 @@
 
 #include "records.h"
 #include "rc_common.bpf.h"
+#include "rc_calls.bpf.h"
 
 /* OpenSSL 3.0.x layout. */
 #define SSL_VERSION_OFF 0x0
@@ -50,132 +51,6 @@
 #define BIO_TYPE_FD 0x504
 #define BIO_TYPE_SOCKET 0x505
 #define TLS_ST_OK 1
-
-/* A TLS call in flight, saved at entry (per thread). */
-struct rc_call {
-	__u64 owner;    /* rc_calls slots: pid_tgid of the thread in the call, 0 = free */
-	__u64 ssl;
-	__u64 buf;
-	__u64 len_ptr;  /* _ex: size_t *written / *readbytes; 0 otherwise */
-	__u64 sock;     /* sock_known: fd's socket, resolved earlier on this connection */
-	struct rc_tuple tuple;
-	__s32 fd;       /* from the BIO or a syscall inside the call; -1 unknown */
-	__u8 direction; /* RC_DIR_* */
-	__u8 fd_from_syscall;
-	__u8 active;    /* rc_active entries: between entry and return */
-	__u8 conn_known; /* the SSL's cache was valid at entry (same connection) */
-	__u8 sock_known; /* sock and tuple are fd's (valid with conn_known) */
-	__u8 fd_wait;   /* counted in rc_fd_waits: the fd is to come from a syscall */
-	__u8 _pad[2];
-	/* rc_calls slots: calls of other threads with this slot's index that
-	 * found it taken and went to rc_active instead. */
-	__u32 overflow;
-};
-
-/*
- * The calls in flight, by thread: slot tid % RC_CALL_SLOTS of an array (an
- * array lookup is inlined, a hash lookup costs ~40 ns here, and the slot is
- * looked up at entry, at return and at every socket syscall). A thread
- * claims its slot at entry (compare-and-swap of owner) and frees it at
- * return. If another thread holds it, the call goes to the rc_active hash
- * (key pid_tgid) and the slot's overflow count tells later lookups to look
- * there. (Task storage would do without either, but aya 0.14 refuses it.)
- */
-#define RC_CALL_SLOTS 16384
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, RC_CALL_SLOTS);
-	__type(key, __u32);
-	__type(value, struct rc_call);
-} rc_calls SEC(".maps");
-
-/* Overflow calls; an entry is rewritten in place per call, never deleted
- * (dead threads' entries age out of the LRU). */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, struct rc_call);
-} rc_active SEC(".maps");
-
-/*
- * Calls in flight whose fd is unknown (not a socket/fd BIO, not learnt
- * before): while there are none, the syscall program stops after the
- * syscall number test.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __s64);
-} rc_fd_waits SEC(".maps");
-
-static __always_inline void fd_waits_add(__s64 n)
-{
-	__u32 zero = 0;
-	__s64 *w = bpf_map_lookup_elem(&rc_fd_waits, &zero);
-
-	if (w)
-		__sync_fetch_and_add(w, n);
-}
-
-static __always_inline struct rc_call *call_array_slot(__u64 pid_tgid)
-{
-	__u32 idx = (__u32)pid_tgid & (RC_CALL_SLOTS - 1);
-
-	return bpf_map_lookup_elem(&rc_calls, &idx);
-}
-
-/* A slot for the call this thread is entering (its array slot if free). */
-static __always_inline struct rc_call *call_begin(__u64 pid_tgid)
-{
-	struct rc_call *slot = call_array_slot(pid_tgid);
-	struct rc_call init = {}, *c;
-
-	if (!slot)
-		return NULL;
-	if (slot->owner == pid_tgid || __sync_val_compare_and_swap(&slot->owner, 0, pid_tgid) == 0)
-		return slot;
-	c = bpf_map_lookup_elem(&rc_active, &pid_tgid);
-	if (!c) {
-		bpf_map_update_elem(&rc_active, &pid_tgid, &init, BPF_NOEXIST);
-		c = bpf_map_lookup_elem(&rc_active, &pid_tgid);
-		if (!c)
-			return NULL;
-	}
-	if (!c->active)
-		__sync_fetch_and_add(&slot->overflow, 1);
-	return c;
-}
-
-/* This thread's call in flight, or NULL; *slot_out is its array slot. */
-static __always_inline struct rc_call *call_find(__u64 pid_tgid, struct rc_call **slot_out)
-{
-	struct rc_call *slot = call_array_slot(pid_tgid), *c;
-
-	*slot_out = slot;
-	if (!slot)
-		return NULL;
-	if (slot->owner == pid_tgid)
-		return slot;
-	if (!slot->overflow)
-		return NULL;
-	c = bpf_map_lookup_elem(&rc_active, &pid_tgid);
-	return c && c->active ? c : NULL;
-}
-
-/* Ends the call c found by call_find (copy it out first). */
-static __always_inline void call_end(struct rc_call *c, struct rc_call *slot)
-{
-	if (c == slot) {
-		c->owner = 0;
-	} else {
-		c->active = 0;
-		if (slot)
-			__sync_fetch_and_add(&slot->overflow, -1);
-	}
-}
 
 /*
  * Per SSL pointer: the fd learnt from SSL_set_fd or a syscall (for calls that
@@ -371,36 +246,16 @@ static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr, __u8 di
 	if (fd < 0 && known && st && st->known_fd >= 0)
 		fd = st->known_fd;
 
-	call = call_begin(pid_tgid);
-	if (!call) {
-		/* no slot and no room in the overflow hash: the call's data is
-		 * lost, and counted as such */
-		struct rc_counters *cnt = rc_counters_get();
-
-		if (cnt)
-			cnt->lost++;
-		return 0;
-	}
-	if (call->fd_wait) /* a call that never returned */
-		fd_waits_add(-1);
-	call->fd_wait = fd < 0;
-	if (fd < 0)
-		fd_waits_add(1);
-	call->ssl = ssl;
-	call->buf = buf;
-	call->len_ptr = len_ptr;
-	call->fd = fd;
-	call->direction = direction;
-	call->fd_from_syscall = 0;
+	call = rc_call_enter(pid_tgid, ssl, buf, len_ptr, fd, direction, 0);
+	if (!call)
+		return 0; /* no slot and no room in the overflow hash: counted lost */
 	call->conn_known = known;
-	call->sock_known = 0;
 	if (known && st && fd >= 0 && st->sock_valid && st->sock_fd == fd) {
 		/* the socket is resolved: the return needs no rc_ssl lookup */
 		call->sock = st->sock;
 		__builtin_memcpy(&call->tuple, &st->tuple, sizeof(call->tuple));
 		call->sock_known = 1;
 	}
-	call->active = 1;
 	return 0;
 }
 
@@ -444,14 +299,14 @@ static __always_inline int on_return(struct pt_regs *ctx, bool ex)
 	}
 	if (call.fd >= 0) {
 		if (call.fd_from_syscall) {
-			st = ssl_state_get(call.ssl);
+			st = ssl_state_get(call.conn);
 			if (st)
 				st->known_fd = call.fd;
 		} else {
-			st = call.conn_known ? bpf_map_lookup_elem(&rc_ssl, &call.ssl) : NULL;
+			st = call.conn_known ? bpf_map_lookup_elem(&rc_ssl, &call.conn) : NULL;
 		}
 	} else {
-		st = bpf_map_lookup_elem(&rc_ssl, &call.ssl);
+		st = bpf_map_lookup_elem(&rc_ssl, &call.conn);
 		if (st && st->known_fd >= 0)
 			call.fd = st->known_fd;
 	}
@@ -534,66 +389,6 @@ int BPF_KPROBE(rc_ssl_set_fd, void *ssl, int fd)
 		st->bio_valid[0] = 0;
 		st->bio_valid[1] = 0;
 		st->sock_valid = 0;
-	}
-	return 0;
-}
-
-/* x86_64 syscall numbers of the socket I/O a TLS library makes. */
-#define RC_NR_READ 0
-#define RC_NR_WRITE 1
-#define RC_NR_SENDTO 44
-#define RC_NR_RECVFROM 45
-#define RC_NR_SENDMSG 46
-#define RC_NR_RECVMSG 47
-
-/*
- * Every syscall entry: if this thread is inside a TLS call whose fd is not
- * known yet, the fd of its first socket send (for SSL_write*) or receive (for
- * SSL_read*) syscall is the connection's. Cheap for everything else: a
- * syscall-number test, then (socket I/O syscalls only) a counter test, and
- * an array lookup only while some TLS call waits for its fd.
- */
-SEC("raw_tp/sys_enter")
-int rc_sys_enter(struct bpf_raw_tracepoint_args *ctx)
-{
-	/* args[0] = struct pt_regs *, args[1] = syscall number. A plain array:
-	 * CO-RE relocations on the flexible args[] are refused by aya. */
-	const __u64 *args = (const __u64 *)ctx;
-	long nr = (long)args[1];
-	struct pt_regs *regs;
-	struct rc_call *call, *slot;
-	__u64 pid_tgid;
-	__s64 *waits;
-	__u32 zero = 0;
-	__u8 direction;
-
-	switch (nr) {
-	case RC_NR_WRITE:
-	case RC_NR_SENDTO:
-	case RC_NR_SENDMSG:
-		direction = RC_DIR_SEND;
-		break;
-	case RC_NR_READ:
-	case RC_NR_RECVFROM:
-	case RC_NR_RECVMSG:
-		direction = RC_DIR_RECV;
-		break;
-	default:
-		return 0;
-	}
-	waits = bpf_map_lookup_elem(&rc_fd_waits, &zero);
-	if (!waits || *waits <= 0)
-		return 0;
-	pid_tgid = bpf_get_current_pid_tgid();
-	call = call_find(pid_tgid, &slot);
-	if (!call || call->fd >= 0 || call->direction != direction)
-		return 0;
-	regs = (struct pt_regs *)args[0];
-	call->fd = (__s32)PT_REGS_PARM1_CORE_SYSCALL(regs);
-	call->fd_from_syscall = 1;
-	if (call->fd_wait) {
-		call->fd_wait = 0;
-		fd_waits_add(-1);
 	}
 	return 0;
 }

@@ -2,21 +2,23 @@
 
 use std::{collections::BTreeMap, process::Command};
 
-use rcapture_ebpf::{OpensslTarget, TlsProbeOptions, TlsProbes};
+use rcapture_ebpf::{Capture, CaptureOptions, OpensslTarget};
 
 use crate::testutil::{
     Cert, Data, F_FIRST, F_LAST, KIND_MASTER_SECRET, KIND_TLS_DATA, Server, contains, data, drain,
     have, hdr, master_secret, python, require_bpf,
 };
 
-fn load(max_payload: u32) -> TlsProbes {
-    let target = OpensslTarget::discover(None, None).expect("system libssl.so.3 (OpenSSL 3.0)");
-    let opts = TlsProbeOptions {
+fn load(max_payload: u32) -> Capture {
+    let target = OpensslTarget::discover(None, None)
+        .and_then(|t| t.target())
+        .expect("system libssl.so.3 (OpenSSL 3.0)");
+    let opts = CaptureOptions {
         max_payload,
         ring_bytes_per_cpu: 8 << 20,
-        ..TlsProbeOptions::default()
+        ..CaptureOptions::default()
     };
-    let probes = TlsProbes::load(&target, &opts).expect("load TLS probes");
+    let probes = Capture::load(&[target], &opts).expect("load TLS probes");
     for w in probes.warnings() {
         eprintln!("warning: {w}");
     }

@@ -62,8 +62,10 @@ impl std::fmt::Debug for ApiContext<'_> {
     }
 }
 
-/// Upstream's module routes and the module each selects.
-const MODULE_ROUTES: &[(&str, &str)] = &[
+/// Upstream's module routes and the module each selects: a route of a
+/// module that is not loaded gets a 404 naming it. The routes of the loaded
+/// modules come from [`Control::modules`].
+const UPSTREAM_ROUTES: &[(&str, &str)] = &[
     ("/tls", "tls"),
     ("/openssl", "tls"),
     ("/gnutls", "gnutls"),
@@ -120,18 +122,33 @@ pub fn route(req: &Request, ctx: &mut ApiContext<'_>) -> ApiResponse {
             }
             _ => allow("GET"),
         },
-        _ => match MODULE_ROUTES.iter().find(|(p, _)| *p == path) {
-            Some(_) if method != "POST" => allow("POST"),
-            Some((_, "tls")) => update_config(req, ctx, "tls"),
-            Some((_, module)) => ApiResponse::json(
-                404,
-                3,
-                module,
-                &format!("module {module} is not available in this build (available: tls)"),
-                Value::Null,
-            ),
-            None => ApiResponse::error(404, 3, &format!("unknown path {path}")),
-        },
+        _ => {
+            let modules = ctx.control.modules();
+            if let Some(m) = modules.iter().find(|m| m.routes.contains(&path)) {
+                return if method == "POST" {
+                    update_config(req, ctx, m.name)
+                } else {
+                    allow("POST")
+                };
+            }
+            match UPSTREAM_ROUTES.iter().find(|(p, _)| *p == path) {
+                Some(_) if method != "POST" => allow("POST"),
+                Some((_, module)) => {
+                    let loaded: Vec<&str> = modules.iter().map(|m| m.name).collect();
+                    ApiResponse::json(
+                        404,
+                        3,
+                        module,
+                        &format!(
+                            "module {module} is not loaded (loaded: {})",
+                            loaded.join(", ")
+                        ),
+                        Value::Null,
+                    )
+                }
+                None => ApiResponse::error(404, 3, &format!("unknown path {path}")),
+            }
+        }
     }
 }
 
@@ -301,7 +318,14 @@ fn status(ctx: &ApiContext<'_>) -> Value {
         "ready": !modules.is_empty() && modules.iter().all(|m| m.attached),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": ctx.started.elapsed().as_secs(),
-        "modules": modules.iter().map(|m| json!({"name": m.name, "probes": m.probes, "attached": m.attached})).collect::<Vec<_>>(),
+        "modules": modules.iter().map(|m| json!({
+            "name": m.name,
+            "target": m.target,
+            "version": m.version,
+            "probes": m.probes,
+            "attached": m.attached,
+            "routes": m.routes,
+        })).collect::<Vec<_>>(),
         "counters": {
             "captured": c.captured,
             "lost_kernel": c.lost_kernel(),

@@ -4,11 +4,19 @@
 //! server never touches BPF itself.
 
 /// One capture module's state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ModuleStatus {
+    /// The wire name (`tls`, `gnutls`, …).
     pub name: &'static str,
+    /// Probes attached.
     pub probes: usize,
     pub attached: bool,
+    /// The file it probes.
+    pub target: String,
+    /// The version found in it.
+    pub version: String,
+    /// API routes that configure it (e.g. `/gnutls`).
+    pub routes: &'static [&'static str],
 }
 
 /// Counters of the capture side (summed over workers and CPUs).

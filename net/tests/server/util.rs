@@ -35,6 +35,8 @@ impl Control for TestControl {
             name: "tls",
             probes: 4,
             attached: true,
+            routes: &["/tls", "/openssl"],
+            ..ModuleStatus::default()
         }]
     }
     fn counters(&self) -> CaptureCounters {

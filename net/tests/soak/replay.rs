@@ -234,6 +234,8 @@ impl Control for SoakControl {
             name: "tls",
             probes: 0,
             attached: true,
+            routes: &["/tls", "/openssl"],
+            ..ModuleStatus::default()
         }]
     }
 

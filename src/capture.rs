@@ -1,16 +1,18 @@
-//! `rcapture tls`: load the OpenSSL probes, run one pinned worker per CPU,
-//! write text or a key log, serve the event stream and API, and on
+//! The one capture pipeline of every subcommand: resolve the modules'
+//! targets, load them on one ring buffer per CPU, run one pinned worker per
+//! CPU, write text or a key log, serve the event stream and API, and on
 //! SIGINT, SIGTERM or SIGHUP (its terminal went) stop the probes, drain,
 //! flush, detach and exit 0 with the ledger.
 
-use crate::cli::{ServerArgs, TlsArgs, TlsMode};
-use crate::control::TlsControl;
+use crate::cli::{CaptureArgs, OutputMode, ServerArgs};
+use crate::control::CaptureControl;
 use crate::forward_args::{event_file_config, forward_config};
 use anyhow::{Context, bail};
 use rcapture_core::event::Clock;
 use rcapture_core::output::{FramePoolConfig, OutputStats, StreamOutput};
 use rcapture_core::worker::{EventSink, LiveFilter, Worker, WorkerConfig};
-use rcapture_ebpf::{OpensslTarget, TlsProbeOptions, TlsProbes};
+use rcapture_ebpf::module::{self, Target, TargetRequest};
+use rcapture_ebpf::{Capture, CaptureOptions};
 use rcapture_net::access::AccessConfig;
 use rcapture_net::config::StartSettings;
 use rcapture_net::control::LiveSettings;
@@ -96,12 +98,37 @@ fn server_config(
     }))
 }
 
-pub fn run(args: TlsArgs) -> anyhow::Result<()> {
+/// Resolves the target of the subcommand's module and of every `--modules` one.
+fn targets(primary: &str, req: TargetRequest, args: &CaptureArgs) -> anyhow::Result<Vec<Target>> {
+    let mut wanted = vec![(primary, req)];
+    for extra in &args.modules {
+        if wanted.iter().any(|(n, _)| *n == extra.name) {
+            bail!("--modules: module {} is already captured", extra.name);
+        }
+        wanted.push((extra.name.as_str(), args.request(extra.path.clone())));
+    }
+    wanted
+        .into_iter()
+        .map(|(name, req)| {
+            let desc = module::module(name).with_context(|| {
+                format!(
+                    "unknown module {name:?} (available: {})",
+                    module::module_names()
+                )
+            })?;
+            Ok((desc.resolve)(&req)?)
+        })
+        .collect()
+}
+
+/// Runs a capture of `primary` (the subcommand's module, with `req` its
+/// target request) and of the `--modules` ones.
+pub fn run(primary: &str, req: TargetRequest, args: CaptureArgs) -> anyhow::Result<()> {
     let keylog_path = match (args.mode, &args.keylogfile) {
-        (TlsMode::Keylog, None) => bail!("-m keylog needs --keylogfile FILE"),
-        (TlsMode::Keylog, Some(p)) => Some(p.clone()),
-        (TlsMode::Text, Some(_)) => bail!("--keylogfile is only used with -m keylog"),
-        (TlsMode::Text, None) => None,
+        (OutputMode::Keylog, None) => bail!("-m keylog needs --keylogfile FILE"),
+        (OutputMode::Keylog, Some(p)) => Some(p.clone()),
+        (_, Some(_)) => bail!("--keylogfile is only used with -m keylog"),
+        (_, None) => None,
     };
     if args.max_payload == 0 {
         bail!("--max-payload must be at least 1 byte");
@@ -121,20 +148,30 @@ pub fn run(args: TlsArgs) -> anyhow::Result<()> {
     let forward = forward_config(&args.forward)?;
     let event_file = event_file_config(&args.forward, args.file_mode);
     let server_cfg = server_config(&args.server, forward, event_file, start, initial)?;
+    if args.mode == OutputMode::None && server_cfg.is_none() {
+        bail!(
+            "-m none with --listen none and neither --forward nor --event-file would output nothing"
+        );
+    }
     // Signals are routed to a dedicated iterator before any thread starts.
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .context("installing SIGINT/SIGTERM/SIGHUP handlers")?;
 
-    let target = OpensslTarget::discover(args.libssl.as_deref(), args.pid)?;
-    let opts = TlsProbeOptions {
+    let targets = targets(primary, req, &args)?;
+    let opts = CaptureOptions {
         max_payload: args.max_payload,
         ring_bytes_per_cpu: args.per_cpu_map_size * 1024,
         pid: args.pid,
         uid: args.uid,
     };
-    let mut probes = TlsProbes::load(&target, &opts)?;
+    let mut probes = Capture::load(&targets, &opts)?;
     for w in probes.warnings() {
         eprintln!("rcapture: warning: {w}");
+    }
+    for t in &targets {
+        for n in &t.notes {
+            eprintln!("rcapture: note: module {}: {n}", t.module.name);
+        }
     }
     let rings = probes.take_rings();
     let probe_count = probes.probe_count();
@@ -142,16 +179,26 @@ pub fn run(args: TlsArgs) -> anyhow::Result<()> {
     let workers = rings.len();
     let hex = Arc::new(AtomicBool::new(args.hex));
     let pool = FramePoolConfig::default();
-    let mut output = match &keylog_path {
-        Some(path) => {
+    let mut output = match (&keylog_path, args.mode) {
+        (Some(path), _) => {
             let mut opts = std::fs::OpenOptions::new();
             opts.create(true).append(true);
             let file = open_with_mode(&mut opts, path, args.file_mode)
                 .with_context(|| format!("opening key log file {}", path.display()))?;
-            StreamOutput::keylog(Box::new(file), workers, pool)
+            Some(StreamOutput::keylog(Box::new(file), workers, pool))
         }
-        None => StreamOutput::text(Box::new(std::io::stdout()), Arc::clone(&hex), workers, pool),
+        (None, OutputMode::None) => None,
+        (None, _) => Some(StreamOutput::text(
+            Box::new(std::io::stdout()),
+            Arc::clone(&hex),
+            workers,
+            pool,
+        )),
     };
+    let output_stats = output.as_ref().map_or_else(
+        || Arc::new(OutputStats::default()),
+        |o| Arc::clone(&o.stats),
+    );
     let filter = Arc::new(LiveFilter::new(args.pid, args.uid));
     let clock = Clock::now();
     let stop = Arc::new(AtomicBool::new(false));
@@ -160,10 +207,13 @@ pub fn run(args: TlsArgs) -> anyhow::Result<()> {
         ..WorkerConfig::default()
     };
 
-    let mut sinks: Vec<Vec<Box<dyn EventSink>>> = std::mem::take(&mut output.sinks)
-        .into_iter()
-        .map(|s| vec![s])
-        .collect();
+    let mut sinks: Vec<Vec<Box<dyn EventSink>>> = match output.as_mut() {
+        Some(o) => std::mem::take(&mut o.sinks)
+            .into_iter()
+            .map(|s| vec![s])
+            .collect(),
+        None => (0..workers).map(|_| Vec::new()).collect(),
+    };
     let mut worker_list = Vec::with_capacity(workers);
     let mut stats = Vec::with_capacity(workers);
     let mut server = None;
@@ -174,9 +224,8 @@ pub fn run(args: TlsArgs) -> anyhow::Result<()> {
         let publishers: Vec<Publisher> = if cfg.listen.is_some() {
             // The control needs the worker counters, which exist once the workers do;
             // so the workers are built first, then the server, then the threads.
-            let outputs = (&hex, &output.stats);
-            let (srv, publishers) =
-                build_server(cfg, &probes, probe_count, &filter, outputs, workers)?;
+            let outputs = (&hex, &output_stats);
+            let (srv, publishers) = build_server(cfg, &probes, &filter, outputs, workers)?;
             server = Some(srv);
             publishers
         } else {
@@ -231,12 +280,18 @@ pub fn run(args: TlsArgs) -> anyhow::Result<()> {
                 .context("starting a worker thread")?,
         );
     }
+    for m in lock(&probes).modules() {
+        eprintln!(
+            "rcapture: module {}: probing {} (version {}) with {} probes",
+            m.name,
+            m.path.display(),
+            m.version,
+            m.probes
+        );
+    }
     eprintln!(
-        "rcapture: probing {} (OpenSSL {}) with {} probes, {} workers",
-        target.libssl().display(),
-        target.version(),
-        probe_count,
-        workers
+        "rcapture: {probe_count} probes, {} ring buffers, {workers} workers",
+        lock(&probes).ring_count()
     );
     eprintln!("rcapture: ready");
 
@@ -254,7 +309,10 @@ pub fn run(args: TlsArgs) -> anyhow::Result<()> {
             eprintln!("rcapture: a worker thread panicked");
         }
     }
-    let out_stats = output.finish().context("writing the output")?;
+    let out_stats = match output {
+        Some(o) => o.finish().context("writing the output")?,
+        None => output_stats,
+    };
     std::io::stdout().flush().ok();
     if let Some((stop, t)) = server_thread {
         stop();
@@ -294,23 +352,21 @@ pub fn run(args: TlsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn lock(p: &Mutex<TlsProbes>) -> std::sync::MutexGuard<'_, TlsProbes> {
+fn lock(p: &Mutex<Capture>) -> std::sync::MutexGuard<'_, Capture> {
     p.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-type Built = ((Server, Arc<TlsControl>), Vec<Publisher>);
+type Built = ((Server, Arc<CaptureControl>), Vec<Publisher>);
 
 fn build_server(
     cfg: ServerConfig,
-    probes: &Arc<Mutex<TlsProbes>>,
-    probe_count: usize,
+    probes: &Arc<Mutex<Capture>>,
     filter: &Arc<LiveFilter>,
     (hex, output): (&Arc<AtomicBool>, &Arc<OutputStats>),
     workers: usize,
 ) -> anyhow::Result<Built> {
-    let ctl = Arc::new(TlsControl {
+    let ctl = Arc::new(CaptureControl {
         probes: Arc::clone(probes),
-        probe_count,
         filter: Arc::clone(filter),
         hex: Arc::clone(hex),
         output: Arc::clone(output),
@@ -323,12 +379,15 @@ fn build_server(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
+    use crate::cli::Cli;
     use clap::Parser;
 
     fn server_of(flags: &[&str]) -> ServerConfig {
         let argv = ["rcapture", "tls"].iter().chain(flags).copied();
-        let Command::Tls(args) = Cli::try_parse_from(argv).expect("parses").command;
+        let (_, _, args) = Cli::try_parse_from(argv)
+            .expect("parses")
+            .command
+            .into_parts();
         let start = StartSettings {
             per_cpu_map_size: 1024,
             truncate_size: 16384,
@@ -365,7 +424,10 @@ mod tests {
             )
         );
         let argv = ["rcapture", "tls", "--allow-origin", "ui.example"];
-        let Command::Tls(args) = Cli::try_parse_from(argv).expect("parses").command;
+        let (_, _, args) = Cli::try_parse_from(argv)
+            .expect("parses")
+            .command
+            .into_parts();
         let start = StartSettings {
             per_cpu_map_size: 1024,
             truncate_size: 16384,
@@ -409,11 +471,43 @@ mod tests {
         for name in ["http_proxy", "http-proxy"] {
             let argv = ["rcapture", "tls", "--forward", "http://127.0.0.1:1/"];
             let argv = argv.into_iter().chain(["--forward-format", name]);
-            let Command::Tls(a) = Cli::try_parse_from(argv).expect("parses").command;
+            let (_, _, a) = Cli::try_parse_from(argv)
+                .expect("parses")
+                .command
+                .into_parts();
             assert_eq!(
                 a.forward.forward_format,
                 crate::cli::ForwardFormatArg::HttpProxy
             );
         }
+    }
+
+    fn parts(flags: &[&str]) -> (&'static str, TargetRequest, CaptureArgs) {
+        let argv = ["rcapture", "tls"].iter().chain(flags).copied();
+        Cli::try_parse_from(argv)
+            .expect("parses")
+            .command
+            .into_parts()
+    }
+
+    /// A module named twice (the subcommand's and in --modules) is refused
+    /// before anything is loaded.
+    #[test]
+    fn a_module_is_captured_once() {
+        let (m, req, a) = parts(&["--modules", "tls"]);
+        let e = targets(m, req, &a).unwrap_err().to_string();
+        assert_eq!(e, "--modules: module tls is already captured");
+    }
+
+    /// `-m none` with no server, forwarder or event file would output nothing:
+    /// refused before loading, saying so.
+    #[test]
+    fn mode_none_needs_another_output() {
+        let (m, req, a) = parts(&["-m", "none", "--listen", "none"]);
+        let e = run(m, req, a).unwrap_err().to_string();
+        assert!(e.contains("would output nothing"), "{e}");
+        let (m, req, a) = parts(&["-m", "none", "--keylogfile", "k"]);
+        let e = run(m, req, a).unwrap_err().to_string();
+        assert!(e.contains("only used with -m keylog"), "{e}");
     }
 }

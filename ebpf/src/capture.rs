@@ -1,0 +1,502 @@
+//! Loading any set of modules on one set of per-CPU ring buffers:
+//! privileges, rings, maps, attachment, detachment.
+
+use std::{fmt, io, num::NonZeroU32, path::PathBuf};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, ArrayOfMaps, Map, MapData, PerCpuArray, RingBuf},
+    programs::{
+        ProgramError, RawTracePoint, UProbe,
+        links::FdLink,
+        raw_trace_point::RawTracePointLink,
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeScope},
+    },
+};
+use aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_RINGBUF;
+
+use crate::maps::MapValue;
+use crate::module::{Attach, AttachPoint, Global, ModuleDesc, Target};
+use crate::{Counters, CpuRing, Error, Filter, sys};
+
+const RINGS_MAP: &str = "rc_rings";
+const FILTER_MAP: &str = "rc_filter";
+const COUNTERS_MAP: &str = "rc_counters";
+const MAX_RING_BYTES: usize = 1 << 30;
+const WAKEUP_BYTES: usize = 64 * 1024;
+
+/// Settings fixed at load time, common to every module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureOptions {
+    /// Bytes captured per call at most (`--max-payload`); the rest is counted, not sent.
+    pub max_payload: u32,
+    /// Size of each CPU's ring buffer, rounded up to a power of two pages.
+    pub ring_bytes_per_cpu: usize,
+    /// Only this process: the uprobes are attached to it alone and the live filter starts with it.
+    pub pid: Option<u32>,
+    /// Only this uid (live filter).
+    pub uid: Option<u32>,
+}
+
+impl Default for CaptureOptions {
+    fn default() -> Self {
+        Self {
+            max_payload: 1 << 20,
+            ring_bytes_per_cpu: 4 << 20,
+            pid: None,
+            uid: None,
+        }
+    }
+}
+
+/// Something that did not stop loading but that the operator should know.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LoadWarning {
+    /// RLIMIT_MEMLOCK could not be raised (harmless on kernels ≥ 5.11, which charge memcg).
+    MemlockNotRaised(io::Error),
+    /// An optional attach point failed.
+    OptionalProbe {
+        /// The module.
+        module: &'static str,
+        /// The program.
+        program: &'static str,
+        /// Where.
+        point: String,
+        /// Why.
+        error: String,
+    },
+}
+
+impl fmt::Display for LoadWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MemlockNotRaised(e) => write!(
+                f,
+                "could not raise RLIMIT_MEMLOCK ({e}); continuing (BPF memory is memcg-charged)"
+            ),
+            Self::OptionalProbe {
+                module,
+                program,
+                point,
+                error,
+            } => write!(
+                f,
+                "module {module}: optional probe {program} at {point} not attached: {error}"
+            ),
+        }
+    }
+}
+
+/// What a loaded module reports (start-up line, `/status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleInfo {
+    /// The wire name.
+    pub name: &'static str,
+    /// API routes that configure it.
+    pub routes: &'static [&'static str],
+    /// The file probed.
+    pub path: PathBuf,
+    /// Its version.
+    pub version: String,
+    /// Probes it attached.
+    pub probes: usize,
+    /// Still attached (false once detached).
+    pub attached: bool,
+    /// Notes of its target.
+    pub notes: Vec<String>,
+}
+
+/// One attachment, owned apart from its program so that all of them can be
+/// released at once (see [`Capture::detach`]).
+enum ProbeLink {
+    U(UProbeLink),
+    Raw(RawTracePointLink),
+}
+
+/// One module's loaded object.
+struct Loaded {
+    desc: &'static ModuleDesc,
+    path: PathBuf,
+    version: String,
+    notes: Vec<String>,
+    /// Programs; `None` once detached.
+    ebpf: Option<Ebpf>,
+    links: Vec<ProbeLink>,
+    probe_count: usize,
+    /// Keeps this object's ring slots filled.
+    _rings_outer: ArrayOfMaps<MapData, MapData>,
+    filter: Array<MapData, MapValue<Filter>>,
+    counters: PerCpuArray<MapData, MapValue<Counters>>,
+}
+
+/// The loaded and attached modules with their shared rings.
+pub struct Capture {
+    modules: Vec<Loaded>,
+    /// The live filter as last written (`stopped` included).
+    filter_value: Filter,
+    rings: Vec<CpuRing>,
+    ring_count: usize,
+    warnings: Vec<LoadWarning>,
+}
+
+impl fmt::Debug for Capture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Capture")
+            .field("modules", &self.modules())
+            .field("rings", &self.ring_count)
+            .field("warnings", &self.warnings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Capture {
+    /// Checks privileges and BPF, creates one ring buffer per online CPU,
+    /// then loads each target's module object, gives it the same rings,
+    /// the live filter and its globals, and attaches every program.
+    pub fn load(targets: &[Target], opts: &CaptureOptions) -> Result<Self, Error> {
+        for (i, t) in targets.iter().enumerate() {
+            if targets[..i].iter().any(|o| o.module == t.module) {
+                return Err(Error::DuplicateModule {
+                    module: t.module.name,
+                });
+            }
+        }
+        if !sys::may_use_bpf() {
+            return Err(Error::NotPrivileged);
+        }
+        let mut warnings = Vec::new();
+        if let Err(e) = sys::raise_memlock() {
+            warnings.push(LoadWarning::MemlockNotRaised(e));
+        }
+        Array::<MapData, u32>::create(1, 0).map_err(Error::BpfUnavailable)?;
+
+        let cpu_err = |(path, source): (&'static str, io::Error)| Error::Cpus { path, source };
+        let possible = aya::util::nr_cpus().map_err(cpu_err)?;
+        let online = aya::util::online_cpus().map_err(cpu_err)?;
+        let possible = u32::try_from(possible).unwrap_or(u32::MAX);
+        let ring_bytes = ring_size(opts.ring_bytes_per_cpu);
+        let wakeup_bytes = u32::try_from(WAKEUP_BYTES.min(ring_bytes / 4)).unwrap_or(u32::MAX);
+
+        // The rings exist once; every module's outer map points at them.
+        let mut ring_data = Vec::with_capacity(online.len());
+        for &cpu in &online {
+            ring_data.push((cpu, create_ring_map(cpu, ring_bytes)?));
+        }
+        let initial = Filter {
+            pid: opts.pid.unwrap_or(0),
+            uid: opts.uid.unwrap_or(0),
+            ..Filter::default()
+        };
+        let mut modules = Vec::with_capacity(targets.len());
+        for t in targets {
+            let module = t.module.name;
+            let mut loader = EbpfLoader::new();
+            loader
+                .override_global("max_payload", &opts.max_payload, true)
+                .override_global("wakeup_bytes", &wakeup_bytes, true)
+                .map_max_entries(RINGS_MAP, possible);
+            for (name, value) in &t.globals {
+                match value {
+                    Global::U32(v) => loader.override_global(name, v, true),
+                    Global::U64(v) => loader.override_global(name, v, true),
+                };
+            }
+            let mut ebpf = loader
+                .load(t.module.object)
+                .map_err(|source| Error::Load { module, source })?;
+            let mut rings_outer: ArrayOfMaps<MapData, MapData> =
+                take_map(&mut ebpf, module, RINGS_MAP)?;
+            for (cpu, data) in &ring_data {
+                rings_outer
+                    .set(*cpu, data, 0)
+                    .map_err(|source| Error::Map {
+                        name: format!("{module}: rc_rings[{cpu}]"),
+                        source,
+                    })?;
+            }
+            let mut filter: Array<MapData, MapValue<Filter>> =
+                take_map(&mut ebpf, module, FILTER_MAP)?;
+            filter
+                .set(0, MapValue(initial), 0)
+                .map_err(map_err(FILTER_MAP))?;
+            let counters = take_map(&mut ebpf, module, COUNTERS_MAP)?;
+            let links = attach_all(&mut ebpf, t, opts.pid, &mut warnings)?;
+            modules.push(Loaded {
+                desc: t.module,
+                path: t.path.clone(),
+                version: t.version.clone(),
+                notes: t.notes.clone(),
+                ebpf: Some(ebpf),
+                probe_count: links.len(),
+                links,
+                _rings_outer: rings_outer,
+                filter,
+                counters,
+            });
+        }
+        let mut rings = Vec::with_capacity(ring_data.len());
+        for (cpu, data) in ring_data {
+            let ring = Map::from_map_data(data)
+                .and_then(RingBuf::try_from)
+                .map_err(|source| Error::Map {
+                    name: format!("rc_ring_{cpu}"),
+                    source,
+                })?;
+            rings.push(CpuRing::new(cpu, ring));
+        }
+        Ok(Self {
+            modules,
+            filter_value: initial,
+            ring_count: rings.len(),
+            rings,
+            warnings,
+        })
+    }
+
+    /// Hands out the per-CPU rings (once; later calls return an empty Vec).
+    pub fn take_rings(&mut self) -> Vec<CpuRing> {
+        std::mem::take(&mut self.rings)
+    }
+
+    /// The number of ring buffers (one per online CPU, whatever the modules).
+    pub fn ring_count(&self) -> usize {
+        self.ring_count
+    }
+
+    /// The loaded modules, in load order.
+    pub fn modules(&self) -> Vec<ModuleInfo> {
+        self.modules
+            .iter()
+            .map(|m| ModuleInfo {
+                name: m.desc.name,
+                routes: m.desc.routes,
+                path: m.path.clone(),
+                version: m.version.clone(),
+                probes: m.probe_count,
+                attached: m.ebpf.is_some(),
+                notes: m.notes.clone(),
+            })
+            .collect()
+    }
+
+    /// Changes the live filter of every module: only this pid / uid (0 = any).
+    pub fn set_filter(&mut self, pid: u32, uid: u32) -> Result<(), Error> {
+        self.write_filter(Filter {
+            pid,
+            uid,
+            ..self.filter_value
+        })
+    }
+
+    /// Stops capturing: from now on no probe starts recording a call (the
+    /// calls already entered still complete). Takes effect at once, unlike
+    /// [`Self::detach`]; the rings are then drained to their end.
+    pub fn stop_capture(&mut self) -> Result<(), Error> {
+        self.write_filter(Filter {
+            stopped: 1,
+            ..self.filter_value
+        })
+    }
+
+    fn write_filter(&mut self, f: Filter) -> Result<(), Error> {
+        for m in &mut self.modules {
+            m.filter
+                .set(0, MapValue(f), 0)
+                .map_err(map_err(FILTER_MAP))?;
+        }
+        self.filter_value = f;
+        Ok(())
+    }
+
+    /// The kernel-side counters of every module summed, one entry per
+    /// possible CPU (index = CPU id).
+    pub fn counters(&self) -> Result<Vec<Counters>, Error> {
+        let mut total: Vec<Counters> = Vec::new();
+        for m in &self.modules {
+            let values = m.counters.get(&0, 0).map_err(map_err(COUNTERS_MAP))?;
+            for (cpu, v) in values.iter().enumerate() {
+                if total.len() <= cpu {
+                    total.resize(cpu + 1, Counters::default());
+                }
+                let t = &mut total[cpu];
+                t.emitted += v.0.emitted;
+                t.lost += v.0.lost;
+                t.lost_bytes += v.0.lost_bytes;
+                t.filtered += v.0.filtered;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Attached probe links of all modules; 0 once detached.
+    pub fn probe_count(&self) -> usize {
+        self.modules
+            .iter()
+            .filter(|m| m.ebpf.is_some())
+            .map(|m| m.probe_count)
+            .sum()
+    }
+
+    /// Non-fatal problems met while loading.
+    pub fn warnings(&self) -> &[LoadWarning] {
+        &self.warnings
+    }
+
+    /// Detaches and unloads every program of every module, all probes at
+    /// once and without waiting for the kernel's unregistration (see
+    /// `detach.rs`); call [`Self::stop_capture`] first for a clean cut. The
+    /// rings (taken or not) stay readable so the caller can drain what was
+    /// already written.
+    pub fn detach(&mut self) {
+        let mut fd_links = Vec::new();
+        for m in &mut self.modules {
+            for link in std::mem::take(&mut m.links) {
+                // A perf link that is not a bpf link (kernels before 5.15) is
+                // closed by the failed conversion, in turn.
+                let fd = match link {
+                    ProbeLink::U(l) => FdLink::try_from(l),
+                    ProbeLink::Raw(l) => Ok(FdLink::from(l)),
+                };
+                if let Ok(fd) = fd {
+                    fd_links.push(fd);
+                }
+            }
+        }
+        crate::detach::release(fd_links);
+        for m in &mut self.modules {
+            m.ebpf = None;
+        }
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+/// Rounds to a power-of-two number of pages, as BPF ring buffers require.
+fn ring_size(requested: usize) -> usize {
+    requested
+        .clamp(sys::page_size(), MAX_RING_BYTES)
+        .next_power_of_two()
+}
+
+fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
+    move |source| Error::Map {
+        name: name.into(),
+        source,
+    }
+}
+
+fn take_map<M>(ebpf: &mut Ebpf, module: &'static str, name: &'static str) -> Result<M, Error>
+where
+    M: TryFrom<Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or(Error::MissingMap { module, name })?;
+    M::try_from(map).map_err(map_err(name))
+}
+
+fn create_ring_map(cpu: u32, bytes: usize) -> Result<MapData, Error> {
+    let name = format!("rc_ring_{cpu}");
+    let size = u32::try_from(bytes).unwrap_or(u32::MAX);
+    let obj = aya_obj::Map::new_from_params(BPF_MAP_TYPE_RINGBUF as u32, 0, 0, size, 0);
+    MapData::create(obj, &name, None).map_err(|source| Error::Map { name, source })
+}
+
+fn program_err(
+    module: &'static str,
+    name: &'static str,
+    attach_point: String,
+) -> impl Fn(ProgramError) -> Error {
+    move |source| Error::Program {
+        module,
+        name,
+        attach_point: attach_point.clone(),
+        source: Box::new(source),
+    }
+}
+
+fn attach_all(
+    ebpf: &mut Ebpf,
+    target: &Target,
+    pid: Option<u32>,
+    warnings: &mut Vec<LoadWarning>,
+) -> Result<Vec<ProbeLink>, Error> {
+    let module = target.module.name;
+    let scope = pid
+        .and_then(NonZeroU32::new)
+        .map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
+    let mut links = Vec::with_capacity(target.attach.len());
+    for a in &target.attach {
+        match attach_one(ebpf, module, a, scope) {
+            Ok(link) => links.push(link),
+            Err(e) if !a.required => warnings.push(LoadWarning::OptionalProbe {
+                module,
+                program: a.program,
+                point: a.point.to_string(),
+                error: error_chain(&e),
+            }),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(links)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+fn attach_one(
+    ebpf: &mut Ebpf,
+    module: &'static str,
+    a: &Attach,
+    scope: UProbeScope,
+) -> Result<ProbeLink, Error> {
+    let name = a.program;
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or(Error::MissingProgram { module, name })?;
+    let err = |at: &str| program_err(module, name, at.to_owned());
+    match &a.point {
+        AttachPoint::Uprobe {
+            path,
+            offset,
+            cookie,
+            ..
+        } => {
+            let probe: &mut UProbe = prog.try_into().map_err(err("load"))?;
+            // Loaded once; a program attached at several points is met again.
+            if probe.fd().is_err() {
+                probe.load().map_err(err("load"))?;
+            }
+            let at = a.point.to_string();
+            let point = UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(*offset),
+                cookie: (*cookie != 0).then_some(*cookie),
+            };
+            let id = probe.attach(point, path, scope).map_err(err(&at))?;
+            let link = probe.take_link(id).map_err(err(&at))?;
+            Ok(ProbeLink::U(link))
+        }
+        AttachPoint::RawTracepoint(tp) => {
+            let raw_tp: &mut RawTracePoint = prog.try_into().map_err(err("load"))?;
+            if raw_tp.fd().is_err() {
+                raw_tp.load().map_err(err("load"))?;
+            }
+            let id = raw_tp.attach(tp).map_err(err(tp))?;
+            let link = raw_tp.take_link(id).map_err(err(tp))?;
+            Ok(ProbeLink::Raw(link))
+        }
+    }
+}
