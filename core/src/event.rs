@@ -6,7 +6,9 @@
 
 use crate::decode::Record;
 use crate::keylog;
-use crate::records::{BASH_READLINE, DIR_SEND, FD_UNKNOWN, RecordHeader, RecordKind, Tuple};
+#[cfg(doc)]
+use crate::records::{CONN_ACCEPT, CONN_CLOSE, CONN_CONNECT, DIR_RECV};
+use crate::records::{DIR_SEND, FD_UNKNOWN, RecordHeader, RecordKind, Tuple};
 use crate::textbuf::TextBuf;
 use crate::tuple::{Endpoint, endpoints};
 
@@ -151,7 +153,24 @@ impl Clock {
     }
 }
 
-/// The flat fields of one `Event` (WIRE.md §1), all borrowed.
+/// What a record says that no `Event` field carries (WIRE.md §2 maps
+/// these kinds' `type` to 0): not encoded on the wire, shown by the text
+/// output. An event decoded from the wire has [`Detail::None`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Detail {
+    #[default]
+    None,
+    /// A bash record's `retval`: the command's exit status (type 1).
+    Bash { retval: i32 },
+    /// A connection's `event`: [`CONN_CONNECT`], [`CONN_ACCEPT`] or [`CONN_CLOSE`].
+    Conn { event: u8 },
+    /// A tc packet's interface and `direction` ([`DIR_RECV`] ingress,
+    /// [`DIR_SEND`] egress).
+    Packet { ifindex: u32, direction: u8 },
+}
+
+/// The flat fields of one `Event` (WIRE.md §1), all borrowed, and the
+/// [`Detail`] the text output shows besides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct EventFields<'a> {
     pub timestamp: i64,
@@ -169,6 +188,8 @@ pub struct EventFields<'a> {
     pub module: &'a str,
     pub fd: u32,
     pub truncated: u32,
+    /// Not an `Event` field: not encoded.
+    pub detail: Detail,
 }
 
 impl EventFields<'_> {
@@ -210,8 +231,6 @@ pub struct EventScratch {
     next: usize,
     /// Key log lines of a master-secret event.
     keylog: Vec<u8>,
-    /// The decimal status of a bash status or exit/exec event.
-    status: TextBuf<12>,
 }
 
 impl EventScratch {
@@ -305,6 +324,7 @@ pub fn event_fields<'s, 'r: 's>(
     let slot = s.text_for(rec, kind, IdKey::of(rec, kind));
     let mut r#type = 0;
     let mut fd = 0;
+    let mut detail = Detail::None;
     let mut payload: &'s [u8] = rec.payload();
     match rec {
         Record::Data(v) => {
@@ -324,14 +344,9 @@ pub fn event_fields<'s, 'r: 's>(
         }
         Record::Bash(v) => {
             r#type = v.rec.bash_type;
-            // A status (1) or exit/exec (2) record has no payload: the
-            // event's payload is the status in decimal, so every output
-            // carries it.
-            if v.rec.bash_type != BASH_READLINE {
-                s.status.clear();
-                s.status.push_int(v.rec.retval);
-                payload = s.status.as_str().as_bytes();
-            }
+            detail = Detail::Bash {
+                retval: v.rec.retval,
+            };
         }
         Record::Query(v) => {
             // mysqld's dispatch_command returns an int8: sign-extend to u32.
@@ -339,8 +354,16 @@ pub fn event_fields<'s, 'r: 's>(
                 r#type = i32::from(v.rec.retval as i8) as u32;
             }
         }
-        Record::Conn(c) => fd = c.fd,
-        Record::Packet(_) => {}
+        Record::Conn(c) => {
+            fd = c.fd;
+            detail = Detail::Conn { event: c.event };
+        }
+        Record::Packet(v) => {
+            detail = Detail::Packet {
+                ifindex: v.rec.ifindex,
+                direction: v.rec.direction,
+            }
+        }
     }
     let t = &s.slots[slot];
     EventFields {
@@ -359,6 +382,7 @@ pub fn event_fields<'s, 'r: 's>(
         module: Module::of(kind).name(),
         fd: if fd == FD_UNKNOWN { 0 } else { fd },
         truncated,
+        detail,
     }
 }
 
@@ -656,29 +680,6 @@ mod tests {
             out.push((raw, want.to_owned()));
         }
         out
-    }
-
-    /// A bash line's payload is the line; a status or exit/exec event (no
-    /// payload in the record) carries its status in decimal, negative too.
-    #[test]
-    fn bash_status_events_carry_the_status() {
-        let clock = Clock::from_offset(0);
-        let mut s = EventScratch::new();
-        let h = synth::header(RecordKind::Bash, 10, 10, 1000, "bash", 1);
-        for (bash_type, retval, payload, want) in [
-            (0, 0, &b"echo hi"[..], &b"echo hi"[..]),
-            (1, 7, b"", b"7"),
-            (2, 3, b"", b"3"),
-            (1, -1, b"", b"-1"),
-        ] {
-            let raw = synth::single(synth::bash(h, bash_type, retval), payload);
-            let rec = decode(&raw).unwrap();
-            let ev = event_fields(&rec, 0, &clock, &mut s);
-            assert_eq!(
-                (ev.r#type, ev.payload, ev.uuid),
-                (bash_type, want, "10_1000_bash")
-            );
-        }
     }
 
     #[test]

@@ -11,7 +11,7 @@
 
 use rcapture_core::decode::decode;
 use rcapture_core::encode;
-use rcapture_core::event::{Clock, EventFields, EventScratch, event_fields};
+use rcapture_core::event::{Clock, Detail, EventFields, EventScratch, event_fields};
 use rcapture_core::join::Reassembler;
 use rcapture_core::records::{CHUNK_MAX, DIR_RECV, DIR_SEND, RecordKind, Tuple};
 use rcapture_core::synth;
@@ -115,18 +115,12 @@ fn raw_calls() -> Vec<(String, Vec<Vec<u8>>, Vec<u8>)> {
     let mut raw = synth::single(d, b"x");
     raw[24 + 5] = 0xff; // inside comm: invalid UTF-8 byte
     calls.push(("TlsData/odd-comm".into(), vec![raw], b"x".to_vec()));
-    // A line carries its text; a status (1) or exit/exec (2) record has no
-    // payload and its event carries the status in decimal.
-    for (bt, retval, line, event) in [
-        (0u32, 0, &b"ls -la"[..], &b"ls -la"[..]),
-        (1, 7, b"", b"7"),
-        (2, -1, b"", b"-1"),
-    ] {
-        let b = synth::bash(hdr(RecordKind::Bash, 77, 77, "bash"), bt, retval);
+    for (bt, text) in [(0u32, &b"ls -la"[..]), (1, b"0"), (2, b"")] {
+        let b = synth::bash(hdr(RecordKind::Bash, 77, 77, "bash"), bt, 0);
         calls.push((
             format!("Bash/type{bt}"),
-            vec![synth::single(b, line)],
-            event.to_vec(),
+            vec![synth::single(b, text)],
+            text.to_vec(),
         ));
     }
     for retval in [0, 1, -3] {
@@ -249,6 +243,7 @@ fn all_cases() -> Vec<Case> {
         module: "postgres",
         fd: u32::MAX,
         truncated: u32::MAX,
+        detail: Detail::None,
     };
     cases.push(event_case("extremes", &extreme, u64::MAX));
     let neg = EventFields {

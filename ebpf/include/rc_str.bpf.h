@@ -92,45 +92,53 @@ static long rc_str_chunk(__u32 i, struct rc_str_loop *lc)
 			     &s->rec.chunk, s->payload);
 }
 
+/* The next call_seq of this CPU for 64-byte records (0 without the scratch). */
+static __always_inline __u32 rc_str_call_seq(void)
+{
+	__u32 zero = 0;
+	struct rc_str_scratch *s = bpf_map_lookup_elem(&rc_str_scratch, &zero);
+
+	return s ? ++s->call_seq : 0;
+}
+
 /*
- * Emits the NUL-terminated string at user address str (0: no payload) as one
- * or more records of kind `kind` with fields a and b, all with the same tid
- * and call_seq. The record header is the current task's.
+ * Emits the NUL-terminated string at user address str as one or more
+ * records of kind `kind` with fields a and b, all with the same tid and
+ * call_seq. The record header is the current task's. Returns the string's
+ * length (0 if it could not be read: counted as lost).
  */
-static __always_inline void rc_emit_str(__u64 pid_tgid, __u16 kind, __u32 a, __u32 b, __u64 str)
+static __always_inline __u32 rc_emit_str(__u64 pid_tgid, __u16 kind, __u32 a, __u32 b, __u64 str)
 {
 	__u32 zero = 0;
 	struct rc_str_scratch *s = bpf_map_lookup_elem(&rc_str_scratch, &zero);
 	struct rc_str_loop lc = {};
-	__u32 total = 0, send;
+	__u32 total, send;
 	long n;
 
 	if (!s)
-		return;
+		return 0;
 	rc_fill_hdr(&s->rec.hdr, kind, pid_tgid);
 	s->call_seq++;
 	s->rec.chunk.call_seq = s->call_seq;
 	s->rec.a = a;
 	s->rec.b = b;
-	if (str) {
-		n = bpf_probe_read_user_str(s->payload, RC_CHUNK_MAX + 1, (void *)str);
-		if (n <= 0) {
-			rc_count_lost(0);
-			return;
-		}
-		if (n > RC_CHUNK_MAX) {
-			/* RC_CHUNK_MAX bytes or more: measure, then send chunk by chunk. */
-			lc.str = str;
-			bpf_loop(RC_STR_SCAN_MAX, rc_str_scan, &lc, 0);
-			if (lc.cut)
-				rc_count_lost(0);
-			lc.send_len = lc.total < max_payload ? lc.total : max_payload;
-			s->rec.chunk.total_len = lc.total;
-			bpf_loop((lc.send_len + RC_CHUNK_MAX - 1) / RC_CHUNK_MAX, rc_str_chunk, &lc, 0);
-			return;
-		}
-		total = (__u32)n - 1;
+	n = bpf_probe_read_user_str(s->payload, RC_CHUNK_MAX + 1, (void *)str);
+	if (n <= 0) {
+		rc_count_lost(0);
+		return 0;
 	}
+	if (n > RC_CHUNK_MAX) {
+		/* RC_CHUNK_MAX bytes or more: measure, then send chunk by chunk. */
+		lc.str = str;
+		bpf_loop(RC_STR_SCAN_MAX, rc_str_scan, &lc, 0);
+		if (lc.cut)
+			rc_count_lost(0);
+		lc.send_len = lc.total < max_payload ? lc.total : max_payload;
+		s->rec.chunk.total_len = lc.total;
+		bpf_loop((lc.send_len + RC_CHUNK_MAX - 1) / RC_CHUNK_MAX, rc_str_chunk, &lc, 0);
+		return lc.total;
+	}
+	total = (__u32)n - 1;
 	send = total < max_payload ? total : max_payload;
 	if (send > RC_CHUNK_MAX)
 		send = RC_CHUNK_MAX; /* cannot happen (total < RC_CHUNK_MAX); for the verifier */
@@ -139,6 +147,7 @@ static __always_inline void rc_emit_str(__u64 pid_tgid, __u16 kind, __u32 a, __u
 	s->rec.chunk.len = send;
 	s->rec.hdr.flags = RC_F_FIRST | RC_F_LAST;
 	rc_output(rc_ring(), &s->rec, sizeof(struct rc_rec64) + send, send);
+	return total;
 }
 
 #endif /* RCAPTURE_STR_BPF_H */

@@ -121,9 +121,9 @@ struct rc_gotls_key {
 };
 
 /* rc_bash.bash_type */
-#define RC_BASH_READLINE 0  /* a line the shell read: retval = its index in its command (0 first, n continuation) */
-#define RC_BASH_RETVAL 1    /* retval = exit status of the command read last; no payload */
-#define RC_BASH_EXIT_EXEC 2 /* the shell exits (retval = exit status) or execs (retval = $?); no payload */
+#define RC_BASH_READLINE 0  /* a line the shell read (payload); retval = its index in its command (0 first, n continuation) */
+#define RC_BASH_RETVAL 1    /* retval = exit status of the command read last (payload: its lines joined by \n) */
+#define RC_BASH_EXIT_EXEC 2 /* the shell exits (retval = exit status) or execs (retval = $?); payload: the command, if any */
 
 /* bash: 64 bytes, then chunk.len bytes of command line. */
 struct rc_bash {

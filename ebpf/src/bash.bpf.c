@@ -8,14 +8,16 @@
  *    is bash's current_readline_prompt; `read -e` and other readline callers
  *    are skipped). If the line before was a complete command
  *    (current_command_line_count == 0 now) whose status is not sent yet, its
- *    status is last_command_exit_value: bash_type 1;
+ *    status is last_command_exit_value: bash_type 1, with the command;
  *  - uretprobe readline: the line returned, whole (not NULL, at EOF, nor
  *    empty): bash_type 0, retval = the line's index in its command (0 first
- *    line, n the n-th continuation line read with PS2);
- *  - uprobe exit_shell(int status): the status of the pending line (type 1),
- *    then the exit (type 2, retval = the exit status);
+ *    line, n the n-th continuation line read with PS2). The command's lines
+ *    (joined by \n, up to RC_BASH_CMD_MAX bytes) are kept for its status;
+ *  - uprobe exit_shell(int status): the status of the pending command (type
+ *    1), then the exit (type 2, retval = the exit status, with the command
+ *    that exited, if any);
  *  - uprobe exec_builtin(WORD_LIST *list) with a command (list != NULL):
- *    type 2, retval = last_command_exit_value.
+ *    type 2, retval = last_command_exit_value, with the command.
  * Only processes whose parser read a line through readline (interactive
  * shells) are reported: their state is keyed by pid_tgid and tied to the
  * process image (start time and mm), so a subshell, a script, a reused pid
@@ -43,23 +45,41 @@ const volatile __u64 current_command_line_count_addr = 0;
 /* 0 = not in this bash: every readline call is taken as the parser's. */
 const volatile __u64 current_readline_prompt_addr = 0;
 
+/* Bytes of a command kept for its status and exit/exec records. */
+#define RC_BASH_CMD_MAX 4096
+
 /* One interactive shell (its main thread), by pid_tgid. */
 struct rc_shell {
 	__u64 start_time; /* task->start_time: a reused pid is another shell */
 	__u64 mm;         /* task->mm: an exec replaces it */
 	__u64 base;       /* load bias: readline's address − readline_addr */
 	__u32 line_index; /* of the readline call in progress */
+	__u32 cmd_total;  /* length of the command read last (lines joined by \n) */
+	__u32 cmd_len;    /* bytes of it in cmd (at most RC_BASH_CMD_MAX) */
 	__u8 reading;     /* between the parser's readline entry and its return */
-	__u8 pending;     /* a line was sent, its command's status not yet */
+	__u8 pending;     /* a command was read, its status not sent yet */
 	__u8 _pad[2];
+	/* The status / exit record, built in place: its payload is cmd. */
+	struct rc_rec64 rec;
+	/* Twice the size kept: a read of RC_BASH_CMD_MAX bytes at an offset
+	 * below RC_BASH_CMD_MAX stays inside (what the verifier checks). */
+	__u8 cmd[2 * RC_BASH_CMD_MAX];
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
+	__uint(max_entries, 1024);
 	__type(key, __u64);
 	__type(value, struct rc_shell);
 } rc_shells SEC(".maps");
+
+/* All zeros: the initial value of a new shell (too large for the stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rc_shell);
+} rc_shell_zero SEC(".maps");
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -81,9 +101,59 @@ static __always_inline struct rc_shell *rc_shell_current(__u64 pid_tgid)
 	return rc_shell_of(pid_tgid, bpf_get_current_task_btf());
 }
 
-static __always_inline void rc_bash_emit(__u64 pid_tgid, __u32 type, __s32 retval, __u64 line)
+/*
+ * A status (type 1) or exit/exec (type 2) record of the shell, with the
+ * command read last as payload when with_cmd (its cut, beyond
+ * RC_BASH_CMD_MAX or max_payload, shows in total_len).
+ */
+static __always_inline void rc_bash_emit(struct rc_shell *sh, __u64 pid_tgid, __u32 type,
+					 __s32 retval, bool with_cmd)
 {
-	rc_emit_str(pid_tgid, RC_KIND_BASH, type, (__u32)retval, line);
+	__u32 len = with_cmd ? sh->cmd_len : 0;
+
+	if (len > RC_BASH_CMD_MAX)
+		len = RC_BASH_CMD_MAX;
+	if (len > max_payload)
+		len = max_payload;
+	rc_fill_hdr(&sh->rec.hdr, RC_KIND_BASH, pid_tgid);
+	sh->rec.hdr.flags = RC_F_FIRST | RC_F_LAST;
+	sh->rec.chunk.total_len = with_cmd ? sh->cmd_total : 0;
+	sh->rec.chunk.offset = 0;
+	sh->rec.chunk.len = len;
+	sh->rec.chunk.call_seq = rc_str_call_seq();
+	sh->rec.a = type;
+	sh->rec.b = (__u32)retval;
+	rc_output(rc_ring(), &sh->rec, sizeof(sh->rec) + len, len);
+}
+
+/* Adds a line of line_len bytes to the command kept (a new one at line 0). */
+static __always_inline void rc_bash_keep_line(struct rc_shell *sh, __u64 line, __u32 line_len)
+{
+	__u32 off, kept;
+	long n;
+
+	if (sh->line_index == 0) {
+		sh->cmd_total = 0;
+		sh->cmd_len = 0;
+	} else {
+		sh->cmd_total++;
+		if (sh->cmd_len < RC_BASH_CMD_MAX) {
+			sh->cmd[sh->cmd_len & (RC_BASH_CMD_MAX - 1)] = '\n';
+			sh->cmd_len++;
+		}
+	}
+	sh->cmd_total += line_len;
+	if (sh->cmd_len >= RC_BASH_CMD_MAX)
+		return;
+	off = sh->cmd_len & (RC_BASH_CMD_MAX - 1);
+	/* + 1: the NUL, so that a whole RC_BASH_CMD_MAX bytes can be kept */
+	n = bpf_probe_read_user_str(&sh->cmd[off], RC_BASH_CMD_MAX + 1, (void *)line);
+	if (n <= 1)
+		return;
+	kept = (__u32)n - 1;
+	if (kept > RC_BASH_CMD_MAX - off)
+		kept = RC_BASH_CMD_MAX - off;
+	sh->cmd_len = off + kept;
 }
 
 /* last_command_exit_value of the shell; false if unreadable (counted as lost). */
@@ -101,8 +171,9 @@ int rc_bash_readline_entry(struct pt_regs *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct task_struct *task;
-	struct rc_shell *sh, fresh = {};
+	struct rc_shell *sh, *fresh;
 	__u64 base, prompt = 0;
+	__u32 zero = 0;
 	__s32 count = 0, status;
 
 	if (!rc_filter_pass(pid_tgid))
@@ -125,17 +196,21 @@ int rc_bash_readline_entry(struct pt_regs *ctx)
 		if (sh->pending && count == 0) {
 			sh->pending = 0;
 			if (rc_bash_status(sh, &status))
-				rc_bash_emit(pid_tgid, RC_BASH_RETVAL, status, 0);
+				rc_bash_emit(sh, pid_tgid, RC_BASH_RETVAL, status, true);
 		}
 	} else {
-		fresh.start_time = task->start_time;
-		fresh.mm = (__u64)task->mm;
-		bpf_map_update_elem(&rc_shells, &pid_tgid, &fresh, BPF_ANY);
+		fresh = bpf_map_lookup_elem(&rc_shell_zero, &zero);
+		if (!fresh || bpf_map_update_elem(&rc_shells, &pid_tgid, fresh, BPF_ANY)) {
+			rc_count_lost(0);
+			return 0;
+		}
 		sh = bpf_map_lookup_elem(&rc_shells, &pid_tgid);
 		if (!sh) {
 			rc_count_lost(0);
 			return 0;
 		}
+		sh->start_time = task->start_time;
+		sh->mm = (__u64)task->mm;
 	}
 	sh->base = base;
 	sh->line_index = (__u32)count;
@@ -149,6 +224,7 @@ int rc_bash_readline_return(struct pt_regs *ctx)
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct rc_shell *sh;
 	__u64 line;
+	__u32 len;
 	char first;
 
 	sh = rc_shell_current(pid_tgid);
@@ -160,7 +236,8 @@ int rc_bash_readline_return(struct pt_regs *ctx)
 		return 0; /* EOF: exit_shell follows unless ignoreeof */
 	if (bpf_probe_read_user(&first, 1, (void *)line) == 0 && first == 0)
 		return 0; /* an empty line: bash runs nothing */
-	rc_bash_emit(pid_tgid, RC_BASH_READLINE, (__s32)sh->line_index, line);
+	len = rc_emit_str(pid_tgid, RC_KIND_BASH, RC_BASH_READLINE, sh->line_index, line);
+	rc_bash_keep_line(sh, line, len);
 	sh->pending = 1;
 	return 0;
 }
@@ -175,10 +252,11 @@ int rc_bash_exit_shell(struct pt_regs *ctx)
 	sh = rc_shell_current(pid_tgid);
 	if (!sh)
 		return 0;
-	/* exit_or_logout set last_command_exit_value to this status. */
+	/* exit_or_logout set last_command_exit_value to this status. At EOF no
+	 * command is pending: the exit carries none. */
 	if (sh->pending)
-		rc_bash_emit(pid_tgid, RC_BASH_RETVAL, status, 0);
-	rc_bash_emit(pid_tgid, RC_BASH_EXIT_EXEC, status, 0);
+		rc_bash_emit(sh, pid_tgid, RC_BASH_RETVAL, status, true);
+	rc_bash_emit(sh, pid_tgid, RC_BASH_EXIT_EXEC, status, sh->pending);
 	bpf_map_delete_elem(&rc_shells, &pid_tgid);
 	return 0;
 }
@@ -197,6 +275,6 @@ int rc_bash_exec_builtin(struct pt_regs *ctx)
 	 * prompt sends its status (126, 127); if it succeeds the new image has
 	 * another mm and this state is never used again. */
 	if (rc_bash_status(sh, &status))
-		rc_bash_emit(pid_tgid, RC_BASH_EXIT_EXEC, status, 0);
+		rc_bash_emit(sh, pid_tgid, RC_BASH_EXIT_EXEC, status, true);
 	return 0;
 }
