@@ -19,6 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// Capture OpenSSL (libssl.so.3) plaintext and secrets.
     Tls(TlsArgs),
+    /// Capture NSS/NSPR (libnspr4.so) TLS plaintext (no key log: NSS gives no secrets).
+    Nss(NssArgs),
 }
 
 impl Command {
@@ -27,6 +29,7 @@ impl Command {
     pub fn into_parts(self) -> (&'static str, TargetRequest, CaptureArgs) {
         match self {
             Command::Tls(a) => ("tls", a.capture.request(a.libssl), a.capture),
+            Command::Nss(a) => ("nss", a.capture.request(a.nspr), a.capture),
         }
     }
 }
@@ -59,6 +62,16 @@ pub struct TlsArgs {
     /// libssl.so.3 to probe (default: the one of --pid, else the system's).
     #[arg(long, value_name = "PATH")]
     pub libssl: Option<PathBuf>,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+}
+
+/// `rcapture nss`: NSS/NSPR.
+#[derive(Debug, Args)]
+pub struct NssArgs {
+    /// libnspr4.so to probe (default: the one of --pid, else the system's).
+    #[arg(long, value_name = "PATH")]
+    pub nspr: Option<PathBuf>,
     #[command(flatten)]
     pub capture: CaptureArgs,
 }
