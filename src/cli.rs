@@ -444,6 +444,38 @@ mod tests {
         assert!(e.contains("a path is needed"), "{e}");
     }
 
+    /// `rcapture nss` names the nss module; `--nspr` is its target file and
+    /// the common flags come along.
+    #[test]
+    fn nss_subcommand_takes_its_library_and_the_common_flags() {
+        let c = Cli::try_parse_from([
+            "rcapture",
+            "nss",
+            "--nspr",
+            "/opt/nss/libnspr4.so",
+            "--pid",
+            "9",
+            "--modules",
+            "tls",
+        ])
+        .unwrap();
+        let (module, req, a) = c.command.into_parts();
+        assert_eq!(module, "nss");
+        assert_eq!(
+            req.path.as_deref(),
+            Some(std::path::Path::new("/opt/nss/libnspr4.so"))
+        );
+        assert_eq!(req.pid, Some(9));
+        assert_eq!(a.modules[0].name, "tls");
+        let (_, req, _) = Cli::try_parse_from(["rcapture", "nss"])
+            .unwrap()
+            .command
+            .into_parts();
+        assert_eq!(req, TargetRequest::default());
+        // --libssl is the tls subcommand's, not nss's.
+        assert!(Cli::try_parse_from(["rcapture", "nss", "--libssl", "/x"]).is_err());
+    }
+
     /// `-m none` is a mode; `-m` refuses anything else, listing the modes.
     #[test]
     fn output_modes() {

@@ -6,7 +6,9 @@
 //! API routes.
 
 use crate::server::{http, marker};
-use crate::testutil::{Block, Proc, Rcapture, TempDir, blocks, bpf_available};
+use crate::testutil::{
+    Block, Proc, Rcapture, TempDir, blocks, bpf_available, python_server, run_ok,
+};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -380,4 +382,52 @@ fn nss_routes_answer_and_status_lists_the_module() {
     );
     assert!(m["version"].as_str().unwrap().starts_with("4."), "{st}");
     rc.stop();
+}
+
+/// `rcapture tls --modules nss`: curl (OpenSSL) and tstclnt (NSS) in one
+/// capture, on one ring buffer per CPU, each event with its module.
+#[test]
+fn nss_beside_tls_in_one_process() {
+    let Some(_serial) = bpf_available("nss_beside_tls_in_one_process") else {
+        return;
+    };
+    let dir = TempDir::new("nsstls");
+    let db = nss_db(&dir);
+    let (_srv, port) = selfserv(&db);
+    let (_py, py_port) = python_server(&dir, false);
+    let rc = Rcapture::start(&["tls", "--modules", "nss"]);
+    // SAFETY: sysconf has no preconditions.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    assert!(
+        rc.stderr
+            .iter()
+            .any(|l| l.ends_with(&format!(" probes, {cpus} ring buffers, {cpus} workers"))),
+        "one ring per CPU whatever the modules: {:#?}",
+        rc.stderr
+    );
+    let m = marker("BOTH");
+    let (cli_pid, _) = tstclnt(&db, port, &format!("GET /{m} HTTP/1.0\r\n\r\n"));
+    let (curl_pid, _) = run_ok(
+        Command::new("curl")
+            .args(["-sk", "-o", "/dev/null"])
+            .arg(format!("https://127.0.0.1:{py_port}/{m}")),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let out = rc.stop();
+    let module = |b: &Block| b.header.split(' ').nth(1).unwrap().to_owned();
+    let all = blocks(&out);
+    let nss = one(
+        &all,
+        "tstclnt's request",
+        |b| b.pid() == cli_pid && b.what() == "send" && b.body.contains(&m),
+        &out,
+    );
+    assert_eq!(module(nss), "nss", "{}", nss.header);
+    let tls = one(
+        &all,
+        "curl's request",
+        |b| b.pid() == curl_pid && b.what() == "send" && b.body.contains(&m),
+        &out,
+    );
+    assert_eq!(module(tls), "tls", "{}", tls.header);
 }
