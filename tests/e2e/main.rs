@@ -6,6 +6,7 @@
 mod access;
 mod ecaptureq;
 mod modes;
+mod nss;
 mod outputs;
 mod overflow;
 mod protocol;
