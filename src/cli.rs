@@ -19,6 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// Capture OpenSSL (libssl.so.3) plaintext and secrets.
     Tls(TlsArgs),
+    /// Capture NSS/NSPR (libnspr4.so) TLS plaintext (no key log: NSS gives no secrets).
+    Nss(NssArgs),
     /// Capture the command lines typed into interactive bash shells, with
     /// their exit status.
     Bash(BashArgs),
@@ -30,6 +32,7 @@ impl Command {
     pub fn into_parts(self) -> (&'static str, TargetRequest, CaptureArgs) {
         match self {
             Command::Tls(a) => ("tls", a.capture.request(a.libssl), a.capture),
+            Command::Nss(a) => ("nss", a.capture.request(a.nspr), a.capture),
             Command::Bash(a) => ("bash", a.capture.request(a.bashpath), a.capture),
         }
     }
@@ -63,6 +66,16 @@ pub struct TlsArgs {
     /// libssl.so.3 to probe (default: the one of --pid, else the system's).
     #[arg(long, value_name = "PATH")]
     pub libssl: Option<PathBuf>,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+}
+
+/// `rcapture nss`: NSS/NSPR.
+#[derive(Debug, Args)]
+pub struct NssArgs {
+    /// libnspr4.so to probe (default: the one of --pid, else the system's).
+    #[arg(long, value_name = "PATH")]
+    pub nspr: Option<PathBuf>,
     #[command(flatten)]
     pub capture: CaptureArgs,
 }
@@ -443,6 +456,39 @@ mod tests {
         );
         let e = parse(&["--modules", "tls="]).unwrap_err().to_string();
         assert!(e.contains("a path is needed"), "{e}");
+    }
+
+    /// `rcapture nss` and `rcapture bash` name their modules; `--nspr` and
+    /// `--bashpath` are their target files and the common flags come along.
+    #[test]
+    fn subcommands_take_their_target_and_the_common_flags() {
+        for (sub, flag, path) in [
+            ("nss", "--nspr", "/opt/nss/libnspr4.so"),
+            ("bash", "--bashpath", "/opt/bash/bin/bash"),
+        ] {
+            let argv = [
+                "rcapture",
+                sub,
+                flag,
+                path,
+                "--pid",
+                "9",
+                "--modules",
+                "tls",
+            ];
+            let (module, req, a) = Cli::try_parse_from(argv).unwrap().command.into_parts();
+            assert_eq!(module, sub);
+            assert_eq!(req.path.as_deref(), Some(std::path::Path::new(path)));
+            assert_eq!(req.pid, Some(9));
+            assert_eq!(a.modules[0].name, "tls");
+            let (_, req, _) = Cli::try_parse_from(["rcapture", sub])
+                .unwrap()
+                .command
+                .into_parts();
+            assert_eq!(req, TargetRequest::default(), "{sub}");
+            // --libssl is the tls subcommand's.
+            assert!(Cli::try_parse_from(["rcapture", sub, "--libssl", "/x"]).is_err());
+        }
     }
 
     /// `-m none` is a mode; `-m` refuses anything else, listing the modes.

@@ -7,6 +7,7 @@ mod access;
 mod bash;
 mod ecaptureq;
 mod modes;
+mod nss;
 mod outputs;
 mod overflow;
 mod protocol;
