@@ -392,4 +392,54 @@ mod tests {
         assert_eq!(e.exit_code(), 2);
         assert!(e.to_string().contains("--ecaptureq"), "{e}");
     }
+
+    /// `--modules` takes names and `NAME=PATH`, comma-separated or repeated;
+    /// an unknown name or an empty path is a usage error naming what exists.
+    #[test]
+    fn modules_flag_names_modules_and_their_paths() {
+        let parse = |flags: &[&str]| {
+            let argv = ["rcapture", "tls"].iter().chain(flags).copied();
+            Cli::try_parse_from(argv).map(|c| c.command.into_parts())
+        };
+        let (module, req, a) = parse(&["--pid", "7", "--libssl", "/x/libssl.so.3"]).unwrap();
+        assert_eq!(module, "tls");
+        assert_eq!(
+            req.path.as_deref(),
+            Some(std::path::Path::new("/x/libssl.so.3"))
+        );
+        assert_eq!((req.pid, a.modules.len()), (Some(7), 0));
+        let (_, _, a) = parse(&["--modules", "tls=/y/libssl.so.3"]).unwrap();
+        assert_eq!(
+            a.modules,
+            vec![ExtraModule {
+                name: "tls".into(),
+                path: Some("/y/libssl.so.3".into())
+            }]
+        );
+        assert_eq!(
+            a.request(a.modules[0].path.clone()).path,
+            Some(PathBuf::from("/y/libssl.so.3"))
+        );
+        let e = parse(&["--modules", "nope"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            e.to_string()
+                .contains("unknown module \"nope\" (available: tls"),
+            "{e}"
+        );
+        let e = parse(&["--modules", "tls="]).unwrap_err().to_string();
+        assert!(e.contains("a path is needed"), "{e}");
+    }
+
+    /// `-m none` is a mode; `-m` refuses anything else, listing the modes.
+    #[test]
+    fn output_modes() {
+        let mode = |m: &str| {
+            Cli::try_parse_from(["rcapture", "tls", "-m", m]).map(|c| c.command.into_parts().2.mode)
+        };
+        assert_eq!(mode("none").unwrap(), OutputMode::None);
+        assert_eq!(mode("keylog").unwrap(), OutputMode::Keylog);
+        let e = mode("pcap").unwrap_err().to_string();
+        assert!(e.contains("text, keylog, none"), "{e}");
+    }
 }
