@@ -19,6 +19,12 @@ pub struct Cli {
 pub enum Command {
     /// Capture OpenSSL (libssl.so.3) plaintext and secrets.
     Tls(TlsArgs),
+    /// Capture the queries a MariaDB server (mariadbd) runs: the SQL, the
+    /// dispatch_command return value and the SQL error number.
+    Mysqld(MysqldArgs),
+    /// Capture the queries PostgreSQL backends parse (simple queries and
+    /// extended-protocol Parse messages).
+    Postgres(PostgresArgs),
 }
 
 impl Command {
@@ -27,6 +33,8 @@ impl Command {
     pub fn into_parts(self) -> (&'static str, TargetRequest, CaptureArgs) {
         match self {
             Command::Tls(a) => ("tls", a.capture.request(a.libssl), a.capture),
+            Command::Mysqld(a) => ("mysqld", a.capture.request(a.mysqld), a.capture),
+            Command::Postgres(a) => ("postgres", a.capture.request(a.postgres), a.capture),
         }
     }
 }
@@ -59,6 +67,30 @@ pub struct TlsArgs {
     /// libssl.so.3 to probe (default: the one of --pid, else the system's).
     #[arg(long, value_name = "PATH")]
     pub libssl: Option<PathBuf>,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+}
+
+/// `rcapture mysqld`: MariaDB's server.
+#[derive(Debug, Args)]
+pub struct MysqldArgs {
+    /// The server binary to probe (default: the executable of --pid, else
+    /// /usr/sbin/mariadbd, else /usr/sbin/mysqld).
+    #[arg(long, value_name = "PATH")]
+    pub mysqld: Option<PathBuf>,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+}
+
+/// `rcapture postgres`: PostgreSQL's server. Each connection is a backend
+/// process of its own: --pid selects one backend; --uid (the server's
+/// user) selects them all.
+#[derive(Debug, Args)]
+pub struct PostgresArgs {
+    /// The server binary to probe (default: the executable of --pid, else
+    /// the newest /usr/lib/postgresql/N/bin/postgres).
+    #[arg(long, value_name = "PATH")]
+    pub postgres: Option<PathBuf>,
     #[command(flatten)]
     pub capture: CaptureArgs,
 }
