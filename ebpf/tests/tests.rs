@@ -1,4 +1,6 @@
 //! Integration tests of the BPF probes against real programs (root only).
 
+mod mysqld;
 mod openssl;
+mod postgres;
 mod testutil;

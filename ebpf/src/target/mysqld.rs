@@ -92,7 +92,9 @@ fn dispatch_symbol(elf: &Elf) -> Result<String, String> {
         .collect();
     match (known.as_slice(), found.is_empty()) {
         ([one], _) => Ok((*one).to_owned()),
-        ([], true) => Err("symbol dispatch_command not found (no exported name contains it)".into()),
+        ([], true) => {
+            Err("symbol dispatch_command not found (no exported name contains it)".into())
+        }
         ([], false) => Err(format!(
             "dispatch_command has an argument layout the probes do not know: {} \
              (known: {DISPATCH_PREFIX}…, MariaDB 10.5 and later)",

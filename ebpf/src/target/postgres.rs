@@ -118,10 +118,7 @@ mod tests {
             pid: None,
         })
         .unwrap_or_else(|e| panic!("{e}"));
-        assert!(
-            t.version.starts_with(|c: char| c.is_ascii_digit()),
-            "{t:?}"
-        );
+        assert!(t.version.starts_with(|c: char| c.is_ascii_digit()), "{t:?}");
         assert_eq!(t.attach.len(), 1);
     }
 
