@@ -47,16 +47,8 @@ fn parsed_texts_are_captured_whole() {
         let out = psql(&pg, t);
         assert!(out.status.success(), "{out:?}");
     }
-    let script = pg.path("ext.sql");
-    std::fs::write(&script, format!("SELECT '{m}-ext', :x::int;\n")).unwrap();
-    let out = pg
-        .pgbench()
-        .args(["-t", "1", "-M", "prepared", "-D", "x=5", "-f"])
-        .arg(&script)
-        .arg("postgres")
-        .output()
-        .expect("pgbench");
-    assert!(out.status.success(), "{out:?}");
+    pg.pgbench_prepared(&format!("SELECT '{m}-ext', :x::int;\n"), 1)
+        .unwrap_or_else(|e| panic!("{e}"));
     probes.detach();
 
     let records = drain(&mut rings);

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 /// A directory removed at drop.
+#[derive(Debug)]
 struct Dir(PathBuf);
 
 impl Dir {
@@ -86,6 +87,7 @@ fn stop(child: &mut Child, sig: &str) {
 
 /// A MariaDB server (`mariadbd`) on a fresh datadir, its own socket and no
 /// TCP port; shut down at drop.
+#[derive(Debug)]
 pub struct MariaDb {
     child: Child,
     socket: PathBuf,
@@ -167,6 +169,7 @@ impl Drop for MariaDb {
 /// A PostgreSQL cluster made by `initdb` in a temporary directory, its
 /// postmaster run as the `postgres` user (initdb and postgres refuse root)
 /// with a Unix socket in that directory and no TCP listener; stopped at drop.
+#[derive(Debug)]
 pub struct PgCluster {
     child: Child,
     port: u16,
@@ -251,6 +254,27 @@ impl PgCluster {
         self.connect(&mut c);
         c.arg("-n");
         c
+    }
+
+    /// `pgbench -M prepared` running `script` (which may use `:x`, set to
+    /// 5) `transactions` times on one connection: the extended protocol
+    /// with a named statement, parsed once.
+    pub fn pgbench_prepared(&self, script: &str, transactions: u32) -> Result<Output, String> {
+        let file = self.path("pgbench-script.sql");
+        std::fs::write(&file, script).map_err(|e| format!("writing {}: {e}", file.display()))?;
+        run(self
+            .pgbench()
+            .args([
+                "-t",
+                &transactions.to_string(),
+                "-M",
+                "prepared",
+                "-D",
+                "x=5",
+                "-f",
+            ])
+            .arg(&file)
+            .arg("postgres"))
     }
 
     fn connect(&self, c: &mut Command) {

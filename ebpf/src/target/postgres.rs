@@ -64,7 +64,7 @@ fn default_paths() -> Vec<PathBuf> {
             Some((n, e.path().join("bin/postgres")))
         })
         .collect();
-    versions.sort_by(|a, b| b.0.cmp(&a.0));
+    versions.sort_by_key(|v| std::cmp::Reverse(v.0));
     let mut paths: Vec<PathBuf> = versions.into_iter().map(|(_, p)| p).collect();
     paths.push(PathBuf::from("/usr/lib/postgresql/15/bin/postgres"));
     paths.dedup();
