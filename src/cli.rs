@@ -393,6 +393,25 @@ mod tests {
         e
     }
 
+    /// The database subcommands name their module and pass their binary
+    /// flag and --pid as the target request.
+    #[test]
+    fn database_subcommands_build_their_request() {
+        for (sub, flag) in [("mysqld", "--mysqld"), ("postgres", "--postgres")] {
+            let cli = Cli::try_parse_from(["rcapture", sub, flag, "/opt/db/bin", "--pid", "7"])
+                .unwrap_or_else(|e| panic!("{sub}: {e}"));
+            let (module, req, args) = cli.command.into_parts();
+            assert_eq!(module, sub);
+            assert_eq!(req.path, Some(PathBuf::from("/opt/db/bin")));
+            assert_eq!((req.pid, args.pid), (Some(7), Some(7)));
+            assert!(
+                rcapture_ebpf::module::module(module).is_some(),
+                "{module} is registered"
+            );
+        }
+        assert!(Cli::try_parse_from(["rcapture", "postgres", "--mysqld", "x"]).is_err());
+    }
+
     /// eCaptureQ's launch line, the plain address, IPv6 and names.
     #[test]
     fn ecaptureq_accepts_its_url_and_an_address() {
