@@ -1,7 +1,8 @@
 //! `rcapture mysqld` against a throw-away MariaDB server
 //! (rcapture_testsupport::db::MariaDb): the queries the `mariadb` client
-//! sends reach every output whole, with the server's pid, uid and comm and
-//! dispatch_command's return value as `type`.
+//! sends reach every output whole, with the server's pid, uid and comm,
+//! dispatch_command's return value as `type`, and in the text output the
+//! SQL error number of a statement that failed.
 
 use crate::queries::QueryCapture;
 use crate::testutil::bpf_available;
@@ -34,8 +35,20 @@ fn mariadb_queries_reach_every_output_whole() {
     }
     let got = cap.finish(&last);
 
-    for sql in [&ok, &failing, &long, &last] {
-        let e = got.query("mysqld", sql);
+    for (sql, status) in [
+        (&ok, "(ret=0)"),
+        (&failing, "(ret=0 error=1146)"),
+        (&long, "(ret=0)"),
+        (&last, "(ret=0)"),
+    ] {
+        let (e, block) = got.query("mysqld", sql);
+        // The text header: the return value, and the statement's SQL
+        // error number when it failed (ER_NO_SUCH_TABLE).
+        assert!(
+            block.header.ends_with(&format!(" query {status}")),
+            "{}",
+            block.header
+        );
         assert_eq!(e["pid"].as_u64(), Some(u64::from(server.pid())));
         assert_eq!(e["pname"], "mariadbd");
         assert_eq!(e["uid"], 0, "the test server runs as root");

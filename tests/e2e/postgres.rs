@@ -42,7 +42,8 @@ fn postgres_queries_reach_every_output_whole() {
 
     let prepared = format!("SELECT '{m}-prepared', $1::int;");
     for sql in [&ok, &long, &prepared, &last] {
-        let e = got.query("postgres", sql);
+        let (e, block) = got.query("postgres", sql);
+        assert!(block.header.ends_with(" query"), "{}", block.header);
         assert_ne!(
             e["pid"].as_u64(),
             Some(u64::from(pg.pid())),

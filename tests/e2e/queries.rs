@@ -119,7 +119,7 @@ impl Outputs {
     /// The event file's event whose payload is `sql`, checked against the
     /// other outputs: the same query reached stdout, the WebSocket client
     /// and the collector with the same pid and type.
-    pub(crate) fn query(&self, module: &str, sql: &str) -> &Value {
+    pub(crate) fn query(&self, module: &str, sql: &str) -> (&Value, &Block) {
         let short = &sql[..sql.len().min(60)];
         let e = self
             .event_file
@@ -171,6 +171,6 @@ impl Outputs {
             "{}",
             block.header
         );
-        e
+        (e, block)
     }
 }
