@@ -163,3 +163,74 @@ fn server_side_prepared_statements_are_captured() {
         .unwrap_or_else(|| panic!("no COM_STMT_PREPARE record of {stmt}"));
     assert_eq!((q.retval, q.sql_errno), (0, 0));
 }
+
+/// More SQL in flight than the staging pool holds (six 1 MiB queries kept
+/// running at once by SLEEP(3); the pool is 4 MiB): every query still yields
+/// its record with its real length, and every byte not staged is counted
+/// lost.
+#[test]
+fn staging_exhaustion_cuts_and_counts() {
+    let Some(_guard) = require_bpf() else { return };
+    let server = MariaDb::start().unwrap_or_else(|e| panic!("MariaDB server: {e}"));
+    let mut probes = load(server.pid(), 1 << 20);
+    let mut rings = probes.take_rings();
+    let m = format!("MYPOOL{}", std::process::id());
+    let queries: Vec<String> = (0..6)
+        .map(|i| format!("SELECT LENGTH('{m}-{i}-{}'), SLEEP(3)", "p".repeat(1 << 20)))
+        .collect();
+    let clients: Vec<_> = queries
+        .iter()
+        .map(|q| {
+            let mut c = server
+                .client()
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("mariadb");
+            std::io::Write::write_all(c.stdin.as_mut().unwrap(), q.as_bytes()).unwrap();
+            drop(c.stdin.take());
+            c
+        })
+        .collect();
+    for mut c in clients {
+        assert!(c.wait().unwrap().success());
+    }
+    settle();
+    probes.detach();
+
+    let records = drain(&mut rings);
+    let counters = probes.counters().expect("counters");
+    let lost_bytes: u64 = counters.iter().map(|c| c.lost_bytes).sum();
+    let calls = joined_queries(&records, KIND_MYSQL_QUERY);
+    // One record per query, with its real length (all six are as long);
+    // each captured up to 1 MiB (max_payload) less what the pool could not
+    // stage, so those with nothing staged have an empty payload.
+    let len = queries[0].len();
+    let mine: Vec<&Vec<u8>> = calls
+        .iter()
+        .filter(|(r, _, _)| r.hdr.pid == server.pid() && r.total_len as usize == len)
+        .map(|(_, p, _)| p)
+        .collect();
+    assert_eq!(mine.len(), queries.len(), "a record for every query");
+    for q in &queries {
+        let whole = mine
+            .iter()
+            .filter(|p| p.len() == 1 << 20 && q.as_bytes().starts_with(p));
+        assert!(whole.count() <= 1, "{:.40} twice", q);
+    }
+    for p in &mine {
+        assert!(
+            queries.iter().any(|q| q.as_bytes().starts_with(p)),
+            "a prefix of a query"
+        );
+    }
+    let cut: u64 = mine.iter().map(|p| ((1usize << 20) - p.len()) as u64).sum();
+    assert!(
+        cut > 0,
+        "six 1 MiB queries cannot all fit in 4 MiB of units"
+    );
+    assert_eq!(
+        lost_bytes, cut,
+        "every byte the pool could not stage is counted"
+    );
+}
