@@ -5,10 +5,18 @@
 use std::process::{Command, Output};
 
 use rcapture_ebpf::module::{self, TargetRequest};
-use rcapture_ebpf::{Capture, CaptureOptions};
+use rcapture_ebpf::{Capture, CaptureOptions, CpuRing};
 use rcapture_testsupport::db::MariaDb;
 
 use crate::testutil::{F_FIRST, F_LAST, KIND_MYSQL_QUERY, drain, joined_queries, require_bpf};
+
+/// A fresh server, the probes loaded on its pid, their rings.
+fn start(max_payload: u32) -> (MariaDb, Capture, Vec<CpuRing>) {
+    let server = MariaDb::start().unwrap_or_else(|e| panic!("MariaDB server: {e}"));
+    let mut probes = load(server.pid(), max_payload);
+    let rings = probes.take_rings();
+    (server, probes, rings)
+}
 
 fn load(server_pid: u32, max_payload: u32) -> Capture {
     let desc = module::module("mysqld").expect("the mysqld module");
@@ -43,9 +51,7 @@ fn sql(server: &MariaDb, text: &str) -> Output {
 #[test]
 fn queries_carry_their_sql_return_value_and_error_number() {
     let Some(_guard) = require_bpf() else { return };
-    let server = MariaDb::start().unwrap_or_else(|e| panic!("MariaDB server: {e}"));
-    let mut probes = load(server.pid(), 1 << 20);
-    let mut rings = probes.take_rings();
+    let (server, mut probes, mut rings) = start(1 << 20);
 
     let m = format!("MYBPF{}", std::process::id());
     let ok = format!("SELECT '{m}-ok'");
@@ -101,9 +107,7 @@ fn queries_carry_their_sql_return_value_and_error_number() {
 #[test]
 fn a_query_over_the_limit_is_cut_and_says_so() {
     let Some(_guard) = require_bpf() else { return };
-    let server = MariaDb::start().unwrap_or_else(|e| panic!("MariaDB server: {e}"));
-    let mut probes = load(server.pid(), 20_000);
-    let mut rings = probes.take_rings();
+    let (server, mut probes, mut rings) = start(20_000);
     let m = format!("MYCUT{}", std::process::id());
     let long = format!("SELECT LENGTH('{m}{}')", "y".repeat(65_536));
     assert!(sql(&server, &long).status.success());
@@ -136,9 +140,7 @@ fn server_side_prepared_statements_are_captured() {
         have_dbd,
         "perl's DBD::MariaDB is needed (apt-get install libdbd-mariadb-perl)"
     );
-    let server = MariaDb::start().unwrap_or_else(|e| panic!("MariaDB server: {e}"));
-    let mut probes = load(server.pid(), 1 << 20);
-    let mut rings = probes.take_rings();
+    let (server, mut probes, mut rings) = start(1 << 20);
     let m = format!("MYPREP{}", std::process::id());
     let stmt = format!("SELECT ? + 1 AS {m}");
     let script = format!(
@@ -171,9 +173,7 @@ fn server_side_prepared_statements_are_captured() {
 #[test]
 fn staging_exhaustion_cuts_and_counts() {
     let Some(_guard) = require_bpf() else { return };
-    let server = MariaDb::start().unwrap_or_else(|e| panic!("MariaDB server: {e}"));
-    let mut probes = load(server.pid(), 1 << 20);
-    let mut rings = probes.take_rings();
+    let (server, mut probes, mut rings) = start(1 << 20);
     let m = format!("MYPOOL{}", std::process::id());
     let queries: Vec<String> = (0..6)
         .map(|i| format!("SELECT LENGTH('{m}-{i}-{}'), SLEEP(3)", "p".repeat(1 << 20)))
