@@ -19,6 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// Capture OpenSSL (libssl.so.3) plaintext and secrets.
     Tls(TlsArgs),
+    /// Capture NSS/NSPR (libnspr4.so) TLS plaintext (no key log: NSS gives no secrets).
+    Nss(NssArgs),
     /// Capture the queries a MariaDB server (mariadbd) runs: the SQL, the
     /// dispatch_command return value and the SQL error number.
     Mysqld(MysqldArgs),
@@ -33,6 +35,7 @@ impl Command {
     pub fn into_parts(self) -> (&'static str, TargetRequest, CaptureArgs) {
         match self {
             Command::Tls(a) => ("tls", a.capture.request(a.libssl), a.capture),
+            Command::Nss(a) => ("nss", a.capture.request(a.nspr), a.capture),
             Command::Mysqld(a) => ("mysqld", a.capture.request(a.mysqld), a.capture),
             Command::Postgres(a) => ("postgres", a.capture.request(a.postgres), a.capture),
         }
@@ -67,6 +70,16 @@ pub struct TlsArgs {
     /// libssl.so.3 to probe (default: the one of --pid, else the system's).
     #[arg(long, value_name = "PATH")]
     pub libssl: Option<PathBuf>,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+}
+
+/// `rcapture nss`: NSS/NSPR.
+#[derive(Debug, Args)]
+pub struct NssArgs {
+    /// libnspr4.so to probe (default: the one of --pid, else the system's).
+    #[arg(long, value_name = "PATH")]
+    pub nspr: Option<PathBuf>,
     #[command(flatten)]
     pub capture: CaptureArgs,
 }
@@ -480,6 +493,38 @@ mod tests {
         );
         let e = parse(&["--modules", "tls="]).unwrap_err().to_string();
         assert!(e.contains("a path is needed"), "{e}");
+    }
+
+    /// `rcapture nss` names the nss module; `--nspr` is its target file and
+    /// the common flags come along.
+    #[test]
+    fn nss_subcommand_takes_its_library_and_the_common_flags() {
+        let c = Cli::try_parse_from([
+            "rcapture",
+            "nss",
+            "--nspr",
+            "/opt/nss/libnspr4.so",
+            "--pid",
+            "9",
+            "--modules",
+            "tls",
+        ])
+        .unwrap();
+        let (module, req, a) = c.command.into_parts();
+        assert_eq!(module, "nss");
+        assert_eq!(
+            req.path.as_deref(),
+            Some(std::path::Path::new("/opt/nss/libnspr4.so"))
+        );
+        assert_eq!(req.pid, Some(9));
+        assert_eq!(a.modules[0].name, "tls");
+        let (_, req, _) = Cli::try_parse_from(["rcapture", "nss"])
+            .unwrap()
+            .command
+            .into_parts();
+        assert_eq!(req, TargetRequest::default());
+        // --libssl is the tls subcommand's, not nss's.
+        assert!(Cli::try_parse_from(["rcapture", "nss", "--libssl", "/x"]).is_err());
     }
 
     /// `-m none` is a mode; `-m` refuses anything else, listing the modes.

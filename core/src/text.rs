@@ -71,9 +71,23 @@ fn pid_tid_comm(e: &EventFields<'_>, out: &mut Vec<u8>) {
     comm(e, out);
 }
 
+/// ` comm=C`: a process sets its own name (prctl), so control bytes, a
+/// space, a backslash and non-ASCII are shown as `\xNN` — a name cannot
+/// end the header line or forge another.
 fn comm(e: &EventFields<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b" comm=");
-    out.extend_from_slice(e.pname.as_bytes());
+    for &b in e.pname.as_bytes() {
+        if b.is_ascii_graphic() && b != b'\\' {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[
+                b'\\',
+                b'x',
+                HEX_DIGITS[usize::from(b >> 4)],
+                HEX_DIGITS[usize::from(b & 15)],
+            ]);
+        }
+    }
 }
 
 /// `SRC->DST`, IPv6 addresses in brackets.
@@ -1007,6 +1021,21 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "1970-01-01T00:00:00.000000000Z2000-02-29T00:00:00.000000001Z"
+        );
+    }
+
+    /// A process name with a newline cannot forge a header line.
+    #[test]
+    fn comm_is_escaped() {
+        let mut f = ev(b"x");
+        f.pname = "x\n2026 tls pid=1 a b";
+        let mut out = Vec::new();
+        write_text(&f, EventKind::Data, PayloadStyle::Escaped, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let header = text.lines().next().unwrap();
+        assert!(
+            header.contains(" comm=x\\x0a2026\\x20tls\\x20pid=1\\x20a\\x20b "),
+            "{header}"
         );
     }
 }

@@ -2,6 +2,7 @@
 //! minimal record parser (offsets from `include/records.h`).
 
 use std::{
+    collections::BTreeMap,
     io::{BufRead as _, BufReader},
     net::TcpListener,
     path::{Path, PathBuf},
@@ -11,7 +12,7 @@ use std::{
 };
 
 use rcapture_core::ring::RecordRing as _;
-use rcapture_ebpf::CpuRing;
+use rcapture_ebpf::{Capture, CpuRing};
 
 /// Tests that load probes run one at a time (they would see each other's events).
 static BPF_LOCK: Mutex<()> = Mutex::new(());
@@ -136,6 +137,42 @@ pub fn drain(rings: &mut [CpuRing]) -> Vec<(u32, Vec<u8>)> {
         ring.drain(&mut |rec| out.push((cpu, rec.to_vec())));
     }
     out
+}
+
+/// Every record in the rings once `probes` are detached, asserting that
+/// the kernel side lost none.
+pub fn drain_lossless(probes: &Capture, rings: &mut [CpuRing]) -> Vec<(u32, Vec<u8>)> {
+    let records = drain(rings);
+    let counters = probes.counters().expect("counters");
+    eprintln!("{} records; counters per CPU: {counters:?}", records.len());
+    assert!(
+        counters.iter().all(|c| c.lost == 0),
+        "records lost: {counters:?}"
+    );
+    records
+}
+
+/// The `struct rc_data` records of `kind` that `keep` accepts, grouped by
+/// call — (cpu, tid, call_seq) — each call's records in ring order.
+pub fn calls_of(
+    records: &[(u32, Vec<u8>)],
+    kind: u16,
+    keep: impl Fn(&Data) -> bool,
+) -> BTreeMap<(u32, u32, u32), Vec<Data>> {
+    let mut calls: BTreeMap<(u32, u32, u32), Vec<Data>> = BTreeMap::new();
+    for (cpu, r) in records {
+        if hdr(r).kind != kind {
+            continue;
+        }
+        let d = data(r);
+        if keep(&d) {
+            calls
+                .entry((*cpu, d.hdr.tid, d.call_seq))
+                .or_default()
+                .push(d);
+        }
+    }
+    calls
 }
 
 fn u16_at(b: &[u8], off: usize) -> u16 {

@@ -7,6 +7,7 @@ mod access;
 mod ecaptureq;
 mod modes;
 mod mysqld;
+mod nss;
 mod outputs;
 mod overflow;
 mod postgres;

@@ -2,6 +2,7 @@
 //! process helpers they share.
 
 pub mod mysqld;
+pub mod nss;
 pub mod openssl;
 pub mod postgres;
 
@@ -21,7 +22,6 @@ use crate::module::{Attach, AttachPoint, ModuleDesc, TargetRequest};
 /// offsets.
 pub(crate) struct Elf {
     path: PathBuf,
-    #[allow(dead_code)] // used by the resolvers of the modules to come
     bytes: Vec<u8>,
     /// name → st_value, defined symbols only (`.dynsym` wins).
     symbols: HashMap<String, u64>,
@@ -73,7 +73,6 @@ impl Elf {
         &self.path
     }
 
-    #[allow(dead_code)] // used by the resolvers of the modules to come
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.bytes
     }
@@ -111,7 +110,6 @@ impl Elf {
     }
 
     /// The bytes of the file at virtual address `vaddr`, `len` at most.
-    #[allow(dead_code)] // used by the resolvers of the modules to come
     pub(crate) fn bytes_at(&self, vaddr: u64, len: usize) -> Option<&[u8]> {
         let off = usize::try_from(self.file_offset(vaddr)?).ok()?;
         self.bytes
@@ -279,7 +277,6 @@ fn parse_ldconfig(listing: &str, name: &str) -> Option<PathBuf> {
 
 /// The text after the first `prefix` in `bytes`, up to the first byte not
 /// in `[0-9A-Za-z.]` (a version number), if it starts with a digit.
-#[allow(dead_code)] // for the modules that read a version string (gnutls, nss)
 pub(crate) fn version_after(bytes: &[u8], prefix: &[u8]) -> Option<String> {
     memchr::memmem::find_iter(bytes, prefix).find_map(|at| {
         let rest = &bytes[at + prefix.len()..];
