@@ -21,6 +21,12 @@ pub enum Command {
     Tls(TlsArgs),
     /// Capture NSS/NSPR (libnspr4.so) TLS plaintext (no key log: NSS gives no secrets).
     Nss(NssArgs),
+    /// Capture the queries a MariaDB server (mariadbd) runs: the SQL, the
+    /// dispatch_command return value and the SQL error number.
+    Mysqld(MysqldArgs),
+    /// Capture the queries PostgreSQL backends parse (simple queries and
+    /// extended-protocol Parse messages).
+    Postgres(PostgresArgs),
     /// Capture the command lines typed into interactive bash shells, with
     /// their exit status.
     Bash(BashArgs),
@@ -33,6 +39,8 @@ impl Command {
         match self {
             Command::Tls(a) => ("tls", a.capture.request(a.libssl), a.capture),
             Command::Nss(a) => ("nss", a.capture.request(a.nspr), a.capture),
+            Command::Mysqld(a) => ("mysqld", a.capture.request(a.mysqld), a.capture),
+            Command::Postgres(a) => ("postgres", a.capture.request(a.postgres), a.capture),
             Command::Bash(a) => ("bash", a.capture.request(a.bashpath), a.capture),
         }
     }
@@ -76,6 +84,30 @@ pub struct NssArgs {
     /// libnspr4.so to probe (default: the one of --pid, else the system's).
     #[arg(long, value_name = "PATH")]
     pub nspr: Option<PathBuf>,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+}
+
+/// `rcapture mysqld`: MariaDB's server.
+#[derive(Debug, Args)]
+pub struct MysqldArgs {
+    /// The server binary to probe (default: the executable of --pid, else
+    /// /usr/sbin/mariadbd, else /usr/sbin/mysqld).
+    #[arg(long, value_name = "PATH")]
+    pub mysqld: Option<PathBuf>,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+}
+
+/// `rcapture postgres`: PostgreSQL's server. Each connection is a backend
+/// process of its own: --pid selects one backend; --uid (the server's
+/// user) selects them all.
+#[derive(Debug, Args)]
+pub struct PostgresArgs {
+    /// The server binary to probe (default: the executable of --pid, else
+    /// the newest /usr/lib/postgresql/N/bin/postgres).
+    #[arg(long, value_name = "PATH")]
+    pub postgres: Option<PathBuf>,
     #[command(flatten)]
     pub capture: CaptureArgs,
 }
@@ -386,6 +418,25 @@ mod tests {
         let e = ecaptureq_addr(s).expect_err(s);
         assert!(e.contains("ws://HOST:PORT or HOST:PORT"), "{s}: {e}");
         e
+    }
+
+    /// The database subcommands name their module and pass their binary
+    /// flag and --pid as the target request.
+    #[test]
+    fn database_subcommands_build_their_request() {
+        for (sub, flag) in [("mysqld", "--mysqld"), ("postgres", "--postgres")] {
+            let cli = Cli::try_parse_from(["rcapture", sub, flag, "/opt/db/bin", "--pid", "7"])
+                .unwrap_or_else(|e| panic!("{sub}: {e}"));
+            let (module, req, args) = cli.command.into_parts();
+            assert_eq!(module, sub);
+            assert_eq!(req.path, Some(PathBuf::from("/opt/db/bin")));
+            assert_eq!((req.pid, args.pid), (Some(7), Some(7)));
+            assert!(
+                rcapture_ebpf::module::module(module).is_some(),
+                "{module} is registered"
+            );
+        }
+        assert!(Cli::try_parse_from(["rcapture", "postgres", "--mysqld", "x"]).is_err());
     }
 
     /// eCaptureQ's launch line, the plain address, IPv6 and names.

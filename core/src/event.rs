@@ -162,6 +162,9 @@ pub enum Detail {
     None,
     /// A bash record's `retval`: the command's exit status (type 1).
     Bash { retval: i32 },
+    /// A mysqld query's SQL error number (the statement's, 0 = none):
+    /// `type` is dispatch_command's return value, 0 for failed statements too.
+    Query { sql_errno: u32 },
     /// A connection's `event`: [`CONN_CONNECT`], [`CONN_ACCEPT`] or [`CONN_CLOSE`].
     Conn { event: u8 },
     /// A tc packet's interface and `direction` ([`DIR_RECV`] ingress,
@@ -352,6 +355,9 @@ pub fn event_fields<'s, 'r: 's>(
             // mysqld's dispatch_command returns an int8: sign-extend to u32.
             if kind == RecordKind::MysqlQuery {
                 r#type = i32::from(v.rec.retval as i8) as u32;
+                detail = Detail::Query {
+                    sql_errno: v.rec.sql_errno,
+                };
             }
         }
         Record::Conn(c) => {

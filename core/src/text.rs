@@ -13,8 +13,9 @@
 //!   `status=N: COMMAND` (type 1, N the command's exit status),
 //!   `exit/exec: COMMAND` (type 2; ` status=N` when not 0). Continuation
 //!   lines of a multi-line command are indented by four spaces.
-//! - query: `… mysqld pid=9 tid=10 comm=mysqld query (ret=N)` (postgres:
-//!   no return value), then the SQL text.
+//! - query: `… mysqld pid=9 tid=10 comm=mysqld query (ret=N)` (with
+//!   ` error=E` when the statement failed with SQL error E; postgres: no
+//!   return value), then the SQL text.
 //! - conn: `… tls pid=4242 tid=4242 comm=curl fd=5 connect
 //!   127.0.0.1:52814->127.0.0.1:8443` (`accept`, `close`); no payload.
 //! - packet: `… tls pid=0 comm=swapper/0 ifindex=2 ingress 60 bytes`
@@ -251,6 +252,12 @@ fn query(e: &EventFields<'_>, style: PayloadStyle, out: &mut Vec<u8>) {
     if e.module != "postgres" {
         out.extend_from_slice(b" (ret=");
         push_i64(out, i64::from(e.r#type as i32));
+        if let Detail::Query { sql_errno } = e.detail
+            && sql_errno != 0
+        {
+            out.extend_from_slice(b" error=");
+            push_u64(out, u64::from(sql_errno));
+        }
         out.push(b')');
     }
     not_captured(e, out);
@@ -471,7 +478,7 @@ mod tests {
     use super::*;
     use crate::decode::decode;
     use crate::event::{Clock, EventScratch, event_fields};
-    use crate::records::{DIR_RECV, RecordHeader, RecordKind, Tuple};
+    use crate::records::{DIR_RECV, QueryRecord, RecordHeader, RecordKind, Tuple};
     use crate::synth;
 
     fn ev(payload: &[u8]) -> EventFields<'_> {
@@ -727,6 +734,20 @@ mod tests {
             render(&raw, 0, PayloadStyle::Escaped),
             format!(
                 "{T} mysqld pid=9 tid=10 comm=mysqld query (ret=-3)\nSELECT 'a\\\\b'\n  FROM t\\x00\n\n"
+            )
+        );
+        let failed = QueryRecord {
+            sql_errno: 1146,
+            ..synth::query(hdr(RecordKind::MysqlQuery, 9, 10, 0, "mysqld"), 0)
+        };
+        assert_eq!(
+            render(
+                &synth::single(failed, b"SELECT * FROM nosuch"),
+                0,
+                PayloadStyle::Escaped
+            ),
+            format!(
+                "{T} mysqld pid=9 tid=10 comm=mysqld query (ret=0 error=1146)\nSELECT * FROM nosuch\n\n"
             )
         );
         let raw = synth::single(

@@ -35,6 +35,7 @@
 
 #include "records.h"
 #include "rc_common.bpf.h"
+#include "rc_rec64.bpf.h"
 #include "rc_str.bpf.h"
 
 /* st_value in bash's .dynsym of readline and of the globals read. */
@@ -60,7 +61,7 @@ struct rc_shell {
 	__u8 pending;     /* a command was read, its status not sent yet */
 	__u8 _pad[2];
 	/* The status / exit record, built in place: its payload is cmd. */
-	struct rc_rec64 rec;
+	struct rc_bash rec;
 	/* Twice the size kept: a read of RC_BASH_CMD_MAX bytes at an offset
 	 * below RC_BASH_CMD_MAX stays inside (what the verifier checks). */
 	__u8 cmd[2 * RC_BASH_CMD_MAX];
@@ -120,9 +121,9 @@ static __always_inline void rc_bash_emit(struct rc_shell *sh, __u64 pid_tgid, __
 	sh->rec.chunk.total_len = with_cmd ? sh->cmd_total : 0;
 	sh->rec.chunk.offset = 0;
 	sh->rec.chunk.len = len;
-	sh->rec.chunk.call_seq = rc_str_call_seq();
-	sh->rec.a = type;
-	sh->rec.b = (__u32)retval;
+	sh->rec.chunk.call_seq = rc_next_call_seq();
+	sh->rec.bash_type = type;
+	sh->rec.retval = retval;
 	rc_output(rc_ring(), &sh->rec, sizeof(sh->rec) + len, len);
 }
 
@@ -223,6 +224,10 @@ int rc_bash_readline_return(struct pt_regs *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct rc_shell *sh;
+	struct {
+		__u32 bash_type;
+		__s32 retval;
+	} own;
 	__u64 line;
 	__u32 len;
 	char first;
@@ -236,7 +241,9 @@ int rc_bash_readline_return(struct pt_regs *ctx)
 		return 0; /* EOF: exit_shell follows unless ignoreeof */
 	if (bpf_probe_read_user(&first, 1, (void *)line) == 0 && first == 0)
 		return 0; /* an empty line: bash runs nothing */
-	len = rc_emit_str(pid_tgid, RC_KIND_BASH, RC_BASH_READLINE, sh->line_index, line);
+	own.bash_type = RC_BASH_READLINE;
+	own.retval = (__s32)sh->line_index;
+	len = rc_emit_str(pid_tgid, RC_KIND_BASH, &own, line);
 	rc_bash_keep_line(sh, line, len);
 	sh->pending = 1;
 	return 0;

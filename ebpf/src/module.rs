@@ -140,6 +140,8 @@ pub enum Global {
 pub static MODULES: &[&ModuleDesc] = &[
     &crate::target::openssl::MODULE,
     &crate::target::nss::MODULE,
+    &crate::target::mysqld::MODULE,
+    &crate::target::postgres::MODULE,
     &crate::target::bash::MODULE,
 ];
 

@@ -5,7 +5,7 @@
 //! exit; `--uid` keeping one user's shells; the same events on a WebSocket
 //! client and at a forwarding collector.
 
-use crate::outputs::{collected, collector, forward_json};
+use crate::outputs::{collected, forward_json, start_collector};
 use crate::server::{WsClient, compile_schemas, marker, unhex};
 use crate::testutil::{Block, Rcapture, TempDir, blocks, bpf_available, support};
 use base64::Engine as _;
@@ -204,7 +204,8 @@ fn bash_events_reach_websocket_clients_and_the_forwarder() {
     let Some((_up, ext)) = compile_schemas(&dir) else {
         return;
     };
-    let (_collector, url, collected_path) = collector(&dir);
+    let collected_path = dir.path("collector.jsonl");
+    let (_collector, url) = start_collector(&collected_path);
     let rc = Rcapture::start(&[&["bash"][..], &forward_json(&url)].concat());
     let addr = rc.addr.clone().expect("announced address");
     let ws = WsClient::start(

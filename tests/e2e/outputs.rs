@@ -9,7 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,18 @@ fn listening_sockets(pid: u32) -> Vec<String> {
     found
 }
 
+/// `tests/support/collector.py` recording into `out`; returns it (killed
+/// at drop) and its ingest URL.
+pub(crate) fn start_collector(out: &Path) -> (Proc, String) {
+    let (collector, port) = spawn_with_port(
+        Command::new("python3")
+            .arg(support("collector.py"))
+            .arg(out),
+        "tests/support/collector.py",
+    );
+    (collector, format!("http://127.0.0.1:{port}/ingest"))
+}
+
 /// The events the collector received so far (NDJSON bodies, decoded).
 pub(crate) fn collected(out: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(out).unwrap_or_default();
@@ -68,7 +80,7 @@ pub(crate) fn collected(out: &Path) -> Vec<Value> {
 
 /// Waits (15 s at most) until the collector got an event of `pid` whose
 /// payload holds `marker`.
-fn wait_collected(out: &Path, pid: u32, marker: &str) -> bool {
+pub(crate) fn wait_collected(out: &Path, pid: u32, marker: &str) -> bool {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let hit = collected(out).iter().any(|e| {
@@ -82,19 +94,6 @@ fn wait_collected(out: &Path, pid: u32, marker: &str) -> bool {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// A collector (`tests/support/collector.py`, killed at drop) recording
-/// into `DIR/collector.jsonl`; returns it, its ingest URL and that file.
-pub(crate) fn collector(dir: &TempDir) -> (Proc, String, PathBuf) {
-    let out = dir.path("collector.jsonl");
-    let (proc, port) = spawn_with_port(
-        Command::new("python3")
-            .arg(support("collector.py"))
-            .arg(&out),
-        "tests/support/collector.py",
-    );
-    (proc, format!("http://127.0.0.1:{port}/ingest"), out)
 }
 
 /// The flags that forward to `url` as NDJSON in batches of at most 100 ms.
@@ -117,7 +116,8 @@ fn mode_none_writes_nothing_and_still_forwards() {
     };
     let dir = TempDir::new("modenone");
     let (_srv, port) = python_server(&dir, false);
-    let (_collector, url, out) = collector(&dir);
+    let out = dir.path("collector.jsonl");
+    let (_collector, url) = start_collector(&out);
     let rc = Rcapture::start(&[&["tls", "-m", "none"][..], &forward_json(&url)].concat());
     let marker = format!("mode-none-{}", std::process::id());
     let (curl_pid, _) = run_ok(
@@ -142,7 +142,8 @@ fn listen_none_forwards_without_the_server_loop() {
     };
     let dir = TempDir::new("hubonly");
     let (_srv, port) = python_server(&dir, false);
-    let (_collector, url, out) = collector(&dir);
+    let out = dir.path("collector.jsonl");
+    let (_collector, url) = start_collector(&out);
     let rc = Rcapture::start(&[&["tls", "--listen", "none"][..], &forward_json(&url)].concat());
     assert_eq!(
         rc.addr, None,
