@@ -50,6 +50,7 @@ fn fields<'a>(p: &'a [u8], port: u32, dir: u32) -> EventFields<'a> {
         module: "tls",
         fd: 5,
         truncated: 0,
+        status: 0,
         detail: Detail::None,
     }
 }

@@ -122,6 +122,7 @@ fn loop_batch() -> Arc<Batch> {
             module: "tls",
             fd: 5,
             truncated: 0,
+            status: 0,
             detail: Detail::None,
         };
         let start = b.buf.len() as u32;

@@ -221,6 +221,13 @@ pub fn event_len(e: &EventFields<'_>) -> usize {
         + bytes_field_len(14, e.module.as_bytes())
         + varint_field_len(15, u64::from(e.fd))
         + varint_field_len(16, u64::from(e.truncated))
+        + varint_field_len(17, zigzag(e.status))
+}
+
+/// `sint32`'s ZigZag encoding.
+#[inline(always)]
+fn zigzag(v: i32) -> u64 {
+    u64::from(((v << 1) ^ (v >> 31)) as u32)
 }
 
 /// `LogEntry` head and `Event` fields 1–10, then the key and length of
@@ -244,7 +251,7 @@ fn put_event_head(e: &EventFields<'_>, body_len: usize, o: &mut impl Out) {
     }
 }
 
-/// `Event` fields 12–16.
+/// `Event` fields 12–17.
 #[inline(always)]
 fn put_event_tail(e: &EventFields<'_>, o: &mut impl Out) {
     o.varint_field(12, u64::from(e.tid));
@@ -252,6 +259,7 @@ fn put_event_tail(e: &EventFields<'_>, o: &mut impl Out) {
     o.bytes_field(14, e.module.as_bytes());
     o.varint_field(15, u64::from(e.fd));
     o.varint_field(16, u64::from(e.truncated));
+    o.varint_field(17, zigzag(e.status));
 }
 
 /// Text bytes (uuid, addresses, name) the stack head has room for.
@@ -261,9 +269,9 @@ const HEAD_TEXT: usize = 384;
 const HEAD_FIXED: usize = 7 * 12 + 6 * 11;
 /// Module name bytes the stack tail has room for.
 const TAIL_TEXT: usize = 32;
-/// Everything in the tail but the module name: 4 varint fields and the
+/// Everything in the tail but the module name: 5 varint fields and the
 /// module's length header.
-const TAIL_FIXED: usize = 4 * 12 + 11;
+const TAIL_FIXED: usize = 5 * 12 + 11;
 
 /// Exact encoded length of an event `LogEntry` without `seq`.
 #[inline]
@@ -419,6 +427,7 @@ mod tests {
                 module: e.module.to_owned(),
                 fd: e.fd,
                 truncated: e.truncated,
+                status: e.status,
             })),
             seq: 0,
         }
@@ -447,6 +456,7 @@ mod tests {
             module: "tls",
             fd: 5,
             truncated: 0,
+            status: 0,
             detail: Detail::None,
         };
         let cases = [
@@ -458,6 +468,7 @@ mod tests {
                 src_port: u32::MAX,
                 dst_port: 0x3fff,
                 r#type: 0x4000,
+                status: i32::MIN,
                 tid: 0x7f,
                 uid: 0x80,
                 fd: u32::MAX,

@@ -191,6 +191,9 @@ pub struct EventFields<'a> {
     pub module: &'a str,
     pub fd: u32,
     pub truncated: u32,
+    /// bash: the command's exit status (types 1, 2); mysqld: the SQL error
+    /// number; 0 otherwise (an rcapture extension, `Event.status`).
+    pub status: i32,
     /// Not an `Event` field: not encoded.
     pub detail: Detail,
 }
@@ -328,6 +331,7 @@ pub fn event_fields<'s, 'r: 's>(
     let mut r#type = 0;
     let mut fd = 0;
     let mut detail = Detail::None;
+    let mut status = 0;
     let mut payload: &'s [u8] = rec.payload();
     match rec {
         Record::Data(v) => {
@@ -347,6 +351,9 @@ pub fn event_fields<'s, 'r: 's>(
         }
         Record::Bash(v) => {
             r#type = v.rec.bash_type;
+            if r#type != 0 {
+                status = v.rec.retval;
+            }
             detail = Detail::Bash {
                 retval: v.rec.retval,
             };
@@ -355,6 +362,7 @@ pub fn event_fields<'s, 'r: 's>(
             // mysqld's dispatch_command returns an int8: sign-extend to u32.
             if kind == RecordKind::MysqlQuery {
                 r#type = i32::from(v.rec.retval as i8) as u32;
+                status = v.rec.sql_errno as i32;
                 detail = Detail::Query {
                     sql_errno: v.rec.sql_errno,
                 };
@@ -388,6 +396,7 @@ pub fn event_fields<'s, 'r: 's>(
         module: Module::of(kind).name(),
         fd: if fd == FD_UNKNOWN { 0 } else { fd },
         truncated,
+        status,
         detail,
     }
 }

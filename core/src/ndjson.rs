@@ -55,6 +55,8 @@ pub fn write_ndjson_line(e: &EventFields<'_>, seq: u64, out: &mut Vec<u8>) {
     num(out, e.fd);
     out.extend_from_slice(b",\"truncated\":");
     num(out, e.truncated);
+    out.extend_from_slice(b",\"status\":");
+    num(out, e.status);
     out.extend_from_slice(b",\"seq\":");
     num(out, seq);
     out.extend_from_slice(b"}\n");

@@ -32,12 +32,13 @@ fn owned() -> impl Strategy<Value = Owned> {
             "[a-z]{0,8}",
             small_u32(),
             small_u32(),
+            any::<i32>(),
         ),
     )
         .prop_map(
             |(
                 (timestamp, uuid, src_ip, src_port, dst_ip, dst_port, pid, pname),
-                (r#type, payload, tid, uid, module, fd, truncated),
+                (r#type, payload, tid, uid, module, fd, truncated, status),
             )| Owned {
                 timestamp,
                 uuid,
@@ -54,6 +55,7 @@ fn owned() -> impl Strategy<Value = Owned> {
                 module,
                 fd,
                 truncated,
+                status,
             },
         )
 }
@@ -117,7 +119,7 @@ proptest! {
         let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
         let obj = v.as_object().unwrap();
         let keys: Vec<&str> = obj.keys().map(|k| k.as_str()).collect();
-        let mut want = vec!["timestamp","uuid","src_ip","src_port","dst_ip","dst_port","pid","pname","type","length","payload","tid","uid","module","fd","truncated","seq"];
+        let mut want = vec!["timestamp","uuid","src_ip","src_port","dst_ip","dst_port","pid","pname","type","length","payload","tid","uid","module","fd","truncated","status","seq"];
         want.sort_unstable();
         prop_assert_eq!(keys, want);
         prop_assert_eq!(obj["timestamp"].as_i64(), Some(o.timestamp));

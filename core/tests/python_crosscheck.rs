@@ -64,7 +64,7 @@ fn event_case(name: &str, ev: &EventFields<'_>, seq: u64) -> Case {
             "src_port": ev.src_port, "dst_ip": ev.dst_ip, "dst_port": ev.dst_port,
             "pid": ev.pid, "pname": ev.pname, "type": ev.r#type, "length": ev.length(),
             "payload": hex(ev.payload), "tid": ev.tid, "uid": ev.uid, "module": ev.module,
-            "fd": ev.fd, "truncated": ev.truncated, "seq": seq,
+            "fd": ev.fd, "truncated": ev.truncated, "status": ev.status, "seq": seq,
         }),
     }
 }
@@ -243,6 +243,7 @@ fn all_cases() -> Vec<Case> {
         module: "postgres",
         fd: u32::MAX,
         truncated: u32::MAX,
+        status: 0,
         detail: Detail::None,
     };
     cases.push(event_case("extremes", &extreme, u64::MAX));

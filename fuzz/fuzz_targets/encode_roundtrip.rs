@@ -47,12 +47,13 @@ fuzz_target!(|input: Input| {
         "timestamp": f.timestamp, "uuid": f.uuid, "src_ip": f.src_ip, "src_port": f.src_port,
         "dst_ip": f.dst_ip, "dst_port": f.dst_port, "pid": f.pid, "pname": f.pname,
         "type": f.r#type, "length": f.payload.len(), "payload": b64, "tid": f.tid,
-        "uid": f.uid, "module": f.module, "fd": f.fd, "truncated": f.truncated, "seq": seq,
+        "uid": f.uid, "module": f.module, "fd": f.fd, "truncated": f.truncated,
+        "status": f.status, "seq": seq,
     });
     assert_eq!(v, want);
     assert_eq!(
         v.as_object().map(|o| o.len()),
-        Some(17),
+        Some(18),
         "every key, no more"
     );
 });

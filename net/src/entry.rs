@@ -133,7 +133,7 @@ pub fn event_fields_of(body: &[u8]) -> Result<EventFields<'_>, EntryError> {
                     _ => f.module = text(field, b)?,
                 }
             }
-            1 | 4 | 6 | 7 | 9 | 10 | 12 | 13 | 15 | 16 => {
+            1 | 4 | 6 | 7 | 9 | 10 | 12 | 13 | 15 | 16 | 17 => {
                 want(field, wire, WireType::Varint)?;
                 let v = r.varint()?;
                 match field {
@@ -146,7 +146,9 @@ pub fn event_fields_of(body: &[u8]) -> Result<EventFields<'_>, EntryError> {
                     12 => f.tid = v as u32,
                     13 => f.uid = v as u32,
                     15 => f.fd = v as u32,
-                    _ => f.truncated = v as u32,
+                    16 => f.truncated = v as u32,
+                    // sint32: ZigZag.
+                    _ => f.status = ((v as u32 >> 1) as i32) ^ -((v & 1) as i32),
                 }
             }
             _ => r.skip(wire)?,
@@ -179,6 +181,7 @@ mod tests {
             module: "tls",
             fd: 5,
             truncated: 7,
+            status: 0,
             detail: Detail::None,
         };
         let mut b = Vec::new();

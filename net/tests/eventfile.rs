@@ -52,6 +52,7 @@ fn batch(first: usize, n: usize) -> Arc<Batch> {
             module: "tls",
             fd: 5,
             truncated: 0,
+            status: 0,
             detail: Detail::None,
         };
         let start = b.buf.len() as u32;

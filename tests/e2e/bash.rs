@@ -178,9 +178,13 @@ fn bash_uid_filter_keeps_one_user() {
     );
 }
 
-/// The events of process `pid` as `(type, payload)`, from JSON events with
-/// `pid`, `type` and a payload decoded by `payload`.
-fn of_pid(events: &[Value], pid: u32, payload: impl Fn(&Value) -> Vec<u8>) -> Vec<(u64, String)> {
+/// The events of process `pid` as `(type, payload, status)`, from JSON
+/// events with `pid`, `type`, `status` and a payload decoded by `payload`.
+fn of_pid(
+    events: &[Value],
+    pid: u32,
+    payload: impl Fn(&Value) -> Vec<u8>,
+) -> Vec<(u64, String, i64)> {
     events
         .iter()
         .filter(|e| e["pid"] == pid)
@@ -189,6 +193,7 @@ fn of_pid(events: &[Value], pid: u32, payload: impl Fn(&Value) -> Vec<u8>) -> Ve
             (
                 e["type"].as_u64().unwrap_or(99),
                 String::from_utf8_lossy(&p).into_owned(),
+                e["status"].as_i64().unwrap_or(-999),
             )
         })
         .collect()
@@ -218,14 +223,14 @@ fn bash_events_reach_websocket_clients_and_the_forwarder() {
     let m = marker("BASH-OUT");
     let typed = format!("echo {m}; (exit 9)");
     let (bash_pid, _) = type_into_bash(&[typed.clone(), "exit 2".into()], NOBODY);
-    // Each line (type 0), its command with its status (type 1; the status
-    // itself is not an `Event` field), the exit with its command (type 2).
-    let want: Vec<(u64, String)> = vec![
-        (0, typed.clone()),
-        (1, typed),
-        (0, "exit 2".into()),
-        (1, "exit 2".into()),
-        (2, "exit 2".into()),
+    // Each line (type 0), its command with its exit status (type 1, in
+    // `Event.status`), the exit with its command and status (type 2).
+    let want: Vec<(u64, String, i64)> = vec![
+        (0, typed.clone(), 0),
+        (1, typed, 9),
+        (0, "exit 2".into(), 0),
+        (1, "exit 2".into(), 2),
+        (2, "exit 2".into(), 2),
     ];
 
     // WebSocket: every event of the shell, with the extensions.

@@ -35,11 +35,11 @@ fn mariadb_queries_reach_every_output_whole() {
     }
     let got = cap.finish(&last);
 
-    for (sql, status) in [
-        (&ok, "(ret=0)"),
-        (&failing, "(ret=0 error=1146)"),
-        (&long, "(ret=0)"),
-        (&last, "(ret=0)"),
+    for (sql, status, errno) in [
+        (&ok, "(ret=0)", 0),
+        (&failing, "(ret=0 error=1146)", 1146),
+        (&long, "(ret=0)", 0),
+        (&last, "(ret=0)", 0),
     ] {
         let (e, block) = got.query("mysqld", sql);
         // The text header: the return value, and the statement's SQL
@@ -55,5 +55,7 @@ fn mariadb_queries_reach_every_output_whole() {
         // dispatch_command's return value: SUCCESS (0), for a statement
         // that failed too (its error is the statement's, not the call's).
         assert_eq!(e["type"], 0, "{e}");
+        // The SQL error number reaches every output as `Event.status`.
+        assert_eq!(e["status"], errno, "{e}");
     }
 }

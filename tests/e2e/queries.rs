@@ -151,15 +151,23 @@ impl Outputs {
             .find(|w| unhex(w["payload"].as_str().unwrap()) == sql.as_bytes())
             .unwrap_or_else(|| panic!("{short}: not on the WebSocket"));
         assert_eq!(
-            (ws["pid"].as_u64(), &ws["type"], &ws["module"]),
-            (Some(pid), &e["type"], &e["module"])
+            (
+                ws["pid"].as_u64(),
+                &ws["type"],
+                &ws["module"],
+                &ws["status"]
+            ),
+            (Some(pid), &e["type"], &e["module"], &e["status"])
         );
         let fw = self
             .forwarded
             .iter()
             .find(|f| payload(f) == sql.as_bytes())
             .unwrap_or_else(|| panic!("{short}: not forwarded"));
-        assert_eq!((fw["pid"].as_u64(), &fw["type"]), (Some(pid), &e["type"]));
+        assert_eq!(
+            (fw["pid"].as_u64(), &fw["type"], &fw["status"]),
+            (Some(pid), &e["type"], &e["status"])
+        );
         let block = self
             .text
             .iter()

@@ -23,6 +23,7 @@ pub struct OwnedEvent {
     pub module: String,
     pub fd: u32,
     pub truncated: u32,
+    pub status: i32,
 }
 
 impl OwnedEvent {
@@ -44,6 +45,7 @@ impl OwnedEvent {
             module: &self.module,
             fd: self.fd,
             truncated: self.truncated,
+            status: self.status,
             detail: Detail::None,
         }
     }
@@ -68,6 +70,7 @@ impl OwnedEvent {
             module: self.module.clone(),
             fd: self.fd,
             truncated: self.truncated,
+            status: self.status,
         }
     }
 }

@@ -7,7 +7,7 @@ GENERATED_DIR holds `upstream_event_pb2.py` (protoc --python_out of
 upstream_event.proto). CASES_JSON is written by core/tests/python_crosscheck.rs:
 a list of {"name", "entry_hex", "kind": "event"|"heartbeat"|"run_log",
 "expect": {...}}. For events, `expect` holds every upstream field (payload as
-hex) plus the rcapture extensions (tid, uid, module, fd, truncated, seq),
+hex) plus the rcapture extensions (tid, uid, module, fd, truncated, status, seq),
 which the upstream schema must see as unknown fields with exactly these
 values. Exits 1 with a per-field diff on any mismatch.
 """
@@ -22,7 +22,7 @@ UPSTREAM_EVENT_FIELDS = [
 # rcapture extension field numbers (WIRE.md §1) and how they are encoded.
 EVENT_EXTENSIONS = {"tid": (12, "varint"), "uid": (13, "varint"),
                     "module": (14, "string"), "fd": (15, "varint"),
-                    "truncated": (16, "varint")}
+                    "truncated": (16, "varint"), "status": (17, "sint")}
 SEQ_FIELD = 5
 WIRETYPE_VARINT = 0
 WIRETYPE_LEN = 2
@@ -46,6 +46,9 @@ def check_extension(diffs, unknown, name, number, encoding, want):
         return
     if encoding == "varint":
         expected = [(WIRETYPE_VARINT, want)]
+    elif encoding == "sint":
+        # sint32: ZigZag.
+        expected = [(WIRETYPE_VARINT, ((want << 1) ^ (want >> 31)) & 0xFFFFFFFF)]
     else:
         expected = [(WIRETYPE_LEN, want.encode())]
     if got != expected:

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 /// (seq, timestamp, uuid, payload) of one forwarded entry.
 type Row = (u64, i64, String, Vec<u8>);
 
-const KEYS: [&str; 17] = [
+const KEYS: [&str; 18] = [
     "timestamp",
     "uuid",
     "src_ip",
@@ -30,6 +30,7 @@ const KEYS: [&str; 17] = [
     "module",
     "fd",
     "truncated",
+    "status",
     "seq",
 ];
 

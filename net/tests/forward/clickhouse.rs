@@ -14,7 +14,7 @@ pub const TABLE: &str = "CREATE TABLE rcapture.events (
     timestamp Int64, uuid String, src_ip String, src_port UInt32,
     dst_ip String, dst_port UInt32, pid Int64, pname String, type UInt32,
     length UInt32, payload String, tid UInt32, uid UInt32, module String,
-    fd UInt32, truncated UInt32, seq UInt64
+    fd UInt32, truncated UInt32, status Int32, seq UInt64
 ) ENGINE = MergeTree() ORDER BY (timestamp, seq)";
 
 /// Runs `sql` over ClickHouse's HTTP interface: the response body.

@@ -189,6 +189,7 @@ pub fn event<'a>(ts: i64, uuid: &'a str, module: &'a str, payload: &'a [u8]) -> 
         module,
         fd: 5,
         truncated: 0,
+        status: 0,
         detail: Detail::None,
     }
 }

@@ -401,6 +401,7 @@ impl TestEvent {
             module: "tls".into(),
             fd: 5,
             truncated: (i % 3) as u32,
+            status: 0,
         };
         Self {
             event,

@@ -209,6 +209,7 @@ fn fields(timestamp: i64, payload: &[u8]) -> EventFields<'_> {
         module: "tls",
         fd: 3,
         truncated: 0,
+        status: 0,
         detail: Detail::None,
     }
 }
