@@ -14,3 +14,4 @@ mod server;
 mod stall;
 mod testutil;
 mod tls;
+mod web;
