@@ -82,7 +82,17 @@
       return v;
     }
     string() {
-      return utf8.decode(this.bytes());
+      const b = this.bytes();
+      // Short ASCII text (names, addresses) without a decoder call.
+      if (b.length <= 64) {
+        let s = '';
+        for (let i = 0; i < b.length; i++) {
+          if (b[i] >= 0x80) return utf8.decode(b);
+          s += String.fromCharCode(b[i]);
+        }
+        return s;
+      }
+      return utf8.decode(b);
     }
     skip(wire) {
       switch (wire) {
@@ -150,14 +160,14 @@
     return h;
   }
 
-  /** `LogEntry`: { type, seq, event | heartbeat | log }. */
+  /** `LogEntry`: { type, seq, event (its encoded bytes) | heartbeat | log }. */
   function decodeEntry(buf) {
     const r = new Reader(buf);
     const out = { type: 0, seq: 0, event: null, heartbeat: null, log: null };
     while (r.pos < buf.length) {
       const [f, w] = r.key();
       if (f === 1 && w === 0) out.type = r.varint();
-      else if (f === 2 && w === 2) out.event = decodeEvent(r.bytes());
+      else if (f === 2 && w === 2) out.event = r.bytes();
       else if (f === 3 && w === 2) out.heartbeat = decodeHeartbeat(r.bytes());
       else if (f === 4 && w === 2) out.log = r.string();
       else if (f === 5 && w === 0) out.seq = r.varint();
@@ -404,26 +414,28 @@
     next: 0,
     bytes: 0,
     evicted: 0,
-    get(id) {
-      return this.ring[id % HISTORY];
-    },
     has(id) {
       return id >= this.first && id < this.next;
     },
-    push(e) {
+    /** The decoded event of `id` (decoded when first needed). */
+    get(id) {
+      return decoded(this.ring[id % HISTORY]);
+    },
+    /** Keeps an entry: { raw (the encoded Event), seq }. */
+    push(w) {
       while (this.next > this.first
-        && (this.next - this.first >= HISTORY || this.bytes + e.payload.length > HISTORY_BYTES)) {
+        && (this.next - this.first >= HISTORY || this.bytes + w.raw.length > HISTORY_BYTES)) {
         this.evictOldest();
       }
-      e.id = this.next++;
-      this.ring[e.id % HISTORY] = e;
-      this.bytes += e.payload.length;
+      w.id = this.next++;
+      this.ring[w.id % HISTORY] = w;
+      this.bytes += w.raw.length;
     },
     evictOldest() {
       const id = this.first;
-      const e = this.ring[id % HISTORY];
+      const w = this.ring[id % HISTORY];
       this.ring[id % HISTORY] = undefined;
-      this.bytes -= e.payload.length;
+      this.bytes -= w.raw.length;
       this.first++;
       this.evicted++;
       selection.delete(id);
@@ -461,8 +473,8 @@
       }
       return -1;
     },
-    added(e) {
-      if (this.filtered && passes(e)) this.ids.push(e.id);
+    added(w) {
+      if (this.filtered && passes(decoded(w))) this.ids.push(w.id);
     },
     dropped(id) {
       if (!this.filtered) {
@@ -515,8 +527,8 @@
       message(`server: ${entry.log}`);
       return;
     }
-    const e = entry.event;
-    if (!e) return;
+    const raw = entry.event;
+    if (!raw) return;
     state.received++;
     if (entry.seq) {
       if (state.lastSeq && entry.seq > state.lastSeq + 1) state.gaps += entry.seq - state.lastSeq - 1;
@@ -524,15 +536,38 @@
     }
     if (state.paused) {
       state.missedPaused++;
+      if (!statsTimer) statsTimer = setTimeout(() => { statsTimer = 0; updateRows(); }, 250);
       return;
     }
-    e.seq = entry.seq;
-    e.kind = kindOf(e);
+    // Decoded when drawn, searched or exported: at the full rate most
+    // events are never drawn.
+    const w = { id: 0, seq: entry.seq, raw, d: null };
+    store.push(w);
+    view.added(w);
+    schedule();
+  }
+
+  /** The event of a kept entry, decoded once. */
+  function decoded(w) {
+    if (w.d) return w.d;
+    let e;
+    let bad = false;
+    try {
+      e = decodeEvent(w.raw);
+    } catch (err) {
+      state.undecodable++;
+      bad = true;
+      e = decodeEvent(EMPTY);
+      e.payload = w.raw;
+      e.length = w.raw.length;
+    }
+    e.id = w.id;
+    e.seq = w.seq;
+    e.kind = bad ? 'undecodable' : kindOf(e);
     e.dir = typeText(e);
     e.tuple = tupleText(e);
-    store.push(e);
-    view.added(e);
-    schedule();
+    w.d = e;
+    return e;
   }
 
   function onControl(text) {
@@ -742,9 +777,14 @@
     return el;
   }
 
+  let rowsKey = '';
+
   function updateRows() {
     const el = $('s-rows');
     const held = store.next - store.first;
+    const key = `${view.length()} ${held} ${store.evicted} ${state.paused} ${state.missedPaused} ${state.undecodable} ${state.received}`;
+    if (key === rowsKey) return;
+    rowsKey = key;
     let t = `rows ${fmt(view.length())} of ${fmt(held)} held (at most ${fmt(HISTORY)}) · removed from history ${fmt(store.evicted)}`;
     if (state.paused || state.missedPaused) t += ` · not kept while paused ${fmt(state.missedPaused)}`;
     if (state.undecodable) t += ` · undecodable ${fmt(state.undecodable)}`;
@@ -768,6 +808,7 @@
   let dirty = false;
   const pool = [];
   let lastStatsFrame = 0;
+  let statsTimer = 0;
 
   function schedule() {
     if (!dirty) {
@@ -814,6 +855,7 @@
     c[4].className = `k-${e.kind}`;
     c[5].textContent = e.dir;
     c[6].textContent = e.tuple;
+    c[6].title = e.tuple;
     c[7].textContent = e.length + (e.truncated ? '+' : '');
     c[8].textContent = previewOf(e);
   }
@@ -858,6 +900,10 @@
     if (now - lastStatsFrame > 250) {
       lastStatsFrame = now;
       updateRows();
+    } else {
+      // The last frame of a burst still shows the final counts.
+      clearTimeout(statsTimer);
+      statsTimer = setTimeout(() => { statsTimer = 0; updateRows(); }, 300);
     }
   }
 
