@@ -81,10 +81,12 @@ async function load(browser, report, errors) {
   await live(page);
   const cdp = await page.context().newCDPSession(page);
   await cdp.send('Performance.enable');
+  // The JS heap after a collection, and the ArrayBuffers' bytes outside it
+  // (the frames the kept events point into).
   const heap = async () => {
     await cdp.send('HeapProfiler.collectGarbage');
-    const { metrics } = await cdp.send('Performance.getMetrics');
-    return Math.round(metrics.find((m) => m.name === 'JSHeapUsedSize').value);
+    const u = await cdp.send('Runtime.getHeapUsage');
+    return { used: u.usedSize, buffers: u.backingStorageSize ?? null };
   };
   // Frames the browser draws (requestAnimationFrame callbacks), and the
   // main thread's long tasks (over 50 ms).
@@ -107,10 +109,6 @@ async function load(browser, report, errors) {
   }
   console.log('ready');
   await until('the first events', async () => (await counters(page)).received > 0, 10000);
-  if (cfg.scroll) {
-    // A reader scrolled up (and the detail pane open): rows stay still.
-    await rows(page).nth(3).click();
-  }
   const samples = [];
   const t0 = Date.now();
   let last = { t: t0, frames: await page.evaluate(() => window.__frames), received: (await counters(page)).received };
