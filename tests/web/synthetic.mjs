@@ -9,6 +9,8 @@
 //   the module filter; reports what each row and detail pane showed.
 // load:  {"seconds": S}: while the test publishes, counts the frames the
 //   page draws per second and samples its JS heap (after a collection).
+// reconnect: {"marker": M}: prints `down` once the server has gone, `live`
+//   once the page is connected again, then waits for a row with M.
 import { check, counters, drawn, live, main, open, rows, until } from './lib.mjs';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -150,10 +152,27 @@ async function load(browser, report, errors) {
   check(!errors.length, errors.join('\n'));
 }
 
+async function reconnect(browser, report, errors) {
+  const page = await open(browser, cfg.url, errors);
+  await live(page);
+  console.log('ready');
+  await page.waitForSelector('#conn[data-state=down]', { timeout: 15000 });
+  report.down = await page.textContent('#conn-text');
+  console.log('down');
+  await live(page);
+  console.log('live');
+  await rows(page, cfg.marker).first().waitFor({ timeout: 15000 });
+  report.steps.push('the page reconnects by itself and shows the new events');
+  // While the server was away Chromium logged the refused connections.
+  const others = errors.filter((e) => !/ERR_CONNECTION_REFUSED|WebSocket connection/.test(e));
+  check(!others.length, others.join('\n'));
+}
+
 main(async (browser, report) => {
   mkdirSync(cfg.artifacts, { recursive: true });
   const errors = [];
   if (cfg.mode === 'kinds') await kinds(browser, report, errors);
   else if (cfg.mode === 'load') await load(browser, report, errors);
+  else if (cfg.mode === 'reconnect') await reconnect(browser, report, errors);
   else throw new Error(`unknown mode ${cfg.mode}`);
 });

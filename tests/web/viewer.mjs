@@ -59,6 +59,12 @@ main(async (browser, report) => {
 
   if (cfg.token) {
     check((await a.textContent('#s-rate')).includes('captured'), 'the /status counters with the bearer token');
+    // A link that carries the token in its fragment (never sent to the server) connects at once.
+    const b = await open(browser, `${cfg.url}#token=${encodeURIComponent(cfg.token)}`, errors);
+    await live(b);
+    check(!(await b.$('#auth[open]')), 'no token dialog with #token=');
+    check(!(await b.evaluate(() => location.hash)), 'the token leaves the address bar');
+    report.steps.push('#token= in the address connects without asking');
     // Chromium logs the 401s of /status before the token as console errors.
     const others = errors.filter((e) => !e.includes('status of 401 (Unauthorized)'));
     check(errors.length > others.length, 'GET /status was refused without the token');

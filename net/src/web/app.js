@@ -385,7 +385,6 @@
     follow: true,
     token: '',
     ws: null,
-    live: false,
     backoff: 500,
     reconnectTimer: 0,
     lastMessage: 0,
@@ -504,7 +503,6 @@
 
   const selection = new Set();
   let anchor = -1;
-  let shown = null;
 
   // ------------------------------------------------------------ the stream
 
@@ -618,7 +616,6 @@
     ws.binaryType = 'arraybuffer';
     state.ws = ws;
     ws.onopen = () => {
-      state.live = true;
       state.backoff = 500;
       state.lastSeq = 0;
       state.lastHeartbeat = 0;
@@ -633,7 +630,6 @@
     ws.onclose = (ev) => {
       if (state.ws !== ws) return;
       state.ws = null;
-      state.live = false;
       const why = ev.code === 1008 && ev.reason ? ` (${ev.reason})` : '';
       reconnectLater(`disconnected${why}`);
     };
@@ -1159,7 +1155,6 @@
   }
 
   function showDetail(e) {
-    shown = e;
     const d = $('detail');
     d.hidden = false;
     $('d-title').textContent = `${e.module} ${e.kind}${e.dir ? ` ${e.dir}` : ''} · ${e.comm} (${e.pid}) · ${fmt(e.length)} bytes`;
@@ -1181,7 +1176,6 @@
   }
 
   function hideDetail() {
-    shown = null;
     $('detail').hidden = true;
   }
 

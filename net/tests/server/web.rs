@@ -598,3 +598,34 @@ fn the_viewer_keeps_up_at_10000_events_per_second() {
         "heap {full} then {end}: {report}"
     );
 }
+
+#[test]
+fn the_viewer_reconnects_when_the_server_comes_back() {
+    let test = "the_viewer_reconnects_when_the_server_comes_back";
+    if !browser::available(test) {
+        return;
+    }
+    let first = TestServer::start();
+    let addr = first.addr;
+    let marker = "back-again-marker";
+    let mut script = Script::start(
+        "synthetic.mjs",
+        &json!({"url": format!("http://{addr}/"), "mode": "reconnect",
+                "artifacts": browser::artifacts_dir(), "marker": marker}),
+    );
+    script.wait_for("ready", Duration::from_secs(60));
+    drop(first);
+    script.wait_for("down", Duration::from_secs(30));
+    let mut cfg = config();
+    cfg.listen = Some(addr);
+    let mut second = TestServer::with(cfg);
+    script.wait_for("live", Duration::from_secs(30));
+    second.publish(&[
+        TestEvent::tls(1).with_payload(format!("GET /{marker} HTTP/1.1\r\n\r\n").into_bytes())
+    ]);
+    let report = script.report(Duration::from_secs(60));
+    assert!(
+        report["down"].as_str().unwrap().starts_with("disconnected"),
+        "{report}"
+    );
+}
