@@ -137,7 +137,12 @@ pub enum Global {
 }
 
 /// Every module this build has.
-pub static MODULES: &[&ModuleDesc] = &[&crate::target::openssl::MODULE];
+pub static MODULES: &[&ModuleDesc] = &[
+    &crate::target::openssl::MODULE,
+    &crate::target::nss::MODULE,
+    &crate::target::mysqld::MODULE,
+    &crate::target::postgres::MODULE,
+];
 
 /// The module with this wire name.
 pub fn module(name: &str) -> Option<&'static ModuleDesc> {

@@ -6,9 +6,13 @@
 mod access;
 mod ecaptureq;
 mod modes;
+mod mysqld;
+mod nss;
 mod outputs;
 mod overflow;
+mod postgres;
 mod protocol;
+mod queries;
 mod readme;
 mod server;
 mod stall;

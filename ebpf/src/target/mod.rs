@@ -1,7 +1,10 @@
 //! Finding what each module probes, one file per module, and the ELF and
 //! process helpers they share.
 
+pub mod mysqld;
+pub mod nss;
 pub mod openssl;
+pub mod postgres;
 
 use std::collections::HashMap;
 use std::fs;
@@ -19,7 +22,6 @@ use crate::module::{Attach, AttachPoint, ModuleDesc, TargetRequest};
 /// offsets.
 pub(crate) struct Elf {
     path: PathBuf,
-    #[allow(dead_code)] // used by the resolvers of the modules to come
     bytes: Vec<u8>,
     /// name → st_value, defined symbols only (`.dynsym` wins).
     symbols: HashMap<String, u64>,
@@ -71,7 +73,6 @@ impl Elf {
         &self.path
     }
 
-    #[allow(dead_code)] // used by the resolvers of the modules to come
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.bytes
     }
@@ -109,7 +110,6 @@ impl Elf {
     }
 
     /// The bytes of the file at virtual address `vaddr`, `len` at most.
-    #[allow(dead_code)] // used by the resolvers of the modules to come
     pub(crate) fn bytes_at(&self, vaddr: u64, len: usize) -> Option<&[u8]> {
         let off = usize::try_from(self.file_offset(vaddr)?).ok()?;
         self.bytes
@@ -210,8 +210,35 @@ pub(crate) fn mapped_by(pid: u32, prefix: &str) -> Result<Option<PathBuf>, Error
     Ok(mapped.map(|m| via_root(pid, Path::new(m))))
 }
 
+/// The executable a module probes: the request's path if given; else the
+/// executable of the request's pid; else the first of `defaults` that exists.
+pub(crate) fn find_executable(
+    module: &'static ModuleDesc,
+    what: &'static str,
+    defaults: &[PathBuf],
+    req: &TargetRequest,
+) -> Result<PathBuf, Error> {
+    match (&req.path, req.pid) {
+        (Some(path), _) => Ok(path.clone()),
+        (None, Some(pid)) => exe_of(pid),
+        (None, None) => defaults
+            .iter()
+            .find(|p| p.exists())
+            .cloned()
+            .ok_or_else(|| Error::ExecutableNotFound {
+                module: module.name,
+                what,
+                searched: defaults
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                flag: module.path_flag,
+            }),
+    }
+}
+
 /// The executable of process `pid`, through its root.
-#[allow(dead_code)] // for the modules that probe an executable (bash, mysqld, postgres)
 pub(crate) fn exe_of(pid: u32) -> Result<PathBuf, Error> {
     let link = PathBuf::from(format!("/proc/{pid}/exe"));
     let exe = fs::read_link(&link).map_err(|source| Error::Read { path: link, source })?;
@@ -250,7 +277,6 @@ fn parse_ldconfig(listing: &str, name: &str) -> Option<PathBuf> {
 
 /// The text after the first `prefix` in `bytes`, up to the first byte not
 /// in `[0-9A-Za-z.]` (a version number), if it starts with a digit.
-#[allow(dead_code)] // for the modules that read a version string (gnutls, nss)
 pub(crate) fn version_after(bytes: &[u8], prefix: &[u8]) -> Option<String> {
     memchr::memmem::find_iter(bytes, prefix).find_map(|at| {
         let rest = &bytes[at + prefix.len()..];
