@@ -64,6 +64,20 @@ export async function counters(page) {
   }));
 }
 
+/** What the detail pane shows: title, section titles, the HTTP start
+ * line and headers, each <pre> as [class, text], notes, the field table. */
+export async function detailOf(page) {
+  return page.$eval('#detail', (d) => ({
+    title: d.querySelector('#d-title').textContent,
+    sections: Array.from(d.querySelectorAll('#d-body h3'), (h) => h.textContent),
+    startline: d.querySelector('.startline') ? d.querySelector('.startline').textContent : null,
+    headers: Array.from(d.querySelectorAll('table.headers tr'), (tr) => [tr.children[0].textContent, tr.children[1].textContent]),
+    pres: Array.from(d.querySelectorAll('#d-body pre'), (p) => [p.className, p.textContent]),
+    notes: Array.from(d.querySelectorAll('#d-body .note'), (p) => p.textContent),
+    fields: Object.fromEntries(Array.from(d.querySelectorAll('#d-body > table:first-child tr'), (tr) => [tr.children[0].textContent, tr.children[1].textContent])),
+  }));
+}
+
 /** Waits until `fn()` is truthy (polling), or throws `what`. */
 export async function until(what, fn, ms = WAIT) {
   const end = Date.now() + ms;

@@ -11,7 +11,7 @@
 //   page draws per second and samples its JS heap (after a collection).
 // reconnect: {"marker": M}: prints `down` once the server has gone, `live`
 //   once the page is connected again, then waits for a row with M.
-import { check, counters, drawn, live, main, open, rows, until } from './lib.mjs';
+import { check, counters, detailOf, drawn, live, main, open, rows, until } from './lib.mjs';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -22,18 +22,6 @@ async function save(page, button, file) {
   const path = join(cfg.artifacts, file);
   await dl.saveAs(path);
   return path;
-}
-
-async function detailOf(page) {
-  return page.$eval('#detail', (d) => ({
-    title: d.querySelector('#d-title').textContent,
-    sections: Array.from(d.querySelectorAll('#d-body h3'), (h) => h.textContent),
-    startline: d.querySelector('.startline') ? d.querySelector('.startline').textContent : null,
-    headers: Array.from(d.querySelectorAll('table.headers tr'), (tr) => [tr.children[0].textContent, tr.children[1].textContent]),
-    pres: Array.from(d.querySelectorAll('#d-body pre'), (p) => [p.className, p.textContent]),
-    notes: Array.from(d.querySelectorAll('#d-body .note'), (p) => p.textContent),
-    fields: Object.fromEntries(Array.from(d.querySelectorAll('#d-body > table:first-child tr'), (tr) => [tr.children[0].textContent, tr.children[1].textContent])),
-  }));
 }
 
 async function kinds(browser, report, errors) {
