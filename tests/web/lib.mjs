@@ -43,14 +43,21 @@ export function rows(page, text) {
   return text ? all.filter({ hasText: text }) : all;
 }
 
-/** [pid, comm, preview] of every row drawn. */
-export function drawn(page) {
+/** [pid, comm, kind, preview] of every row drawn, once the page has drawn
+ * what it holds (it draws at the next animation frame). */
+export async function drawn(page) {
+  await frame(page);
   return page.$$eval('#rows .row:not([hidden])', (rs) => rs.map((r) => ({
     pid: Number(r.children[1].textContent),
     comm: r.children[2].textContent,
     kind: r.children[4].textContent,
     text: r.children[8].textContent,
   })));
+}
+
+/** Resolves after the page's next two animation frames. */
+export function frame(page) {
+  return page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
 }
 
 /** The page's own counters (#s-rows data attributes). */

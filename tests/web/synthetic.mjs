@@ -11,7 +11,7 @@
 //   page draws per second and samples its JS heap (after a collection).
 // reconnect: {"marker": M}: prints `down` once the server has gone, `live`
 //   once the page is connected again, then waits for a row with M.
-import { check, counters, detailOf, drawn, live, main, open, rows, until } from './lib.mjs';
+import { check, counters, detailOf, drawn, frame, live, main, open, rows, until } from './lib.mjs';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -49,17 +49,19 @@ async function kinds(browser, report, errors) {
   await rows(page).nth(0).click();
   await rows(page).nth(2).click({ modifiers: ['Control'] });
   await page.selectOption('#export-scope', 'selected');
+  await frame(page);
   report.selected_pids = (await page.$$eval('#rows .row.sel', (rs) => rs.map((r) => Number(r.children[1].textContent))));
   report.ndjson_selected = await save(page, '#export-ndjson', 'synthetic-selected.ndjson');
 
   await page.fill('#f-text', 'from USERS');
   await page.press('#f-text', 'Enter');
-  await until('the search applied', async () => (await counters(page)).rows < cfg.count);
+  await until('the search applied', async () => (await drawn(page)).length < cfg.count);
   report.search = await drawn(page);
   await page.fill('#f-text', '');
   await page.press('#f-text', 'Enter');
   await page.selectOption('#f-module', 'bash');
   await until('the server confirms the module filter', async () => (await page.textContent('#f-server')) === 'server filter: modules=bash');
+  await until('the module filter drawn', async () => (await drawn(page)).length < cfg.count);
   report.module_filter = await drawn(page);
   await page.selectOption('#f-module', '');
   await until('the module filter lifted', async () => (await counters(page)).rows === cfg.count);
