@@ -116,7 +116,7 @@ impl AccessConfig {
         listen: Option<SocketAddr>,
     ) -> Option<(Refusal, ApiResponse)> {
         if let Some(origin) = req.header("origin")
-            && !self.origin_allowed(origin)
+            && !self.origin_allowed(origin, listen)
         {
             return Some((
                 Refusal::Origin,
@@ -124,7 +124,7 @@ impl AccessConfig {
                     403,
                     1,
                     &format!(
-                        "Origin {origin} is not allowed: only pages on localhost, 127.0.0.0/8 or [::1] (start rcapture with --allow-origin {origin} to allow it)"
+                        "Origin {origin} is not allowed: only pages on localhost, 127.0.0.0/8, [::1] or the listen address (start rcapture with --allow-origin {origin} to allow it)"
                     ),
                 ),
             ));
@@ -164,7 +164,9 @@ impl AccessConfig {
         None
     }
 
-    fn origin_allowed(&self, origin: &str) -> bool {
+    /// A loopback origin, one of `--allow-origin`, or the listen address
+    /// itself (the viewer's page served from it; an IP cannot be rebound).
+    fn origin_allowed(&self, origin: &str, listen: Option<SocketAddr>) -> bool {
         let origin = origin.trim();
         if self
             .allow_origins
@@ -179,10 +181,12 @@ impl AccessConfig {
         else {
             return false;
         };
-        if rest.trim_end_matches('/').contains('/') {
+        let authority = rest.trim_end_matches('/');
+        if authority.contains('/') {
             return false;
         }
-        loopback_name(host_of(rest.trim_end_matches('/')))
+        let host = host_of(authority);
+        loopback_name(host) || is_listen_ip(host, listen)
     }
 
     fn host_allowed(&self, host_header: &str, listen: Option<SocketAddr>) -> bool {
@@ -190,10 +194,7 @@ impl AccessConfig {
         if loopback_name(host) {
             return true;
         }
-        if let (Some(l), Ok(ip)) = (listen, host.parse::<IpAddr>())
-            && !l.ip().is_unspecified()
-            && l.ip() == ip
-        {
+        if is_listen_ip(host, listen) {
             return true;
         }
         self.allow_origins.iter().any(|o| {
@@ -212,6 +213,11 @@ fn host_of(authority: &str) -> &str {
         Some(v6) => v6.split(']').next().unwrap_or(""),
         None => authority.split(':').next().unwrap_or(""),
     }
+}
+
+/// Whether `host` is the IP the server listens on (not a wildcard).
+fn is_listen_ip(host: &str, listen: Option<SocketAddr>) -> bool {
+    matches!((listen, host.parse::<IpAddr>()), (Some(l), Ok(ip)) if !l.ip().is_unspecified() && l.ip() == ip)
 }
 
 /// `localhost`, an address of 127.0.0.0/8 or `::1`.
@@ -285,7 +291,7 @@ mod tests {
             "https://127.9.0.1:1",
             "http://[::1]:3000",
         ] {
-            assert!(a.origin_allowed(ok), "{ok}");
+            assert!(a.origin_allowed(ok, None), "{ok}");
         }
         for bad in [
             "null",
@@ -294,7 +300,7 @@ mod tests {
             "http://127.0.0.1.evil.example:80",
             "file://",
         ] {
-            assert!(!a.origin_allowed(bad), "{bad}");
+            assert!(!a.origin_allowed(bad, None), "{bad}");
         }
         let listen = Some("10.1.2.3:28256".parse().unwrap());
         assert!(a.host_allowed("10.1.2.3:28256", listen));
@@ -305,7 +311,13 @@ mod tests {
             allow_origins: vec!["http://ui.example:8080".into()],
             ..AccessConfig::default()
         };
-        assert!(b.origin_allowed("http://ui.example:8080"));
+        assert!(b.origin_allowed("http://ui.example:8080", None));
+        // The page served from the listen address may use it; a wildcard
+        // listen address names no origin.
+        assert!(a.origin_allowed("http://10.1.2.3:28256", listen));
+        assert!(!a.origin_allowed("http://10.1.2.4:28256", listen));
+        let any = Some("0.0.0.0:28256".parse().unwrap());
+        assert!(!a.origin_allowed("http://0.0.0.0:28256", any));
         assert!(b.host_allowed("ui.example:28256", None));
     }
 }

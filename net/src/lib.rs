@@ -30,6 +30,7 @@ pub mod peer;
 pub mod pid_labels;
 pub mod publish;
 pub mod server;
+pub mod web;
 pub mod ws;
 
 pub use hub::{Hub, HubConfig, HubHandle};

@@ -19,3 +19,4 @@ mod server;
 mod stall;
 mod testutil;
 mod tls;
+mod web;

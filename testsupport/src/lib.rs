@@ -6,9 +6,11 @@
 //! - [`alloc::CountingAlloc`]: the system allocator with a counting hook;
 //! - [`control::NoControl`]: a `Control` for servers without probes;
 //! - [`promtool`]: `promtool check metrics` on an exposition;
-//! - [`db`]: throw-away MariaDB and PostgreSQL servers.
+//! - [`db`]: throw-away MariaDB and PostgreSQL servers;
+//! - [`browser`]: the web viewer's browser tests (node + playwright-core + chromium).
 
 pub mod alloc;
+pub mod browser;
 pub mod control;
 pub mod db;
 pub mod event;

@@ -10,7 +10,7 @@ use crate::conn::WsStream;
 use crate::filter::ClientFilter;
 use crate::http::{self, Parsed, Request, parse_request};
 use crate::metrics::ClientReport;
-use crate::ws;
+use crate::{web, ws};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -118,13 +118,17 @@ impl Server {
                 self.respond(i, r, req.keep_alive());
                 continue;
             }
+            let upgrade = req.header_has_token("upgrade", "websocket");
+            let stream_only = self.conns[i].as_ref().is_some_and(|c| c.stream_only);
+            if !upgrade && !stream_only && web::is_asset(&req.path) {
+                self.serve_page(i, &req);
+                continue;
+            }
             if let Some((why, r)) = self.refusal(i, &req) {
                 self.metrics.refused[why.index()] += 1;
                 self.respond(i, r, false);
                 return;
             }
-            let upgrade = req.header_has_token("upgrade", "websocket");
-            let stream_only = self.conns[i].as_ref().is_some_and(|c| c.stream_only);
             if upgrade && (stream_only || req.path == "/" || req.path == "/ws") {
                 self.upgrade(i, &req);
                 return;
@@ -152,6 +156,22 @@ impl Server {
             };
             self.respond_head(i, r, req.keep_alive(), head);
         }
+    }
+
+    /// A resource of the web viewer ([`crate::web`]): it holds no data, so
+    /// neither the token nor the local-user check applies; the browser
+    /// checks (`Origin`, `Host`) do.
+    fn serve_page(&mut self, i: usize, req: &Request) {
+        let Some(peer) = self.conns.get(i).and_then(Option::as_ref).map(|c| c.peer) else {
+            return;
+        };
+        if let Some((why, r)) = self.cfg.access.check_request(req, peer, self.local_addr()) {
+            self.metrics.refused[why.index()] += 1;
+            self.respond(i, r, false);
+            return;
+        }
+        let head = req.method == "HEAD";
+        self.respond_head(i, web::serve(req), req.keep_alive(), head);
     }
 
     /// The access checks of one request (see [`crate::access`]).

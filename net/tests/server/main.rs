@@ -15,3 +15,4 @@ mod stream;
 mod strict_http;
 mod strict_ws;
 mod util;
+mod web;
