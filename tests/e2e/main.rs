@@ -5,6 +5,7 @@
 
 mod access;
 mod ecaptureq;
+mod gnutls;
 mod modes;
 mod outputs;
 mod overflow;

@@ -1,6 +1,7 @@
 //! Finding what each module probes, one file per module, and the ELF and
 //! process helpers they share.
 
+pub mod gnutls;
 pub mod openssl;
 
 use std::collections::HashMap;
@@ -19,7 +20,6 @@ use crate::module::{Attach, AttachPoint, ModuleDesc, TargetRequest};
 /// offsets.
 pub(crate) struct Elf {
     path: PathBuf,
-    #[allow(dead_code)] // used by the resolvers of the modules to come
     bytes: Vec<u8>,
     /// name → st_value, defined symbols only (`.dynsym` wins).
     symbols: HashMap<String, u64>,
@@ -66,12 +66,10 @@ impl Elf {
         })
     }
 
-    #[allow(dead_code)] // used by the resolvers of the modules to come
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
-    #[allow(dead_code)] // used by the resolvers of the modules to come
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.bytes
     }
@@ -109,7 +107,6 @@ impl Elf {
     }
 
     /// The bytes of the file at virtual address `vaddr`, `len` at most.
-    #[allow(dead_code)] // used by the resolvers of the modules to come
     pub(crate) fn bytes_at(&self, vaddr: u64, len: usize) -> Option<&[u8]> {
         let off = usize::try_from(self.file_offset(vaddr)?).ok()?;
         self.bytes
@@ -184,6 +181,11 @@ pub(crate) fn find_library(
         flag: module.path_flag,
     };
     match (&req.path, req.pid) {
+        (Some(path), _) if !path.exists() => Err(Error::Unsupported {
+            module: module.name,
+            path: path.clone(),
+            reason: format!("no such file (given with {})", module.path_flag),
+        }),
         (Some(path), _) => Ok(path.clone()),
         (None, Some(pid)) => mapped_by(pid, soname)?
             .ok_or_else(|| not_found(format!("/proc/{pid}/maps (the process does not map it)"))),
@@ -250,7 +252,6 @@ fn parse_ldconfig(listing: &str, name: &str) -> Option<PathBuf> {
 
 /// The text after the first `prefix` in `bytes`, up to the first byte not
 /// in `[0-9A-Za-z.]` (a version number), if it starts with a digit.
-#[allow(dead_code)] // for the modules that read a version string (gnutls, nss)
 pub(crate) fn version_after(bytes: &[u8], prefix: &[u8]) -> Option<String> {
     memchr::memmem::find_iter(bytes, prefix).find_map(|at| {
         let rest = &bytes[at + prefix.len()..];

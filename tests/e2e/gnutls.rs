@@ -1,0 +1,546 @@
+//! `rcapture gnutls` against `gnutls-cli` and `gnutls-serv --echo` (GnuTLS
+//! 3.7.9): a marker in both directions with pid, comm, fd and tuple; the
+//! WIRE.md §2 fields (uuid, type, payload) in the event file; key logs equal
+//! to GnuTLS's own `SSLKEYLOGFILE` output that let tshark decrypt a capture
+//! of the session (TLS 1.3 and TLS 1.2); the pid filter; the errors for a
+//! library that is not GnuTLS, a missing file and a process without GnuTLS.
+
+use crate::testutil::{Proc, Rcapture, TempDir, blocks, bpf_available};
+use base64::Engine as _;
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn marker(tag: &str) -> String {
+    format!(
+        "MARK-{tag}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    )
+}
+
+/// A self-signed ECDSA certificate for 127.0.0.1 made with certtool.
+fn certtool_cert(dir: &TempDir) -> (String, String) {
+    let (tmpl, key, cert) = (dir.path("tmpl"), dir.path("key.pem"), dir.path("cert.pem"));
+    std::fs::write(
+        &tmpl,
+        "cn = \"localhost\"\nserial = 1\nexpiration_days = 2\ntls_www_server\n\
+         signing_key\nencryption_key\ndns_name = \"localhost\"\nip_address = \"127.0.0.1\"\n",
+    )
+    .unwrap();
+    for args in [
+        vec!["--generate-privkey", "--key-type=ecdsa", "--outfile"],
+        vec!["--generate-self-signed", "--load-privkey"],
+    ] {
+        let mut cmd = Command::new("certtool");
+        cmd.args(&args);
+        if args[0] == "--generate-privkey" {
+            cmd.arg(&key);
+        } else {
+            cmd.arg(&key)
+                .arg("--template")
+                .arg(&tmpl)
+                .arg("--outfile")
+                .arg(&cert);
+        }
+        let out = cmd.output().expect("running certtool (gnutls-bin)");
+        assert!(
+            out.status.success(),
+            "certtool {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (
+        cert.to_str().unwrap().to_owned(),
+        key.to_str().unwrap().to_owned(),
+    )
+}
+
+/// `gnutls-serv --echo` on a free loopback port, listening; returns it and
+/// the port.
+fn echo_server(dir: &TempDir) -> (Proc, u16) {
+    let (cert, key) = certtool_cert(dir);
+    for _ in 0..10 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut srv = Proc(
+            Command::new("gnutls-serv")
+                .args(["--echo", "-p", &port.to_string(), "--x509certfile", &cert])
+                .args(["--x509keyfile", &key])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting gnutls-serv (gnutls-bin)"),
+        );
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(10) {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return (srv, port);
+            }
+            if srv.0.try_wait().unwrap().is_some() {
+                break; // the port was taken meanwhile: another one
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    panic!("gnutls-serv did not start listening");
+}
+
+/// A running `gnutls-cli` connected to the echo server.
+struct Client {
+    proc: Proc,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Client {
+    /// Connects and waits for the handshake to complete.
+    fn connect(port: u16, priority: Option<&str>, keylog: Option<&std::path::Path>) -> Self {
+        let mut cmd = Command::new("gnutls-cli");
+        cmd.args(["--insecure", "-p", &port.to_string()]);
+        if let Some(p) = priority {
+            cmd.args(["--priority", p]);
+        }
+        cmd.arg("127.0.0.1");
+        match keylog {
+            Some(k) => cmd.env("SSLKEYLOGFILE", k),
+            None => cmd.env_remove("SSLKEYLOGFILE"),
+        };
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting gnutls-cli (gnutls-bin)");
+        let stdin = child.stdin.take();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let c = Self {
+            proc: Proc(child),
+            stdin,
+            lines,
+        };
+        c.wait_for("- Simple Client Mode");
+        c
+    }
+
+    fn pid(&self) -> u32 {
+        self.proc.0.id()
+    }
+
+    /// Reads its stdout until a line contains `text`.
+    fn wait_for(&self, text: &str) {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(15) {
+            match self.lines.recv_timeout(Duration::from_millis(200)) {
+                Ok(l) if l.contains(text) => return,
+                Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        panic!("gnutls-cli {} never printed {text:?}", self.pid());
+    }
+
+    /// Sends `line` and waits for the server's echo.
+    fn echo(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+        self.wait_for(line);
+    }
+
+    /// Closes its stdin (it says goodbye and exits).
+    fn finish(mut self) {
+        drop(self.stdin.take());
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(5) {
+            if self.proc.0.try_wait().unwrap().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // killed at drop
+    }
+}
+
+/// The fds of process `pid` that are sockets.
+fn socket_fds(pid: u32) -> BTreeSet<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            target
+                .to_str()?
+                .starts_with("socket:")
+                .then(|| e.file_name().to_str()?.parse().ok())?
+        })
+        .collect()
+}
+
+#[test]
+fn gnutls_cli_marker_both_directions_with_identity_fd_and_tuple() {
+    let Some(_serial) =
+        bpf_available("gnutls_cli_marker_both_directions_with_identity_fd_and_tuple")
+    else {
+        return;
+    };
+    let dir = TempDir::new("gnutls");
+    let (srv, port) = echo_server(&dir);
+    let srv_pid = srv.0.id();
+    let events = dir.path("events.ndjson");
+    let rc = Rcapture::start(&[
+        "gnutls",
+        "--event-file",
+        events.to_str().unwrap(),
+        "--event-file-format",
+        "json",
+    ]);
+    assert!(
+        rc.stderr
+            .iter()
+            .any(|l| l.starts_with("rcapture: module gnutls: probing ")
+                && l.contains("libgnutls.so.30")
+                && l.contains("(version 3.7.9)")),
+        "{:#?}",
+        rc.stderr
+    );
+    let mut cli = Client::connect(port, None, None);
+    let cli_pid = cli.pid();
+    let m = marker("gnutls");
+    cli.echo(&m);
+    let (cli_socks, srv_socks) = (socket_fds(cli_pid), socket_fds(srv_pid));
+    cli.finish();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = rc.stop();
+
+    let all = blocks(&out);
+    let with_marker = |pid: u32, what: &str| {
+        all.iter()
+            .filter(|b| b.pid() == pid && b.what() == what && b.body.contains(&m))
+            .collect::<Vec<_>>()
+    };
+    let one = |pid: u32, what: &str| {
+        let v = with_marker(pid, what);
+        assert_eq!(v.len(), 1, "one {what} of pid {pid} with {m}:\n{out}");
+        v[0]
+    };
+    let send = one(cli_pid, "send");
+    assert_eq!(send.body, format!("{m}\n\n"), "{}", send.header);
+    assert_eq!(send.field("comm"), Some("gnutls-cli"));
+    assert_eq!(send.field("tid"), Some(cli_pid.to_string().as_str()));
+    assert!(send.header.contains(" gnutls pid="), "{}", send.header);
+    let fd: u32 = send.field("fd").unwrap().parse().unwrap();
+    assert!(
+        fd > 2 && cli_socks.contains(&fd),
+        "fd {fd} is one of gnutls-cli's sockets {cli_socks:?}"
+    );
+    let (local, remote) = send.addrs().split_once("->").unwrap();
+    assert_eq!(remote, format!("127.0.0.1:{port}"));
+    let cport: u16 = local
+        .strip_prefix("127.0.0.1:")
+        .unwrap_or_else(|| panic!("local {local}"))
+        .parse()
+        .unwrap();
+    assert!(cport > 0 && cport != port);
+    let recv = one(cli_pid, "recv");
+    assert_eq!(recv.field("fd"), Some(fd.to_string().as_str()));
+    assert_eq!(recv.addrs(), format!("127.0.0.1:{port}->127.0.0.1:{cport}"));
+
+    // The server's side of the same connection, with its own fd.
+    let srecv = one(srv_pid, "recv");
+    let ssend = one(srv_pid, "send");
+    assert_eq!(srecv.field("comm"), Some("gnutls-serv"));
+    let sfd: u32 = srecv.field("fd").unwrap().parse().unwrap();
+    assert!(srv_socks.contains(&sfd), "{sfd} in {srv_socks:?}");
+    assert_eq!(ssend.field("fd"), Some(sfd.to_string().as_str()));
+    assert_eq!(
+        srecv.addrs(),
+        format!("127.0.0.1:{cport}->127.0.0.1:{port}")
+    );
+    assert_eq!(
+        ssend.addrs(),
+        format!("127.0.0.1:{port}->127.0.0.1:{cport}")
+    );
+
+    // Both ends' handshakes gave the same TLS 1.3 secrets.
+    let keys = |pid: u32| {
+        all.iter()
+            .find(|b| b.pid() == pid && b.what() == "masterkey")
+            .unwrap_or_else(|| panic!("no masterkey block of {pid}:\n{out}"))
+            .body
+            .trim_end()
+            .to_owned()
+    };
+    let ck = keys(cli_pid);
+    let labels: Vec<&str> = ck.lines().filter_map(|l| l.split(' ').next()).collect();
+    for l in [
+        "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+        "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+        "CLIENT_TRAFFIC_SECRET_0",
+        "SERVER_TRAFFIC_SECRET_0",
+        "EXPORTER_SECRET",
+    ] {
+        assert!(labels.contains(&l), "{l} missing:\n{ck}");
+    }
+    assert_eq!(ck, keys(srv_pid));
+
+    // The event file: WIRE.md §2's uuid, type and payload.
+    let text = std::fs::read_to_string(&events).unwrap();
+    let evs: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let payload = |e: &serde_json::Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(e["payload"].as_str().unwrap())
+            .unwrap()
+    };
+    let data = |ty: u64| {
+        evs.iter()
+            .find(|e| {
+                e["pid"] == cli_pid && e["type"] == ty && payload(e) == format!("{m}\n").as_bytes()
+            })
+            .unwrap_or_else(|| panic!("no type {ty} event of {cli_pid}:\n{text}"))
+    };
+    for (ty, dir) in [(1, 1), (0, 0)] {
+        let e = data(ty);
+        assert_eq!(e["module"], "gnutls");
+        assert_eq!(e["uuid"], format!("{cli_pid}_{cli_pid}_gnutls-cli_{dir}"));
+        assert_eq!(e["fd"], fd);
+        assert_eq!(e["tid"], cli_pid);
+        assert_eq!(e["pname"], "gnutls-cli");
+    }
+    let mk = evs
+        .iter()
+        .find(|e| e["pid"] == cli_pid && e["type"] == 0x0304)
+        .unwrap_or_else(|| panic!("no TLS 1.3 masterkey event:\n{text}"));
+    assert_eq!(mk["module"], "gnutls");
+    assert_eq!(String::from_utf8(payload(mk)).unwrap(), format!("{ck}\n"));
+    let random = ck.lines().next().unwrap().split(' ').nth(1).unwrap();
+    assert_eq!(mk["uuid"], random.to_uppercase());
+    assert_eq!(mk["src_ip"], "127.0.0.1");
+    assert_eq!(mk["src_port"], 0);
+}
+
+/// dumpcap on `lo` for `port`, capturing once it says so.
+fn dumpcap(port: u16, file: &std::path::Path) -> std::process::Child {
+    let mut d = Command::new("dumpcap")
+        .args(["-q", "-i", "lo", "-f", &format!("tcp port {port}"), "-w"])
+        .arg(file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting dumpcap (wireshark-common)");
+    let mut lines = BufReader::new(d.stderr.take().unwrap()).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.contains("Capturing on") => break,
+            Some(Ok(_)) => continue,
+            other => panic!("dumpcap did not start capturing: {other:?}"),
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    // dumpcap announces the interface a moment before its filter is live.
+    std::thread::sleep(Duration::from_secs(1));
+    d
+}
+
+fn tshark_follow(pcap: &std::path::Path, keylog: Option<&std::path::Path>) -> String {
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r").arg(pcap);
+    if let Some(k) = keylog {
+        cmd.arg("-o")
+            .arg(format!("tls.keylog_file:{}", k.display()));
+    }
+    let out = cmd
+        .args(["-q", "-z", "follow,tls,ascii,0"])
+        .output()
+        .expect("running tshark");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One gnutls-cli session captured by dumpcap while rcapture writes a key
+/// log: the key log holds every line GnuTLS's own SSLKEYLOGFILE has, and
+/// lets tshark decrypt the marker (without it tshark cannot).
+fn keylog_decrypts(priority: Option<&str>, tls13: bool) {
+    let dir = TempDir::new("gnutls-keylog");
+    let (_srv, port) = echo_server(&dir);
+    let (keylog, oracle, pcap) = (
+        dir.path("keys.log"),
+        dir.path("gnutls-own.log"),
+        dir.path("cap.pcapng"),
+    );
+    let mut cap = dumpcap(port, &pcap);
+    let rc = Rcapture::start(&[
+        "gnutls",
+        "-m",
+        "keylog",
+        "--keylogfile",
+        keylog.to_str().unwrap(),
+    ]);
+    let mut cli = Client::connect(port, priority, Some(&oracle));
+    let m = marker("gnutls-keylog");
+    cli.echo(&m);
+    cli.finish();
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(cap.id() as i32, libc::SIGINT) };
+    cap.wait().unwrap();
+    let out = rc.stop();
+    assert!(out.is_empty(), "keylog mode writes nothing to stdout");
+
+    let ours = std::fs::read_to_string(&keylog).unwrap();
+    let theirs = std::fs::read_to_string(&oracle).expect("gnutls-cli wrote SSLKEYLOGFILE");
+    let ours_set: BTreeSet<&str> = ours.lines().collect();
+    assert_eq!(
+        ours_set.len(),
+        ours.lines().count(),
+        "no line twice (the server's handshake gives the same ones):\n{ours}"
+    );
+    let labels: BTreeSet<&str> = theirs.lines().filter_map(|l| l.split(' ').next()).collect();
+    let want: &[&str] = if tls13 {
+        &[
+            "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+            "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+            "CLIENT_TRAFFIC_SECRET_0",
+            "SERVER_TRAFFIC_SECRET_0",
+            "EXPORTER_SECRET",
+        ]
+    } else {
+        &["CLIENT_RANDOM"]
+    };
+    assert_eq!(labels, want.iter().copied().collect(), "{theirs}");
+    for l in theirs.lines() {
+        assert!(
+            ours_set.contains(l),
+            "GnuTLS's own line missing from rcapture's key log: {l}\nours:\n{ours}"
+        );
+    }
+    let plain = tshark_follow(&pcap, None);
+    assert!(
+        !plain.contains(&m),
+        "tshark decrypts without keys?\n{plain}"
+    );
+    let decoded = tshark_follow(&pcap, Some(&keylog));
+    assert!(
+        decoded.matches(m.as_str()).count() >= 2,
+        "tshark shows the marker sent and echoed with the key log:\n{decoded}\nkeys:\n{ours}"
+    );
+}
+
+#[test]
+fn gnutls_keylog_decrypts_tls13() {
+    if let Some(_serial) = bpf_available("gnutls_keylog_decrypts_tls13") {
+        keylog_decrypts(None, true);
+    }
+}
+
+#[test]
+fn gnutls_keylog_decrypts_tls12() {
+    if let Some(_serial) = bpf_available("gnutls_keylog_decrypts_tls12") {
+        keylog_decrypts(Some("NORMAL:-VERS-TLS1.3"), false);
+    }
+}
+
+/// With --pid, another gnutls-cli talking to the same server at the same
+/// time is not captured, nor is the server.
+#[test]
+fn gnutls_pid_filter_hides_other_clients() {
+    let Some(_serial) = bpf_available("gnutls_pid_filter_hides_other_clients") else {
+        return;
+    };
+    let dir = TempDir::new("gnutls-pid");
+    let (_srv, port) = echo_server(&dir);
+    let mut a = Client::connect(port, None, None);
+    let rc = Rcapture::start(&["gnutls", "--pid", &a.pid().to_string()]);
+    assert!(
+        rc.stderr
+            .iter()
+            .any(|l| l.contains(&format!("/proc/{}/root/", a.pid()))),
+        "--pid probes the library the process maps: {:#?}",
+        rc.stderr
+    );
+    let mut b = Client::connect(port, None, None);
+    let (ma, mb) = (marker("pid-a"), marker("pid-b"));
+    a.echo(&ma);
+    b.echo(&mb);
+    let a_pid = a.pid();
+    a.finish();
+    b.finish();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = rc.stop();
+    let all = blocks(&out);
+    for what in ["send", "recv"] {
+        assert!(
+            all.iter()
+                .any(|b| b.pid() == a_pid && b.what() == what && b.body.contains(&ma)),
+            "{what} of {a_pid}:\n{out}"
+        );
+    }
+    assert!(
+        !out.contains(&mb),
+        "the other client is filtered out:\n{out}"
+    );
+    assert!(all.iter().all(|b| b.pid() == a_pid), "only {a_pid}:\n{out}");
+}
+
+fn fails_with(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_rcapture"))
+        .args(args)
+        .args(["--listen", "none"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+    err
+}
+
+/// A library that is not GnuTLS, a file that does not exist and a process
+/// without GnuTLS: each refused before anything is loaded, naming the
+/// module, the path and (for the library) the missing symbol.
+#[test]
+fn gnutls_target_errors_name_module_path_and_symbol() {
+    let libssl = "/usr/lib/x86_64-linux-gnu/libssl.so.3";
+    assert!(std::path::Path::new(libssl).exists(), "{libssl} (libssl3)");
+    assert_eq!(
+        fails_with(&["gnutls", "--gnutls", libssl]).trim_end(),
+        format!("rcapture: error: symbol gnutls_record_recv not found in {libssl} (module gnutls)")
+    );
+    assert_eq!(
+        fails_with(&["gnutls", "--gnutls", "/nonexistent/libgnutls.so.30"]).trim_end(),
+        "rcapture: error: module gnutls: /nonexistent/libgnutls.so.30: no such file \
+         (given with --gnutls)"
+    );
+    let sleeper = Proc(Command::new("sleep").arg("30").spawn().unwrap());
+    let pid = sleeper.0.id().to_string();
+    assert_eq!(
+        fails_with(&["gnutls", "--pid", &pid]).trim_end(),
+        format!(
+            "rcapture: error: module gnutls: no libgnutls.so.30 found in /proc/{pid}/maps \
+             (the process does not map it); give its path with --gnutls"
+        )
+    );
+}
