@@ -104,11 +104,11 @@ impl RecordRing for ReplayRing {
 /// The records replayed each round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mix {
-    /// TLS data at 64 B, 256 B, 1 KiB and 4 KiB each way, bash, a master
-    /// secret, a connection, and a 40 000-byte call split over three
-    /// records (joined by the worker): 12 events, ~53 KB.
+    /// TLS data at 64 B, 256 B, 1 KiB and 4 KiB each way, bash, an OpenSSL
+    /// and a GnuTLS secret, a GnuTLS write, a connection, and a 40 000-byte
+    /// call split over three records (joined by the worker): 14 events, ~54 KB.
     Full,
-    /// The same without the 4 KiB and 40 000-byte calls: 9 events, ~4 KB.
+    /// The same without the 4 KiB and 40 000-byte calls: 11 events, ~5 KB.
     Small,
 }
 
@@ -166,6 +166,18 @@ fn records(mix: Mix) -> (Vec<Vec<u8>>, u64) {
         0x0300_1301,
         [7; 32],
         9,
+    ));
+    v.push(synth::single(
+        synth::data(h(RecordKind::GnutlsData, 104), 3, DIR_SEND, 0, t4),
+        b"gnutls-cli line\n",
+    ));
+    v.push(synth::gnutls_secret(
+        h(RecordKind::GnutlsSecret, 104),
+        0x0304,
+        48,
+        [8; 32],
+        9,
+        true,
     ));
     v.push(synth::conn(
         h(RecordKind::Conn, 100),

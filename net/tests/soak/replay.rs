@@ -32,7 +32,8 @@ pub fn tls_pid(w: usize) -> u32 {
 pub const UID: u32 = 1000;
 
 /// The rounds a ring cycles through: seven small rounds (64 B to 4 KiB TLS
-/// data over IPv4 and IPv6, a bash line, a TLS 1.3 secret, a connection),
+/// data over IPv4 and IPv6, a bash line, an OpenSSL and a GnuTLS TLS 1.3
+/// secret, a GnuTLS write, a connection),
 /// then one that adds a 40 000-byte call split into three records (joined
 /// into one event by the worker).
 fn rounds(w: usize) -> Vec<Round> {
@@ -66,6 +67,18 @@ fn rounds(w: usize) -> Vec<Round> {
         0x0300_1301,
         [7; 32],
         9,
+    ));
+    small.push(synth::single(
+        synth::data(h(RecordKind::GnutlsData, pid + 4), 3, DIR_SEND, 0, t4),
+        b"gnutls-cli line\n",
+    ));
+    small.push(synth::gnutls_secret(
+        h(RecordKind::GnutlsSecret, pid + 4),
+        0x0304,
+        48,
+        [8; 32],
+        9,
+        false,
     ));
     small.push(synth::conn(
         h(RecordKind::Conn, pid),
