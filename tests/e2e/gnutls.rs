@@ -7,6 +7,7 @@
 
 use crate::testutil::{Proc, Rcapture, TempDir, blocks, bpf_available};
 use base64::Engine as _;
+use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -340,6 +341,230 @@ fn gnutls_cli_marker_both_directions_with_identity_fd_and_tuple() {
     assert_eq!(mk["src_port"], 0);
 }
 
+/// `tests/support/gnutls_paths.c` built against the runtime library (no
+/// GnuTLS headers needed).
+fn build_gnutls_paths(dir: &TempDir) -> std::path::PathBuf {
+    let bin = dir.path("gnutls_paths");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = Command::new(&cc)
+        .args([
+            "-std=c11",
+            "-D_POSIX_C_SOURCE=200809L",
+            "-Wall",
+            "-Werror",
+            "-o",
+        ])
+        .arg(&bin)
+        .arg(crate::testutil::support("gnutls_paths.c"))
+        .arg("-l:libgnutls.so.30")
+        .output()
+        .unwrap_or_else(|e| panic!("running the C compiler {cc:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "building gnutls_paths.c: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin
+}
+
+/// The entry points gnutls-cli does not use: corked writes are one event
+/// (at uncork, not also when buffered), `gnutls_record_recv_seq` and
+/// `gnutls_record_send_range` are captured; with the application's own
+/// transport object and push/pull functions the fd and tuple come from the
+/// socket syscalls made inside the calls.
+#[test]
+fn gnutls_cork_recv_seq_send_range_and_custom_transport() {
+    let Some(_serial) = bpf_available("gnutls_cork_recv_seq_send_range_and_custom_transport")
+    else {
+        return;
+    };
+    let dir = TempDir::new("gnutls-paths");
+    let bin = build_gnutls_paths(&dir);
+    let (_srv, port) = echo_server(&dir);
+    let rc = Rcapture::start(&["gnutls"]);
+    let mut runs = Vec::new();
+    for mode in ["fd", "push"] {
+        let m = marker(mode);
+        let out = Command::new(&bin)
+            .args([&port.to_string(), m.as_str(), mode])
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "gnutls_paths {mode}: {stdout}");
+        let fd: u32 = stdout
+            .trim()
+            .strip_prefix("fd=")
+            .and_then(|f| f.parse().ok())
+            .unwrap_or_else(|| panic!("{stdout}"));
+        runs.push((mode, m, fd));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let out = rc.stop();
+    let all = blocks(&out);
+    for (mode, m, fd) in runs {
+        let mine: Vec<_> = all
+            .iter()
+            .filter(|b| b.field("comm") == Some("gnutls_paths") && b.body.contains(&m))
+            .collect();
+        let count = |what: &str, body: &str| {
+            mine.iter()
+                .filter(|b| b.what() == what && b.body == body)
+                .count()
+        };
+        let corked = format!("A-{m}\nB-{m}\n\n");
+        let ranged = format!("R-{m}\n\n");
+        assert_eq!(
+            count("send", &corked),
+            1,
+            "{mode}: one corked write:\n{out}"
+        );
+        assert_eq!(count("recv", &corked), 1, "{mode}: recv_seq:\n{out}");
+        assert_eq!(count("send", &ranged), 1, "{mode}: send_range:\n{out}");
+        assert_eq!(count("recv", &ranged), 1, "{mode}: recv:\n{out}");
+        assert_eq!(mine.len(), 4, "{mode}: nothing else, nothing twice:\n{out}");
+        for b in &mine {
+            assert_eq!(
+                b.field("fd"),
+                Some(fd.to_string().as_str()),
+                "{mode}: {}",
+                b.header
+            );
+            let (src, dst) = b.addrs().split_once("->").unwrap();
+            let server = format!("127.0.0.1:{port}");
+            assert!(
+                (b.what() == "send" && dst == server && src != server)
+                    || (b.what() == "recv" && src == server && dst != server),
+                "{mode}: {}",
+                b.header
+            );
+        }
+    }
+}
+
+/// Ring buffer maps (BPF_MAP_TYPE_RINGBUF = 27) among process `pid`'s fds.
+fn ringbuf_maps(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .filter(|info| info.lines().any(|l| l == "map_type:\t27"))
+        .count()
+}
+
+/// `rcapture tls --modules gnutls`: an OpenSSL curl and a gnutls-cli at
+/// once, both captured by one process on one ring buffer per CPU, both on
+/// the WebSocket stream and the text output with their module names, both
+/// modules in `/status`, `POST /gnutls` routed, metrics labelled.
+#[test]
+fn openssl_and_gnutls_in_one_process_share_rings_and_outputs() {
+    let Some(_serial) = bpf_available("openssl_and_gnutls_in_one_process_share_rings_and_outputs")
+    else {
+        return;
+    };
+    let dir = TempDir::new("two-modules");
+    let Some((_, ext)) = crate::server::compile_schemas(&dir) else {
+        return;
+    };
+    let (_tls_srv, tls_port) = crate::testutil::python_server(&dir, false);
+    let (_gnutls_srv, port) = echo_server(&dir);
+    let rc = Rcapture::start(&["tls", "--modules", "gnutls"]);
+    let addr = rc.addr.clone().expect("announced address");
+    for m in ["tls", "gnutls"] {
+        assert!(
+            rc.stderr
+                .iter()
+                .any(|l| l.starts_with(&format!("rcapture: module {m}: probing "))),
+            "{:#?}",
+            rc.stderr
+        );
+    }
+    let summary = rc
+        .stderr
+        .iter()
+        .find(|l| l.contains(" ring buffers, "))
+        .unwrap_or_else(|| panic!("{:#?}", rc.stderr));
+    let words: Vec<&str> = summary.split(' ').collect();
+    let (rings, workers): (usize, usize) = (words[3].parse().unwrap(), words[6].parse().unwrap());
+    assert_eq!(rings, workers, "{summary}");
+    assert_eq!(
+        ringbuf_maps(rc.pid()),
+        rings,
+        "one ring buffer per CPU for both modules' objects ({summary})"
+    );
+    let ws = crate::server::WsClient::start(
+        "two-modules",
+        &format!("ws://{addr}/ws"),
+        &ext,
+        "event_pb2",
+        false,
+    );
+    let (status, body) = crate::server::http(&addr, "POST", "/gnutls", r#"{"pid": 0}"#);
+    assert_eq!(status, 200, "{body}");
+
+    let m = marker("two");
+    let curl = Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-H"])
+        .arg(format!("X-Unique: {m}"))
+        .arg(format!("https://127.0.0.1:{tls_port}/two"))
+        .spawn()
+        .unwrap();
+    let curl_pid = curl.id();
+    let mut cli = Client::connect(port, None, None);
+    let cli_pid = cli.pid();
+    cli.echo(&m);
+    assert!(curl.wait_with_output().unwrap().status.success());
+    cli.finish();
+
+    let has = |e: &Value, pid: u32, module: &str| {
+        let ev = &e["event_payload"];
+        ev["pid"] == pid
+            && ev["module"] == module
+            && String::from_utf8_lossy(&crate::server::unhex(ev["payload"].as_str().unwrap()))
+                .contains(&m)
+    };
+    let seen = ws.events_until(|s| {
+        s.iter().any(|e| has(e, curl_pid, "tls")) && s.iter().any(|e| has(e, cli_pid, "gnutls"))
+    });
+    assert!(seen.len() >= 2);
+    let (status, st) = crate::server::http(&addr, "GET", "/status", "");
+    assert_eq!(status, 200);
+    let st: Value = serde_json::from_str(&st).unwrap();
+    let names: Vec<&str> = st["data"]["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["tls", "gnutls"], "{st}");
+    let g = &st["data"]["modules"][1];
+    assert_eq!(g["version"], "3.7.9", "{g}");
+    assert_eq!(g["routes"], serde_json::json!(["/gnutls"]), "{g}");
+    let (_, metrics) = crate::server::http(&addr, "GET", "/metrics", "");
+    assert!(
+        metrics.contains(&format!(
+            "ecapture_events_total{{module=\"gnutls\",pid=\"{cli_pid}\"}} "
+        )),
+        "{metrics}"
+    );
+    drop(ws);
+    let out = rc.stop();
+    let all = blocks(&out);
+    assert!(
+        all.iter().any(|b| b.pid() == curl_pid
+            && b.header.contains(" tls pid=")
+            && b.what() == "send"
+            && b.body.contains(&m)),
+        "{out}"
+    );
+    assert!(
+        all.iter().any(|b| b.pid() == cli_pid
+            && b.header.contains(" gnutls pid=")
+            && b.what() == "send"
+            && b.body.contains(&m)),
+        "{out}"
+    );
+}
+
 /// dumpcap on `lo` for `port`, capturing once it says so.
 fn dumpcap(port: u16, file: &std::path::Path) -> std::process::Child {
     let mut d = Command::new("dumpcap")
@@ -483,6 +708,21 @@ fn gnutls_pid_filter_hides_other_clients() {
         "--pid probes the library the process maps: {:#?}",
         rc.stderr
     );
+    // The routes are the loaded module's: /gnutls works, /tls is not loaded.
+    let addr = rc.addr.clone().expect("announced address");
+    let (status, body) = crate::server::http(&addr, "POST", "/tls", "{}");
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body.contains("module tls is not loaded (loaded: gnutls)"),
+        "{body}"
+    );
+    let (status, body) = crate::server::http(
+        &addr,
+        "POST",
+        "/gnutls",
+        &format!("{{\"pid\": {}}}", a.pid()),
+    );
+    assert_eq!(status, 200, "{body}");
     let mut b = Client::connect(port, None, None);
     let (ma, mb) = (marker("pid-a"), marker("pid-b"));
     a.echo(&ma);
