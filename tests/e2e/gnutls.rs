@@ -5,7 +5,8 @@
 //! of the session (TLS 1.3 and TLS 1.2); the pid filter; the errors for a
 //! library that is not GnuTLS, a missing file and a process without GnuTLS.
 
-use crate::testutil::{Proc, Rcapture, TempDir, blocks, bpf_available};
+use crate::server::marker;
+use crate::testutil::{Proc, Rcapture, TempDir, blocks, bpf_available, capture_loopback};
 use base64::Engine as _;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -14,17 +15,6 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-fn marker(tag: &str) -> String {
-    format!(
-        "MARK-{tag}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
-    )
-}
 
 /// A self-signed ECDSA certificate for 127.0.0.1 made with certtool.
 fn certtool_cert(dir: &TempDir) -> (String, String) {
@@ -565,29 +555,6 @@ fn openssl_and_gnutls_in_one_process_share_rings_and_outputs() {
     );
 }
 
-/// dumpcap on `lo` for `port`, capturing once it says so.
-fn dumpcap(port: u16, file: &std::path::Path) -> std::process::Child {
-    let mut d = Command::new("dumpcap")
-        .args(["-q", "-i", "lo", "-f", &format!("tcp port {port}"), "-w"])
-        .arg(file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting dumpcap (wireshark-common)");
-    let mut lines = BufReader::new(d.stderr.take().unwrap()).lines();
-    loop {
-        match lines.next() {
-            Some(Ok(l)) if l.contains("Capturing on") => break,
-            Some(Ok(_)) => continue,
-            other => panic!("dumpcap did not start capturing: {other:?}"),
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    // dumpcap announces the interface a moment before its filter is live.
-    std::thread::sleep(Duration::from_secs(1));
-    d
-}
-
 fn tshark_follow(pcap: &std::path::Path, keylog: Option<&std::path::Path>) -> String {
     let mut cmd = Command::new("tshark");
     cmd.arg("-r").arg(pcap);
@@ -618,7 +585,7 @@ fn keylog_decrypts(priority: Option<&str>, tls13: bool) {
         dir.path("gnutls-own.log"),
         dir.path("cap.pcapng"),
     );
-    let mut cap = dumpcap(port, &pcap);
+    let mut cap = capture_loopback("dumpcap", port, &pcap);
     let rc = Rcapture::start(&[
         "gnutls",
         "-m",

@@ -127,27 +127,26 @@ fn resolve(req: &TargetRequest) -> Result<Target, Error> {
     let found = Accessors::decode(&elf);
     let mut notes = Vec::new();
     let mut globals = Vec::new();
-    match found.transport {
-        Some((recv, send)) => {
-            globals.push(("transport_recv_off", Global::U32(recv)));
-            globals.push(("transport_send_off", Global::U32(send)));
-        }
-        None => notes.push(
+    for (decoded, names, missing) in [
+        (
+            found.transport,
+            ["transport_recv_off", "transport_send_off"],
             "cannot decode gnutls_transport_get_int: fds come from the socket syscalls only \
-             (calls answered from GnuTLS's buffers show fd 0)"
-                .to_owned(),
+             (calls answered from GnuTLS's buffers show fd 0)",
         ),
-    }
-    match found.cork {
-        Some((off, state)) => {
-            globals.push(("cork_off", Global::U32(off)));
-            globals.push(("cork_state", Global::U32(state)));
-        }
-        None => notes.push(
+        (
+            found.cork,
+            ["cork_off", "cork_state"],
             "cannot decode gnutls_record_cork: writes of a corked session are captured \
-             when buffered and again when sent"
-                .to_owned(),
+             when buffered and again when sent",
         ),
+    ] {
+        match decoded {
+            Some((a, b)) => {
+                globals.extend([(names[0], Global::U32(a)), (names[1], Global::U32(b))])
+            }
+            None => notes.push(missing.to_owned()),
+        }
     }
     match keylog_layout(version.as_deref(), &found, &elf) {
         Ok(l) => {
