@@ -2,8 +2,11 @@
 //! 3.7.9): a marker in both directions with pid, comm, fd and tuple; the
 //! WIRE.md §2 fields (uuid, type, payload) in the event file; key logs equal
 //! to GnuTLS's own `SSLKEYLOGFILE` output that let tshark decrypt a capture
-//! of the session (TLS 1.3 and TLS 1.2); the pid filter; the errors for a
-//! library that is not GnuTLS, a missing file and a process without GnuTLS.
+//! of the session (TLS 1.3 and TLS 1.2); 0-RTT early data and its secret;
+//! cork/uncork, `recv_seq`, `send_range` and a custom transport
+//! (tests/support/gnutls_paths.c); the pid filter; OpenSSL and GnuTLS in one
+//! process; the errors for a library that is not GnuTLS, a missing file and
+//! a process without GnuTLS.
 
 use crate::server::marker;
 use crate::testutil::{Proc, Rcapture, TempDir, blocks, bpf_available, capture_loopback};
@@ -56,6 +59,11 @@ fn certtool_cert(dir: &TempDir) -> (String, String) {
 /// `gnutls-serv --echo` on a free loopback port, listening; returns it and
 /// the port.
 fn echo_server(dir: &TempDir) -> (Proc, u16) {
+    echo_server_with(dir, &[])
+}
+
+/// [`echo_server`] with extra gnutls-serv flags.
+fn echo_server_with(dir: &TempDir, flags: &[&str]) -> (Proc, u16) {
     let (cert, key) = certtool_cert(dir);
     for _ in 0..10 {
         let port = TcpListener::bind("127.0.0.1:0")
@@ -67,6 +75,7 @@ fn echo_server(dir: &TempDir) -> (Proc, u16) {
             Command::new("gnutls-serv")
                 .args(["--echo", "-p", &port.to_string(), "--x509certfile", &cert])
                 .args(["--x509keyfile", &key])
+                .args(flags)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -95,14 +104,13 @@ struct Client {
 }
 
 impl Client {
-    /// Connects and waits for the handshake to complete.
-    fn connect(port: u16, priority: Option<&str>, keylog: Option<&std::path::Path>) -> Self {
+    /// Connects (with these extra gnutls-cli flags) and waits for the
+    /// handshake to complete.
+    fn connect(port: u16, flags: &[&str], keylog: Option<&std::path::Path>) -> Self {
         let mut cmd = Command::new("gnutls-cli");
-        cmd.args(["--insecure", "-p", &port.to_string()]);
-        if let Some(p) = priority {
-            cmd.args(["--priority", p]);
-        }
-        cmd.arg("127.0.0.1");
+        cmd.args(["--insecure", "-p", &port.to_string()])
+            .args(flags)
+            .arg("127.0.0.1");
         match keylog {
             Some(k) => cmd.env("SSLKEYLOGFILE", k),
             None => cmd.env_remove("SSLKEYLOGFILE"),
@@ -213,7 +221,7 @@ fn gnutls_cli_marker_both_directions_with_identity_fd_and_tuple() {
         "{:#?}",
         rc.stderr
     );
-    let mut cli = Client::connect(port, None, None);
+    let mut cli = Client::connect(port, &[], None);
     let cli_pid = cli.pid();
     let m = marker("gnutls");
     cli.echo(&m);
@@ -499,7 +507,7 @@ fn openssl_and_gnutls_in_one_process_share_rings_and_outputs() {
         .spawn()
         .unwrap();
     let curl_pid = curl.id();
-    let mut cli = Client::connect(port, None, None);
+    let mut cli = Client::connect(port, &[], None);
     let cli_pid = cli.pid();
     cli.echo(&m);
     assert!(curl.wait_with_output().unwrap().status.success());
@@ -577,7 +585,7 @@ fn tshark_follow(pcap: &std::path::Path, keylog: Option<&std::path::Path>) -> St
 /// One gnutls-cli session captured by dumpcap while rcapture writes a key
 /// log: the key log holds every line GnuTLS's own SSLKEYLOGFILE has, and
 /// lets tshark decrypt the marker (without it tshark cannot).
-fn keylog_decrypts(priority: Option<&str>, tls13: bool) {
+fn keylog_decrypts(flags: &[&str], tls13: bool) {
     let dir = TempDir::new("gnutls-keylog");
     let (_srv, port) = echo_server(&dir);
     let (keylog, oracle, pcap) = (
@@ -593,7 +601,7 @@ fn keylog_decrypts(priority: Option<&str>, tls13: bool) {
         "--keylogfile",
         keylog.to_str().unwrap(),
     ]);
-    let mut cli = Client::connect(port, priority, Some(&oracle));
+    let mut cli = Client::connect(port, flags, Some(&oracle));
     let m = marker("gnutls-keylog");
     cli.echo(&m);
     cli.finish();
@@ -646,14 +654,65 @@ fn keylog_decrypts(priority: Option<&str>, tls13: bool) {
 #[test]
 fn gnutls_keylog_decrypts_tls13() {
     if let Some(_serial) = bpf_available("gnutls_keylog_decrypts_tls13") {
-        keylog_decrypts(None, true);
+        keylog_decrypts(&[], true);
     }
 }
 
 #[test]
 fn gnutls_keylog_decrypts_tls12() {
     if let Some(_serial) = bpf_available("gnutls_keylog_decrypts_tls12") {
-        keylog_decrypts(Some("NORMAL:-VERS-TLS1.3"), false);
+        keylog_decrypts(&["--priority", "NORMAL:-VERS-TLS1.3"], false);
+    }
+}
+
+/// TLS 1.3 0-RTT on a resumed session: the early data is captured where the
+/// client hands it over (`gnutls_record_send_early_data`) and where the
+/// server takes it (`gnutls_record_recv_early_data`), once each, and the key
+/// log has GnuTLS's own CLIENT_EARLY_TRAFFIC_SECRET and every other line but
+/// EARLY_EXPORTER_SECRET (GnuTLS overwrites it with the exporter secret
+/// before the handshake returns; no decryption needs it).
+#[test]
+fn gnutls_early_data_and_its_secret() {
+    let Some(_serial) = bpf_available("gnutls_early_data_and_its_secret") else {
+        return;
+    };
+    let dir = TempDir::new("gnutls-0rtt");
+    let (srv, port) = echo_server_with(&dir, &["--earlydata", "--maxearlydata", "1024"]);
+    let srv_pid = srv.0.id();
+    let (early, oracle) = (dir.path("early.txt"), dir.path("gnutls-own.log"));
+    let m = marker("early");
+    std::fs::write(&early, format!("{m}\n")).unwrap();
+    let rc = Rcapture::start(&["gnutls"]);
+    let earlydata = format!("--earlydata={}", early.display());
+    let mut cli = Client::connect(port, &["--resume", &earlydata], Some(&oracle));
+    let cli_pid = cli.pid();
+    cli.echo(&marker("late"));
+    cli.finish();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = rc.stop();
+    let all = blocks(&out);
+    let early_of = |pid: u32, what: &str| {
+        all.iter()
+            .filter(|b| b.pid() == pid && b.what() == what && b.body == format!("{m}\n\n"))
+            .count()
+    };
+    assert_eq!(early_of(cli_pid, "send"), 1, "{out}");
+    assert_eq!(early_of(srv_pid, "recv"), 1, "{out}");
+    let ours: BTreeSet<&str> = all
+        .iter()
+        .filter(|b| b.pid() == cli_pid && b.what() == "masterkey")
+        .flat_map(|b| b.body.lines())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let theirs = std::fs::read_to_string(&oracle).unwrap();
+    assert!(
+        theirs.contains("CLIENT_EARLY_TRAFFIC_SECRET "),
+        "0-RTT was used: {theirs}"
+    );
+    for l in theirs.lines() {
+        if !l.starts_with("EARLY_EXPORTER_SECRET ") {
+            assert!(ours.contains(l), "{l} missing from {ours:#?}");
+        }
     }
 }
 
@@ -666,7 +725,7 @@ fn gnutls_pid_filter_hides_other_clients() {
     };
     let dir = TempDir::new("gnutls-pid");
     let (_srv, port) = echo_server(&dir);
-    let mut a = Client::connect(port, None, None);
+    let mut a = Client::connect(port, &[], None);
     let rc = Rcapture::start(&["gnutls", "--pid", &a.pid().to_string()]);
     assert!(
         rc.stderr
@@ -690,7 +749,7 @@ fn gnutls_pid_filter_hides_other_clients() {
         &format!("{{\"pid\": {}}}", a.pid()),
     );
     assert_eq!(status, 200, "{body}");
-    let mut b = Client::connect(port, None, None);
+    let mut b = Client::connect(port, &[], None);
     let (ma, mb) = (marker("pid-a"), marker("pid-b"));
     a.echo(&ma);
     b.echo(&mb);
