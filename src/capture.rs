@@ -481,4 +481,33 @@ mod tests {
             );
         }
     }
+
+    fn parts(flags: &[&str]) -> (&'static str, TargetRequest, CaptureArgs) {
+        let argv = ["rcapture", "tls"].iter().chain(flags).copied();
+        Cli::try_parse_from(argv)
+            .expect("parses")
+            .command
+            .into_parts()
+    }
+
+    /// A module named twice (the subcommand's and in --modules) is refused
+    /// before anything is loaded.
+    #[test]
+    fn a_module_is_captured_once() {
+        let (m, req, a) = parts(&["--modules", "tls"]);
+        let e = targets(m, req, &a).unwrap_err().to_string();
+        assert_eq!(e, "--modules: module tls is already captured");
+    }
+
+    /// `-m none` with no server, forwarder or event file would output nothing:
+    /// refused before loading, saying so.
+    #[test]
+    fn mode_none_needs_another_output() {
+        let (m, req, a) = parts(&["-m", "none", "--listen", "none"]);
+        let e = run(m, req, a).unwrap_err().to_string();
+        assert!(e.contains("would output nothing"), "{e}");
+        let (m, req, a) = parts(&["-m", "none", "--keylogfile", "k"]);
+        let e = run(m, req, a).unwrap_err().to_string();
+        assert!(e.contains("only used with -m keylog"), "{e}");
+    }
 }

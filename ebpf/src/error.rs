@@ -90,6 +90,31 @@ pub enum Error {
         /// The file searched.
         path: PathBuf,
     },
+    /// A target whose layout the module does not know: a hooked function
+    /// is missing or has another signature in this version.
+    #[error("module {module}: {path} (version {version}): {what}")]
+    UnknownLayout {
+        /// The module.
+        module: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The version found in it (or why none was).
+        version: String,
+        /// What is missing or different, naming the symbol.
+        what: String,
+    },
+    /// An executable was not found where the module looks for it.
+    #[error("module {module}: no {what} found (looked for {searched}); give its path with {flag}")]
+    ExecutableNotFound {
+        /// The module.
+        module: &'static str,
+        /// What was looked for, e.g. "MariaDB server".
+        what: &'static str,
+        /// The paths tried.
+        searched: String,
+        /// The flag that names it.
+        flag: &'static str,
+    },
     /// A target that the module cannot probe for another reason.
     #[error("module {module}: {path}: {reason}")]
     Unsupported {

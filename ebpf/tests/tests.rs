@@ -1,4 +1,7 @@
 //! Integration tests of the BPF probes against real programs (root only).
 
+mod mysqld;
+mod nss;
 mod openssl;
+mod postgres;
 mod testutil;

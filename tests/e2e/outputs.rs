@@ -3,7 +3,7 @@
 //! through the output hub alone — no event-loop thread, no listening socket.
 
 use crate::testutil::{
-    Rcapture, TempDir, bpf_available, python_server, run_ok, spawn_with_port, support,
+    Proc, Rcapture, TempDir, bpf_available, python_server, run_ok, spawn_with_port, support,
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -48,8 +48,20 @@ fn listening_sockets(pid: u32) -> Vec<String> {
     found
 }
 
+/// `tests/support/collector.py` recording into `out`; returns it (killed
+/// at drop) and its ingest URL.
+pub(crate) fn start_collector(out: &Path) -> (Proc, String) {
+    let (collector, port) = spawn_with_port(
+        Command::new("python3")
+            .arg(support("collector.py"))
+            .arg(out),
+        "tests/support/collector.py",
+    );
+    (collector, format!("http://127.0.0.1:{port}/ingest"))
+}
+
 /// The events the collector received so far (NDJSON bodies, decoded).
-fn collected(out: &Path) -> Vec<Value> {
+pub(crate) fn collected(out: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(out).unwrap_or_default();
     let mut events = Vec::new();
     for req in text
@@ -66,6 +78,61 @@ fn collected(out: &Path) -> Vec<Value> {
     events
 }
 
+/// Waits (15 s at most) until the collector got an event of `pid` whose
+/// payload holds `marker`.
+pub(crate) fn wait_collected(out: &Path, pid: u32, marker: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let hit = collected(out).iter().any(|e| {
+            e["pid"] == pid
+                && STANDARD
+                    .decode(e["payload"].as_str().unwrap_or(""))
+                    .is_ok_and(|p| String::from_utf8_lossy(&p).contains(marker))
+        });
+        if hit || Instant::now() >= deadline {
+            return hit;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `-m none`: nothing on stdout, every event still forwarded.
+#[test]
+fn mode_none_writes_nothing_and_still_forwards() {
+    let Some(_serial) = bpf_available("mode_none_writes_nothing_and_still_forwards") else {
+        return;
+    };
+    let dir = TempDir::new("modenone");
+    let (_srv, port) = python_server(&dir, false);
+    let out = dir.path("collector.jsonl");
+    let (_collector, url) = start_collector(&out);
+    let rc = Rcapture::start(&[
+        "tls",
+        "-m",
+        "none",
+        "--forward",
+        &url,
+        "--forward-format",
+        "json",
+        "--batch-timeout-ms",
+        "100",
+    ]);
+    let marker = format!("mode-none-{}", std::process::id());
+    let (curl_pid, _) = run_ok(
+        Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-H"])
+            .arg(format!("X-Unique: {marker}"))
+            .arg(format!("https://127.0.0.1:{port}/none")),
+    );
+    let found = wait_collected(&out, curl_pid, &marker);
+    let stdout = rc.stop();
+    assert!(
+        found,
+        "the collector got curl {curl_pid}'s request with {marker}"
+    );
+    assert_eq!(stdout, "", "-m none writes nothing on stdout");
+}
+
 #[test]
 fn listen_none_forwards_without_the_server_loop() {
     let Some(_serial) = bpf_available("listen_none_forwards_without_the_server_loop") else {
@@ -74,13 +141,7 @@ fn listen_none_forwards_without_the_server_loop() {
     let dir = TempDir::new("hubonly");
     let (_srv, port) = python_server(&dir, false);
     let out = dir.path("collector.jsonl");
-    let (_collector, cport) = spawn_with_port(
-        Command::new("python3")
-            .arg(support("collector.py"))
-            .arg(&out),
-        "tests/support/collector.py",
-    );
-    let url = format!("http://127.0.0.1:{cport}/ingest");
+    let (_collector, url) = start_collector(&out);
     let rc = Rcapture::start(&[
         "tls",
         "--listen",
@@ -126,20 +187,7 @@ fn listen_none_forwards_without_the_server_loop() {
             .arg(format!("X-Unique: {marker}"))
             .arg(format!("https://127.0.0.1:{port}/hub")),
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let found = loop {
-        let events = collected(&out);
-        let hit = events.iter().any(|e| {
-            e["pid"] == curl_pid
-                && STANDARD
-                    .decode(e["payload"].as_str().unwrap_or(""))
-                    .is_ok_and(|p| String::from_utf8_lossy(&p).contains(&marker))
-        });
-        if hit || Instant::now() >= deadline {
-            break hit;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let found = wait_collected(&out, curl_pid, &marker);
     let (_, stderr) = rc.stop_with_stderr();
     assert!(
         found,

@@ -372,6 +372,30 @@ fn python_websocket_clients_decode_live_curl_events() {
     assert_eq!(status, 200);
     let st: Value = serde_json::from_str(&st).unwrap();
     assert_eq!(st["data"]["ready"], true, "{st}");
+    // The loaded module, with what it probes.
+    let m = &st["data"]["modules"][0];
+    assert_eq!(m["name"], "tls", "{st}");
+    assert!(
+        m["target"]
+            .as_str()
+            .is_some_and(|t| t.contains("libssl.so.3")),
+        "{st}"
+    );
+    assert!(
+        m["version"].as_str().is_some_and(|v| v.starts_with("3.0.")),
+        "{st}"
+    );
+    assert_eq!(m["routes"], serde_json::json!(["/tls", "/openssl"]), "{st}");
+    assert!(m["probes"].as_u64().is_some_and(|n| n >= 9), "{st}");
+    // Its routes configure like /config; a known module that is not loaded is named.
+    let (code, body) = http(&addr, "POST", "/openssl", "{}");
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = http(&addr, "POST", "/gotls", "{}");
+    assert_eq!(code, 404, "{body}");
+    assert!(
+        body.contains("module gotls is not loaded (loaded: tls)"),
+        "{body}"
+    );
     assert_eq!(st["data"]["counters"]["ws_clients"], 4, "{st}");
     assert_eq!(st["data"]["counters"]["ws_dropped"], 0, "{st}");
     drop(clients);

@@ -2,7 +2,10 @@
 //! process helpers they share.
 
 pub mod gnutls;
+pub mod mysqld;
+pub mod nss;
 pub mod openssl;
+pub mod postgres;
 
 use std::collections::HashMap;
 use std::fs;
@@ -212,8 +215,35 @@ pub(crate) fn mapped_by(pid: u32, prefix: &str) -> Result<Option<PathBuf>, Error
     Ok(mapped.map(|m| via_root(pid, Path::new(m))))
 }
 
+/// The executable a module probes: the request's path if given; else the
+/// executable of the request's pid; else the first of `defaults` that exists.
+pub(crate) fn find_executable(
+    module: &'static ModuleDesc,
+    what: &'static str,
+    defaults: &[PathBuf],
+    req: &TargetRequest,
+) -> Result<PathBuf, Error> {
+    match (&req.path, req.pid) {
+        (Some(path), _) => Ok(path.clone()),
+        (None, Some(pid)) => exe_of(pid),
+        (None, None) => defaults
+            .iter()
+            .find(|p| p.exists())
+            .cloned()
+            .ok_or_else(|| Error::ExecutableNotFound {
+                module: module.name,
+                what,
+                searched: defaults
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                flag: module.path_flag,
+            }),
+    }
+}
+
 /// The executable of process `pid`, through its root.
-#[allow(dead_code)] // for the modules that probe an executable (bash, mysqld, postgres)
 pub(crate) fn exe_of(pid: u32) -> Result<PathBuf, Error> {
     let link = PathBuf::from(format!("/proc/{pid}/exe"));
     let exe = fs::read_link(&link).map_err(|source| Error::Read { path: link, source })?;
