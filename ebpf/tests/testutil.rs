@@ -289,10 +289,14 @@ pub fn query(b: &[u8]) -> Query {
     }
 }
 
+/// A query call being joined: its (cpu, tid, call_seq), first record,
+/// payload so far and the flags of every record.
+type JoiningQuery = ((u32, u32, u32), Query, Vec<u8>, Vec<u16>);
+
 /// The query records of `kind`, joined per call (cpu, tid, call_seq) in
 /// ring order: (first record, whole payload, flags of every record).
 pub fn joined_queries(records: &[(u32, Vec<u8>)], kind: u16) -> Vec<(Query, Vec<u8>, Vec<u16>)> {
-    let mut calls: Vec<((u32, u32, u32), Query, Vec<u8>, Vec<u16>)> = Vec::new();
+    let mut calls: Vec<JoiningQuery> = Vec::new();
     for (cpu, r) in records.iter().filter(|(_, r)| hdr(r).kind == kind) {
         let q = query(r);
         let key = (*cpu, q.hdr.tid, q.call_seq);
