@@ -107,7 +107,28 @@ impl Client {
     /// Connects (with these extra gnutls-cli flags) and waits for the
     /// handshake to complete.
     fn connect(port: u16, flags: &[&str], keylog: Option<&std::path::Path>) -> Self {
-        let mut cmd = Command::new("gnutls-cli");
+        Self::start(Command::new("gnutls-cli"), port, flags, keylog)
+    }
+
+    /// [`Client::connect`] as user `nobody` (uid 65534).
+    fn connect_as_nobody(port: u16) -> Self {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "gnutls-cli",
+        ]);
+        Self::start(cmd, port, &[], None)
+    }
+
+    /// `cmd` runs gnutls-cli (itself, or through an exec like setpriv).
+    fn start(
+        mut cmd: Command,
+        port: u16,
+        flags: &[&str],
+        keylog: Option<&std::path::Path>,
+    ) -> Self {
         cmd.args(["--insecure", "-p", &port.to_string()])
             .args(flags)
             .arg("127.0.0.1");
@@ -771,6 +792,40 @@ fn gnutls_pid_filter_hides_other_clients() {
         "the other client is filtered out:\n{out}"
     );
     assert!(all.iter().all(|b| b.pid() == a_pid), "only {a_pid}:\n{out}");
+}
+
+/// With --uid, only that user's GnuTLS calls are captured: a gnutls-cli
+/// run as `nobody` is, one run as root at the same time is not.
+#[test]
+fn gnutls_uid_filter_selects_one_user() {
+    let Some(_serial) = bpf_available("gnutls_uid_filter_selects_one_user") else {
+        return;
+    };
+    let dir = TempDir::new("gnutls-uid");
+    let (_srv, port) = echo_server(&dir);
+    let rc = Rcapture::start(&["gnutls", "--uid", "65534"]);
+    let mut nobody = Client::connect_as_nobody(port);
+    let mut root = Client::connect(port, &[], None);
+    let (mn, mr) = (marker("uid-nobody"), marker("uid-root"));
+    nobody.echo(&mn);
+    root.echo(&mr);
+    let nobody_pid = nobody.pid();
+    nobody.finish();
+    root.finish();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = rc.stop();
+    let all = blocks(&out);
+    for what in ["send", "recv"] {
+        assert!(
+            all.iter().any(|b| b.pid() == nobody_pid
+                && b.what() == what
+                && b.field("comm") == Some("gnutls-cli")
+                && b.body.contains(&mn)),
+            "{what} of nobody's gnutls-cli {nobody_pid}:\n{out}"
+        );
+    }
+    assert!(!out.contains(&mr), "root's client is filtered out:\n{out}");
+    assert!(all.iter().all(|b| b.pid() == nobody_pid), "{out}");
 }
 
 fn fails_with(args: &[&str]) -> String {
