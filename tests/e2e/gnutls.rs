@@ -746,7 +746,7 @@ fn gnutls_pid_filter_hides_other_clients() {
     };
     let dir = TempDir::new("gnutls-pid");
     let (_srv, port) = echo_server(&dir);
-    let mut a = Client::connect(port, &[], None);
+    let a = Client::connect(port, &[], None);
     let rc = Rcapture::start(&["gnutls", "--pid", &a.pid().to_string()]);
     assert!(
         rc.stderr
@@ -770,28 +770,36 @@ fn gnutls_pid_filter_hides_other_clients() {
         &format!("{{\"pid\": {}}}", a.pid()),
     );
     assert_eq!(status, 200, "{body}");
-    let mut b = Client::connect(port, &[], None);
-    let (ma, mb) = (marker("pid-a"), marker("pid-b"));
-    a.echo(&ma);
-    b.echo(&mb);
-    let a_pid = a.pid();
-    a.finish();
-    b.finish();
+    let b = Client::connect(port, &[], None);
+    only_the_first_is_captured(rc, a, b);
+}
+
+/// Both clients echo a marker of their own; the capture (filtered to the
+/// first) shows the first's in both directions and nothing of the second.
+fn only_the_first_is_captured(rc: Rcapture, mut shown: Client, mut hidden: Client) {
+    let (ms, mh) = (marker("shown"), marker("hidden"));
+    shown.echo(&ms);
+    hidden.echo(&mh);
+    let pid = shown.pid();
+    shown.finish();
+    hidden.finish();
     std::thread::sleep(Duration::from_millis(300));
     let out = rc.stop();
     let all = blocks(&out);
     for what in ["send", "recv"] {
         assert!(
-            all.iter()
-                .any(|b| b.pid() == a_pid && b.what() == what && b.body.contains(&ma)),
-            "{what} of {a_pid}:\n{out}"
+            all.iter().any(|b| b.pid() == pid
+                && b.what() == what
+                && b.field("comm") == Some("gnutls-cli")
+                && b.body.contains(&ms)),
+            "{what} of gnutls-cli {pid}:\n{out}"
         );
     }
     assert!(
-        !out.contains(&mb),
+        !out.contains(&mh),
         "the other client is filtered out:\n{out}"
     );
-    assert!(all.iter().all(|b| b.pid() == a_pid), "only {a_pid}:\n{out}");
+    assert!(all.iter().all(|b| b.pid() == pid), "only {pid}:\n{out}");
 }
 
 /// With --uid, only that user's GnuTLS calls are captured: a gnutls-cli
@@ -804,28 +812,9 @@ fn gnutls_uid_filter_selects_one_user() {
     let dir = TempDir::new("gnutls-uid");
     let (_srv, port) = echo_server(&dir);
     let rc = Rcapture::start(&["gnutls", "--uid", "65534"]);
-    let mut nobody = Client::connect_as_nobody(port);
-    let mut root = Client::connect(port, &[], None);
-    let (mn, mr) = (marker("uid-nobody"), marker("uid-root"));
-    nobody.echo(&mn);
-    root.echo(&mr);
-    let nobody_pid = nobody.pid();
-    nobody.finish();
-    root.finish();
-    std::thread::sleep(Duration::from_millis(300));
-    let out = rc.stop();
-    let all = blocks(&out);
-    for what in ["send", "recv"] {
-        assert!(
-            all.iter().any(|b| b.pid() == nobody_pid
-                && b.what() == what
-                && b.field("comm") == Some("gnutls-cli")
-                && b.body.contains(&mn)),
-            "{what} of nobody's gnutls-cli {nobody_pid}:\n{out}"
-        );
-    }
-    assert!(!out.contains(&mr), "root's client is filtered out:\n{out}");
-    assert!(all.iter().all(|b| b.pid() == nobody_pid), "{out}");
+    let nobody = Client::connect_as_nobody(port);
+    let root = Client::connect(port, &[], None);
+    only_the_first_is_captured(rc, nobody, root);
 }
 
 fn fails_with(args: &[&str]) -> String {
