@@ -29,6 +29,9 @@ pub enum Command {
     /// Capture the queries PostgreSQL backends parse (simple queries and
     /// extended-protocol Parse messages).
     Postgres(PostgresArgs),
+    /// Capture the command lines typed into interactive bash shells, with
+    /// their exit status.
+    Bash(BashArgs),
 }
 
 impl Command {
@@ -41,6 +44,7 @@ impl Command {
             Command::Nss(a) => ("nss", a.capture.request(a.nspr), a.capture),
             Command::Mysqld(a) => ("mysqld", a.capture.request(a.mysqld), a.capture),
             Command::Postgres(a) => ("postgres", a.capture.request(a.postgres), a.capture),
+            Command::Bash(a) => ("bash", a.capture.request(a.bashpath), a.capture),
         }
     }
 }
@@ -117,6 +121,16 @@ pub struct PostgresArgs {
     /// the newest /usr/lib/postgresql/N/bin/postgres).
     #[arg(long, value_name = "PATH")]
     pub postgres: Option<PathBuf>,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+}
+
+/// `rcapture bash`: interactive bash.
+#[derive(Debug, Args)]
+pub struct BashArgs {
+    /// bash executable to probe (default: the one of --pid, else /usr/bin/bash).
+    #[arg(long, value_name = "PATH")]
+    pub bashpath: Option<PathBuf>,
     #[command(flatten)]
     pub capture: CaptureArgs,
 }
@@ -539,36 +553,37 @@ mod tests {
         assert!(e.contains("a path is needed"), "{e}");
     }
 
-    /// `rcapture nss` names the nss module; `--nspr` is its target file and
-    /// the common flags come along.
+    /// `rcapture nss` and `rcapture bash` name their modules; `--nspr` and
+    /// `--bashpath` are their target files and the common flags come along.
     #[test]
-    fn nss_subcommand_takes_its_library_and_the_common_flags() {
-        let c = Cli::try_parse_from([
-            "rcapture",
-            "nss",
-            "--nspr",
-            "/opt/nss/libnspr4.so",
-            "--pid",
-            "9",
-            "--modules",
-            "tls",
-        ])
-        .unwrap();
-        let (module, req, a) = c.command.into_parts();
-        assert_eq!(module, "nss");
-        assert_eq!(
-            req.path.as_deref(),
-            Some(std::path::Path::new("/opt/nss/libnspr4.so"))
-        );
-        assert_eq!(req.pid, Some(9));
-        assert_eq!(a.modules[0].name, "tls");
-        let (_, req, _) = Cli::try_parse_from(["rcapture", "nss"])
-            .unwrap()
-            .command
-            .into_parts();
-        assert_eq!(req, TargetRequest::default());
-        // --libssl is the tls subcommand's, not nss's.
-        assert!(Cli::try_parse_from(["rcapture", "nss", "--libssl", "/x"]).is_err());
+    fn subcommands_take_their_target_and_the_common_flags() {
+        for (sub, flag, path) in [
+            ("nss", "--nspr", "/opt/nss/libnspr4.so"),
+            ("bash", "--bashpath", "/opt/bash/bin/bash"),
+        ] {
+            let argv = [
+                "rcapture",
+                sub,
+                flag,
+                path,
+                "--pid",
+                "9",
+                "--modules",
+                "tls",
+            ];
+            let (module, req, a) = Cli::try_parse_from(argv).unwrap().command.into_parts();
+            assert_eq!(module, sub);
+            assert_eq!(req.path.as_deref(), Some(std::path::Path::new(path)));
+            assert_eq!(req.pid, Some(9));
+            assert_eq!(a.modules[0].name, "tls");
+            let (_, req, _) = Cli::try_parse_from(["rcapture", sub])
+                .unwrap()
+                .command
+                .into_parts();
+            assert_eq!(req, TargetRequest::default(), "{sub}");
+            // --libssl is the tls subcommand's.
+            assert!(Cli::try_parse_from(["rcapture", sub, "--libssl", "/x"]).is_err());
+        }
     }
 
     /// `-m none` is a mode; `-m` refuses anything else, listing the modes.

@@ -4,9 +4,9 @@
 //! or inconsistent record is a [`DecodeError`] naming what was wrong.
 
 use crate::records::{
-    BashRecord, CHUNK_MAX, Chunk, ConnRecord, DataRecord, FAMILY_INET, FAMILY_INET6, FLAG_FIRST,
-    GnutlsSecretRecord, GoTlsKeyRecord, MasterSecretRecord, PacketRecord, QueryRecord,
-    RecordHeader, RecordKind, Tuple,
+    BASH_EXIT_EXEC, BashRecord, CHUNK_MAX, Chunk, ConnRecord, DataRecord, FAMILY_INET,
+    FAMILY_INET6, FLAG_FIRST, GnutlsSecretRecord, GoTlsKeyRecord, MasterSecretRecord, PacketRecord,
+    QueryRecord, RecordHeader, RecordKind, Tuple,
 };
 use bytemuck::{Pod, pod_read_unaligned};
 use std::mem::size_of;
@@ -240,7 +240,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
         }
         RecordKind::Bash => {
             let v = with_payload::<BashRecord>(kind, bytes, |r| r.chunk)?;
-            if v.rec.bash_type > 2 {
+            if v.rec.bash_type > BASH_EXIT_EXEC {
                 return Err(bad(kind, "bash_type", u64::from(v.rec.bash_type)));
             }
             Ok(Record::Bash(v))

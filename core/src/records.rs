@@ -104,6 +104,15 @@ pub const CONN_CONNECT: u8 = 0;
 pub const CONN_ACCEPT: u8 = 1;
 /// See [`CONN_CONNECT`].
 pub const CONN_CLOSE: u8 = 2;
+/// `RC_BASH_READLINE`: [`BashRecord::bash_type`] of a command line
+/// (`retval` = the line's index in its command: 0 first, n continuation).
+pub const BASH_READLINE: u32 = 0;
+/// `RC_BASH_RETVAL`: the exit status (`retval`) of the command read last,
+/// whose lines (joined by `\n`) are the payload.
+pub const BASH_RETVAL: u32 = 1;
+/// `RC_BASH_EXIT_EXEC`: the shell exits (`retval` = its exit status) or
+/// execs (`retval` = `$?`); the payload is the command that did it, if any.
+pub const BASH_EXIT_EXEC: u32 = 2;
 /// `rc_data.fd` when the fd is unknown.
 pub const FD_UNKNOWN: u32 = u32::MAX;
 

@@ -204,35 +204,55 @@ struct rc_chunk_loop {
 	__u32 send_len; /* bytes to send: min(total_len, max_payload) */
 };
 
+/* Counts a record that could not be sent (e.g. unreadable user memory). */
+static __always_inline void rc_count_lost(__u64 payload_len)
+{
+	struct rc_counters *cnt = rc_counters_get();
+
+	if (cnt) {
+		cnt->lost++;
+		cnt->lost_bytes += payload_len;
+	}
+}
+
+/*
+ * Sends chunk i of a payload whose first send_len bytes (at user address
+ * buf) are sent: sets the offset, length and RC_F_* flags of the record at
+ * rec (fixed bytes long, its header at hdr and chunk at chunk), reads the
+ * bytes into payload (right after the fixed part) and outputs it. For
+ * bpf_loop callbacks: returns 1 past the end.
+ */
+static __always_inline long rc_send_chunk(__u32 i, __u32 send_len, __u64 buf, void *rec, __u64 fixed,
+					  struct rc_hdr *hdr, struct rc_chunk *chunk, __u8 *payload)
+{
+	__u32 off = i * RC_CHUNK_MAX, len;
+
+	if (off >= send_len)
+		return 1;
+	len = send_len - off;
+	if (len > RC_CHUNK_MAX)
+		len = RC_CHUNK_MAX;
+	chunk->offset = off;
+	chunk->len = len;
+	hdr->flags = (i == 0 ? RC_F_FIRST : 0) | (len >= send_len - off ? RC_F_LAST : 0);
+	if (bpf_probe_read_user(payload, len, (void *)(buf + off))) {
+		/* unreadable user memory: counted as lost, the offsets show the hole */
+		rc_count_lost(len);
+		return 0;
+	}
+	rc_output(rc_ring(), rec, fixed + len, len);
+	return 0;
+}
+
 static long rc_emit_chunk(__u32 i, struct rc_chunk_loop *lc)
 {
 	__u32 zero = 0;
 	struct rc_data_scratch *s = bpf_map_lookup_elem(&rc_data_scratch, &zero);
-	__u32 off, len;
 
 	if (!s)
 		return 1;
-	off = i * RC_CHUNK_MAX;
-	if (off >= lc->send_len)
-		return 1;
-	len = lc->send_len - off;
-	if (len > RC_CHUNK_MAX)
-		len = RC_CHUNK_MAX;
-	s->rec.chunk.offset = off;
-	s->rec.chunk.len = len;
-	s->rec.hdr.flags = (i == 0 ? RC_F_FIRST : 0) | (len >= lc->send_len - off ? RC_F_LAST : 0);
-	if (bpf_probe_read_user(s->payload, len, (void *)(lc->buf + off))) {
-		/* unreadable user memory: counted as lost, the offsets show the hole */
-		struct rc_counters *cnt = rc_counters_get();
-
-		if (cnt) {
-			cnt->lost++;
-			cnt->lost_bytes += len;
-		}
-		return 0;
-	}
-	rc_output(rc_ring(), &s->rec, sizeof(struct rc_data) + len, len);
-	return 0;
+	return rc_send_chunk(i, lc->send_len, lc->buf, &s->rec, sizeof(s->rec), &s->rec.hdr,
+			     &s->rec.chunk, s->payload);
 }
 
 /*

@@ -27,6 +27,16 @@ _Static_assert(sizeof(struct rc_bash) == 64 && sizeof(struct rc_query) == 64,
 _Static_assert(sizeof(struct rc_rec64) <= sizeof(struct rc_data) + RC_CHUNK_MAX,
 	       "rc_rec64 fits in rc_data_scratch.rec and payload");
 
+/* The next call_seq of this CPU (rc_data_scratch's counter, shared with
+ * rc_emit_data), for a call's records; 0 without the scratch. */
+static __always_inline __u32 rc_next_call_seq(void)
+{
+	__u32 zero = 0;
+	struct rc_data_scratch *s = bpf_map_lookup_elem(&rc_data_scratch, &zero);
+
+	return s ? ++s->call_seq : 0;
+}
+
 /* This CPU's rc_rec64 (inside rc_data_scratch), or NULL. */
 static __always_inline struct rc_rec64 *rc_rec64_scratch(void)
 {
@@ -44,17 +54,13 @@ static __always_inline struct rc_rec64 *rc_rec64_scratch(void)
 static __always_inline struct rc_rec64 *rc_rec64_begin(__u64 pid_tgid, __u16 kind,
 						       const void *own, __u32 total_len)
 {
-	__u32 zero = 0;
-	struct rc_data_scratch *s = bpf_map_lookup_elem(&rc_data_scratch, &zero);
-	struct rc_rec64 *r;
+	struct rc_rec64 *r = rc_rec64_scratch();
 
-	if (!s)
+	if (!r)
 		return NULL;
-	r = (struct rc_rec64 *)&s->rec;
 	rc_fill_hdr(&r->hdr, kind, pid_tgid);
-	s->call_seq++;
 	r->chunk.total_len = total_len;
-	r->chunk.call_seq = s->call_seq;
+	r->chunk.call_seq = rc_next_call_seq();
 	__builtin_memcpy(r->own, own, sizeof(r->own));
 	return r;
 }
@@ -62,30 +68,11 @@ static __always_inline struct rc_rec64 *rc_rec64_begin(__u64 pid_tgid, __u16 kin
 static long rc_emit_chunk64(__u32 i, struct rc_chunk_loop *lc)
 {
 	struct rc_rec64 *r = rc_rec64_scratch();
-	__u32 off, len;
 
 	if (!r)
 		return 1;
-	off = i * RC_CHUNK_MAX;
-	if (off >= lc->send_len)
-		return 1;
-	len = lc->send_len - off;
-	if (len > RC_CHUNK_MAX)
-		len = RC_CHUNK_MAX;
-	r->chunk.offset = off;
-	r->chunk.len = len;
-	r->hdr.flags = (i == 0 ? RC_F_FIRST : 0) | (len >= lc->send_len - off ? RC_F_LAST : 0);
-	if (bpf_probe_read_user(r->payload, len, (void *)(lc->buf + off))) {
-		struct rc_counters *cnt = rc_counters_get();
-
-		if (cnt) {
-			cnt->lost++;
-			cnt->lost_bytes += len;
-		}
-		return 0;
-	}
-	rc_output(rc_ring(), r, __builtin_offsetof(struct rc_rec64, payload) + len, len);
-	return 0;
+	return rc_send_chunk(i, lc->send_len, lc->buf, r, __builtin_offsetof(struct rc_rec64, payload),
+			     &r->hdr, &r->chunk, r->payload);
 }
 
 /*

@@ -141,11 +141,16 @@ struct rc_gotls_key {
 	__u8 secret[64];
 };
 
+/* rc_bash.bash_type */
+#define RC_BASH_READLINE 0  /* a line the shell read (payload); retval = its index in its command (0 first, n continuation) */
+#define RC_BASH_RETVAL 1    /* retval = exit status of the command read last (payload: its lines joined by \n) */
+#define RC_BASH_EXIT_EXEC 2 /* the shell exits (retval = exit status) or execs (retval = $?); payload: the command, if any */
+
 /* bash: 64 bytes, then chunk.len bytes of command line. */
 struct rc_bash {
 	struct rc_hdr hdr;
 	struct rc_chunk chunk;
-	__u32 bash_type;  /* 0 readline, 1 retval, 2 exit/exec */
+	__u32 bash_type;  /* RC_BASH_* */
 	__s32 retval;
 };
 

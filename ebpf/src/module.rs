@@ -143,6 +143,7 @@ pub static MODULES: &[&ModuleDesc] = &[
     &crate::target::nss::MODULE,
     &crate::target::mysqld::MODULE,
     &crate::target::postgres::MODULE,
+    &crate::target::bash::MODULE,
 ];
 
 /// The module with this wire name.

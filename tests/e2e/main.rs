@@ -4,6 +4,7 @@
 //! `RCAPTURE_REQUIRE_BPF=1` (set by `.ci/run`), which turns a skip into a failure.
 
 mod access;
+mod bash;
 mod ecaptureq;
 mod gnutls;
 mod modes;

@@ -96,6 +96,18 @@ pub(crate) fn wait_collected(out: &Path, pid: u32, marker: &str) -> bool {
     }
 }
 
+/// The flags that forward to `url` as NDJSON in batches of at most 100 ms.
+pub(crate) fn forward_json(url: &str) -> [&str; 6] {
+    [
+        "--forward",
+        url,
+        "--forward-format",
+        "json",
+        "--batch-timeout-ms",
+        "100",
+    ]
+}
+
 /// `-m none`: nothing on stdout, every event still forwarded.
 #[test]
 fn mode_none_writes_nothing_and_still_forwards() {
@@ -106,17 +118,7 @@ fn mode_none_writes_nothing_and_still_forwards() {
     let (_srv, port) = python_server(&dir, false);
     let out = dir.path("collector.jsonl");
     let (_collector, url) = start_collector(&out);
-    let rc = Rcapture::start(&[
-        "tls",
-        "-m",
-        "none",
-        "--forward",
-        &url,
-        "--forward-format",
-        "json",
-        "--batch-timeout-ms",
-        "100",
-    ]);
+    let rc = Rcapture::start(&[&["tls", "-m", "none"][..], &forward_json(&url)].concat());
     let marker = format!("mode-none-{}", std::process::id());
     let (curl_pid, _) = run_ok(
         Command::new("curl")
@@ -142,17 +144,7 @@ fn listen_none_forwards_without_the_server_loop() {
     let (_srv, port) = python_server(&dir, false);
     let out = dir.path("collector.jsonl");
     let (_collector, url) = start_collector(&out);
-    let rc = Rcapture::start(&[
-        "tls",
-        "--listen",
-        "none",
-        "--forward",
-        &url,
-        "--forward-format",
-        "json",
-        "--batch-timeout-ms",
-        "100",
-    ]);
+    let rc = Rcapture::start(&[&["tls", "--listen", "none"][..], &forward_json(&url)].concat());
     assert_eq!(
         rc.addr, None,
         "nothing announced a listener: {:?}",

@@ -1,6 +1,7 @@
 //! Finding what each module probes, one file per module, and the ELF and
 //! process helpers they share.
 
+pub mod bash;
 pub mod gnutls;
 pub mod mysqld;
 pub mod nss;
