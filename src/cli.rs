@@ -19,6 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// Capture OpenSSL (libssl.so.3) plaintext and secrets.
     Tls(TlsArgs),
+    /// Capture GnuTLS (libgnutls.so.30) plaintext and secrets.
+    Gnutls(GnutlsArgs),
     /// Capture NSS/NSPR (libnspr4.so) TLS plaintext (no key log: NSS gives no secrets).
     Nss(NssArgs),
     /// Capture the queries a MariaDB server (mariadbd) runs: the SQL, the
@@ -38,6 +40,7 @@ impl Command {
     pub fn into_parts(self) -> (&'static str, TargetRequest, CaptureArgs) {
         match self {
             Command::Tls(a) => ("tls", a.capture.request(a.libssl), a.capture),
+            Command::Gnutls(a) => ("gnutls", a.capture.request(a.gnutls), a.capture),
             Command::Nss(a) => ("nss", a.capture.request(a.nspr), a.capture),
             Command::Mysqld(a) => ("mysqld", a.capture.request(a.mysqld), a.capture),
             Command::Postgres(a) => ("postgres", a.capture.request(a.postgres), a.capture),
@@ -74,6 +77,16 @@ pub struct TlsArgs {
     /// libssl.so.3 to probe (default: the one of --pid, else the system's).
     #[arg(long, value_name = "PATH")]
     pub libssl: Option<PathBuf>,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+}
+
+/// `rcapture gnutls`: GnuTLS.
+#[derive(Debug, Args)]
+pub struct GnutlsArgs {
+    /// libgnutls.so.30 to probe (default: the one of --pid, else the system's).
+    #[arg(long, value_name = "PATH")]
+    pub gnutls: Option<PathBuf>,
     #[command(flatten)]
     pub capture: CaptureArgs,
 }
@@ -449,6 +462,37 @@ mod tests {
         assert_eq!(ok("[::1]:9"), "[::1]:9");
         assert_eq!(ok("ws://localhost:28257"), "127.0.0.1:28257");
         assert_eq!(ok("localhost:5"), "127.0.0.1:5");
+    }
+
+    /// `rcapture gnutls` names its module and takes its library from --gnutls.
+    #[test]
+    fn gnutls_subcommand_builds_its_target_request() {
+        let cli = Cli::try_parse_from([
+            "rcapture",
+            "gnutls",
+            "--gnutls",
+            "/opt/lib/libgnutls.so.30",
+            "--pid",
+            "42",
+            "-m",
+            "keylog",
+            "--keylogfile",
+            "/tmp/k",
+        ])
+        .unwrap();
+        let (module, req, capture) = cli.command.into_parts();
+        assert_eq!(module, "gnutls");
+        assert_eq!(
+            req,
+            TargetRequest {
+                path: Some(PathBuf::from("/opt/lib/libgnutls.so.30")),
+                pid: Some(42)
+            }
+        );
+        assert_eq!(capture.mode, OutputMode::Keylog);
+        assert!(rcapture_ebpf::module::module(module).is_some());
+        // The OpenSSL flag is not the GnuTLS module's.
+        assert!(Cli::try_parse_from(["rcapture", "gnutls", "--libssl", "/x"]).is_err());
     }
 
     /// What it cannot serve is refused, saying why and what is accepted.

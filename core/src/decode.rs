@@ -5,8 +5,8 @@
 
 use crate::records::{
     BASH_EXIT_EXEC, BashRecord, CHUNK_MAX, Chunk, ConnRecord, DataRecord, FAMILY_INET,
-    FAMILY_INET6, FLAG_FIRST, GoTlsKeyRecord, MasterSecretRecord, PacketRecord, QueryRecord,
-    RecordHeader, RecordKind, Tuple,
+    FAMILY_INET6, FLAG_FIRST, GnutlsSecretRecord, GoTlsKeyRecord, MasterSecretRecord, PacketRecord,
+    QueryRecord, RecordHeader, RecordKind, Tuple,
 };
 use bytemuck::{Pod, pod_read_unaligned};
 use std::mem::size_of;
@@ -85,7 +85,7 @@ pub struct WithPayload<'a, T> {
 
 /// A decoded record: fixed parts by value, payloads borrowed.
 ///
-/// The master-secret variant is large (456 bytes); it is still kept inline:
+/// The secret variants are large (456 and 512 bytes); they are still kept inline:
 /// boxing would allocate per record, and the copy is one memcpy.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +96,8 @@ pub enum Record<'a> {
     MasterSecret(MasterSecretRecord),
     /// Go key log arguments.
     GoTlsKey(GoTlsKeyRecord),
+    /// GnuTLS session secrets.
+    GnutlsSecret(GnutlsSecretRecord),
     /// bash.
     Bash(WithPayload<'a, BashRecord>),
     /// MySQL or PostgreSQL query; the module is `rec.hdr.kind`.
@@ -113,6 +115,7 @@ impl<'a> Record<'a> {
             Record::Data(v) => &v.rec.hdr,
             Record::MasterSecret(r) => &r.hdr,
             Record::GoTlsKey(r) => &r.hdr,
+            Record::GnutlsSecret(r) => &r.hdr,
             Record::Bash(v) => &v.rec.hdr,
             Record::Query(v) => &v.rec.hdr,
             Record::Conn(r) => &r.hdr,
@@ -125,6 +128,7 @@ impl<'a> Record<'a> {
         match self {
             Record::MasterSecret(_) => RecordKind::MasterSecret,
             Record::GoTlsKey(_) => RecordKind::GotlsKey,
+            Record::GnutlsSecret(_) => RecordKind::GnutlsSecret,
             Record::Conn(_) => RecordKind::Conn,
             Record::Bash(_) => RecordKind::Bash,
             Record::Packet(_) => RecordKind::Packet,
@@ -142,7 +146,10 @@ impl<'a> Record<'a> {
             Record::Bash(v) => Some(&v.rec.chunk),
             Record::Query(v) => Some(&v.rec.chunk),
             Record::Packet(v) => Some(&v.rec.chunk),
-            Record::MasterSecret(_) | Record::GoTlsKey(_) | Record::Conn(_) => None,
+            Record::MasterSecret(_)
+            | Record::GoTlsKey(_)
+            | Record::GnutlsSecret(_)
+            | Record::Conn(_) => None,
         }
     }
 
@@ -153,7 +160,10 @@ impl<'a> Record<'a> {
             Record::Bash(v) => v.payload,
             Record::Query(v) => v.payload,
             Record::Packet(v) => v.payload,
-            Record::MasterSecret(_) | Record::GoTlsKey(_) | Record::Conn(_) => &[],
+            Record::MasterSecret(_)
+            | Record::GoTlsKey(_)
+            | Record::GnutlsSecret(_)
+            | Record::Conn(_) => &[],
         }
     }
 
@@ -178,6 +188,7 @@ impl<'a> Record<'a> {
             }),
             Record::MasterSecret(r) => Record::MasterSecret(r),
             Record::GoTlsKey(r) => Record::GoTlsKey(r),
+            Record::GnutlsSecret(r) => Record::GnutlsSecret(r),
             Record::Conn(r) => Record::Conn(r),
         }
     }
@@ -262,6 +273,13 @@ pub fn decode(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
                 return Err(bad(kind, "secret_len", u64::from(r.secret_len)));
             }
             Ok(Record::GoTlsKey(r))
+        }
+        RecordKind::GnutlsSecret => {
+            let r: GnutlsSecretRecord = pod_read_unaligned(bytes);
+            if !matches!(r.hash_len, 0 | 32 | 48) {
+                return Err(bad(kind, "hash_len", u64::from(r.hash_len)));
+            }
+            Ok(Record::GnutlsSecret(r))
         }
         RecordKind::Conn => {
             let r: ConnRecord = pod_read_unaligned(bytes);

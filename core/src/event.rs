@@ -62,7 +62,7 @@ impl Module {
             | RecordKind::MasterSecret
             | RecordKind::Conn
             | RecordKind::Packet => Self::Tls,
-            RecordKind::GnutlsData => Self::Gnutls,
+            RecordKind::GnutlsData | RecordKind::GnutlsSecret => Self::Gnutls,
             RecordKind::NssData => Self::Nss,
             RecordKind::GotlsData | RecordKind::GotlsKey => Self::Gotls,
             RecordKind::Bash => Self::Bash,
@@ -118,7 +118,9 @@ impl EventKind {
             | RecordKind::GnutlsData
             | RecordKind::NssData
             | RecordKind::GotlsData => Self::Data,
-            RecordKind::MasterSecret | RecordKind::GotlsKey => Self::MasterKey,
+            RecordKind::MasterSecret | RecordKind::GotlsKey | RecordKind::GnutlsSecret => {
+                Self::MasterKey
+            }
             RecordKind::Bash => Self::Bash,
             RecordKind::MysqlQuery | RecordKind::PgQuery => Self::Query,
             RecordKind::Conn => Self::Conn,
@@ -311,7 +313,9 @@ impl IdKey {
             }
             Record::Packet(v) => k.num = v.rec.ifindex,
             Record::Bash(_) | Record::Query(_) => {}
-            Record::MasterSecret(_) | Record::GoTlsKey(_) => return None,
+            Record::MasterSecret(_) | Record::GoTlsKey(_) | Record::GnutlsSecret(_) => {
+                return None;
+            }
         }
         Some(k)
     }
@@ -347,6 +351,12 @@ pub fn event_fields<'s, 'r: 's>(
         Record::GoTlsKey(k) => {
             s.keylog.clear();
             keylog::gotls_line(k, &mut s.keylog);
+            payload = &s.keylog;
+        }
+        Record::GnutlsSecret(g) => {
+            r#type = g.version;
+            s.keylog.clear();
+            keylog::gnutls_secret_lines(g, &mut s.keylog);
             payload = &s.keylog;
         }
         Record::Bash(v) => {
@@ -445,6 +455,9 @@ fn format_text(rec: &Record<'_>, kind: RecordKind, s: &mut IdentityText) {
         }
         Record::GoTlsKey(k) => {
             u.push_upper_hex(&k.client_random);
+        }
+        Record::GnutlsSecret(g) => {
+            u.push_upper_hex(&g.client_random);
         }
         Record::Bash(_) => id3(u, h.pid, h.uid, pname),
         Record::Query(_) => {
@@ -690,6 +703,17 @@ mod tests {
                     1,
                 ),
                 &"01".repeat(32),
+            ),
+            (
+                synth::gnutls_secret(
+                    h(RecordKind::GnutlsSecret, 10, 11, 0, "gnutls-cli"),
+                    0x0304,
+                    32,
+                    [0xc3; 32],
+                    1,
+                    false,
+                ),
+                &"C3".repeat(32),
             ),
         ] {
             out.push((raw, want.to_owned()));

@@ -1,19 +1,21 @@
-//! NSS key log lines (WIRE.md §7) from OpenSSL 3.0 and Go secret records.
+//! NSS key log lines (WIRE.md §7) from OpenSSL 3.0, GnuTLS and Go secret records.
 //!
 //! TLS 1.2: `CLIENT_RANDOM <random> <master secret>`. TLS 1.3: the handshake
 //! traffic secrets are derived with HKDF-Expand-Label from the handshake
 //! secret and transcript hash (RFC 8446 §7.1, OPENSSL-3.0.md); the
-//! application traffic and exporter secrets are the stored arrays.
+//! application traffic and exporter secrets are the stored arrays. GnuTLS
+//! stores every TLS 1.3 secret itself: its lines are the stored arrays.
 //! All-zero secrets are skipped. Nothing here allocates beyond `out`'s capacity
 //! (the duplicate filter sizes its tables once, when made).
 
-use crate::records::{GoTlsKeyRecord, MasterSecretRecord};
+use crate::records::{GnutlsSecretRecord, GoTlsKeyRecord, MasterSecretRecord};
 use hkdf::Hkdf;
 use sha2::{Sha256, Sha384};
 use std::hash::{BuildHasher, RandomState};
 
-/// Upper bound of the key log text of one record (five TLS 1.3 lines).
-pub const MAX_KEYLOG_BYTES: usize = 1024;
+/// Upper bound of the key log text of one record: six TLS 1.3 lines (GnuTLS
+/// with 0-RTT) of at most 31 + 1 + 64 + 1 + 96 + 1 = 194 bytes.
+pub const MAX_KEYLOG_BYTES: usize = 1280;
 
 /// `SSL3_VERSION`-style wire version of TLS 1.3.
 pub const TLS1_3_VERSION: u32 = 0x0304;
@@ -58,6 +60,32 @@ pub fn master_secret_lines(m: &MasterSecretRecord, out: &mut Vec<u8>) {
         &m.client_random,
         &m.exporter_master_secret[..l],
     );
+}
+
+/// Appends the key log lines of a GnuTLS secret record to `out`: TLS 1.3
+/// (version 0x0304) the stored traffic and exporter secrets (the first
+/// `hash_len` bytes of each; none if the hash is unknown), the early
+/// traffic secret only when set (0-RTT); other versions (TLS 1.0–1.2,
+/// DTLS) `CLIENT_RANDOM`.
+pub fn gnutls_secret_lines(g: &GnutlsSecretRecord, out: &mut Vec<u8>) {
+    if g.version != TLS1_3_VERSION {
+        push_line(out, b"CLIENT_RANDOM", &g.client_random, &g.master_secret);
+        return;
+    }
+    let l = g.hash_len as usize;
+    if l != 32 && l != 48 {
+        return;
+    }
+    for (label, secret) in [
+        (&b"CLIENT_EARLY_TRAFFIC_SECRET"[..], &g.early_secret),
+        (b"CLIENT_HANDSHAKE_TRAFFIC_SECRET", &g.client_hs),
+        (b"SERVER_HANDSHAKE_TRAFFIC_SECRET", &g.server_hs),
+        (b"CLIENT_TRAFFIC_SECRET_0", &g.client_ap),
+        (b"SERVER_TRAFFIC_SECRET_0", &g.server_ap),
+        (b"EXPORTER_SECRET", &g.exporter),
+    ] {
+        push_line(out, label, &g.client_random, &secret[..l]);
+    }
 }
 
 /// Appends the key log line of a Go `writeKeyLog` call to `out`.
@@ -338,6 +366,64 @@ mod tests {
             s.to_vec(),
             hex("b67b7d690cc16c4e75e54213cb2d37b4e9c912bcded9105d42befd59d391ad38")
         );
+    }
+
+    #[test]
+    fn gnutls_lines_by_version_and_hash() {
+        let mut g: GnutlsSecretRecord = bytemuck::Zeroable::zeroed();
+        g.client_random = [0xcd; 32];
+        g.version = 0x0303;
+        g.master_secret = [0x22; 48];
+        g.client_hs = [0x33; 64]; // union garbage under TLS 1.2: ignored
+        let mut out = Vec::new();
+        gnutls_secret_lines(&g, &mut out);
+        assert_eq!(
+            String::from_utf8(out.clone()).unwrap(),
+            format!("CLIENT_RANDOM {} {}\n", "cd".repeat(32), "22".repeat(48))
+        );
+        g.version = 0x0304;
+        g.hash_len = 32;
+        g.server_hs = [0x44; 64];
+        g.client_ap = [0x55; 64];
+        g.server_ap = [0x66; 64];
+        g.exporter = [0x77; 64];
+        out.clear();
+        gnutls_secret_lines(&g, &mut out);
+        let cr = "cd".repeat(32);
+        let want: String = [
+            ("CLIENT_HANDSHAKE_TRAFFIC_SECRET", "33"),
+            ("SERVER_HANDSHAKE_TRAFFIC_SECRET", "44"),
+            ("CLIENT_TRAFFIC_SECRET_0", "55"),
+            ("SERVER_TRAFFIC_SECRET_0", "66"),
+            ("EXPORTER_SECRET", "77"),
+        ]
+        .iter()
+        .map(|(l, b)| format!("{l} {cr} {}\n", b.repeat(32)))
+        .collect();
+        assert_eq!(String::from_utf8(out.clone()).unwrap(), want);
+        // SHA-384, with 0-RTT: six lines of 48-byte secrets, the longest text.
+        g.hash_len = 48;
+        g.early_secret = [0x11; 64];
+        out.clear();
+        gnutls_secret_lines(&g, &mut out);
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert_eq!(text.lines().count(), 6, "{text}");
+        assert!(text.starts_with(&format!(
+            "CLIENT_EARLY_TRAFFIC_SECRET {cr} {}\n",
+            "11".repeat(48)
+        )));
+        assert!(out.len() <= MAX_KEYLOG_BYTES, "{}", out.len());
+        // DTLS 1.2 (0xfefd) is above 0x0304 numerically: still CLIENT_RANDOM.
+        g.version = 0xfefd;
+        out.clear();
+        gnutls_secret_lines(&g, &mut out);
+        assert!(out.starts_with(b"CLIENT_RANDOM "), "{out:?}");
+        g.version = 0x0304;
+        // An unknown hash gives no TLS 1.3 line rather than wrong ones.
+        g.hash_len = 0;
+        out.clear();
+        gnutls_secret_lines(&g, &mut out);
+        assert!(out.is_empty());
     }
 
     #[test]

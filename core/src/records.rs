@@ -33,11 +33,13 @@ pub enum RecordKind {
     Conn = 10,
     /// tc packet ([`PacketRecord`]).
     Packet = 11,
+    /// GnuTLS session secrets ([`GnutlsSecretRecord`]).
+    GnutlsSecret = 12,
 }
 
 impl RecordKind {
     /// Every kind, in numeric order.
-    pub const ALL: [RecordKind; 11] = [
+    pub const ALL: [RecordKind; 12] = [
         Self::TlsData,
         Self::MasterSecret,
         Self::GnutlsData,
@@ -49,6 +51,7 @@ impl RecordKind {
         Self::PgQuery,
         Self::Conn,
         Self::Packet,
+        Self::GnutlsSecret,
     ];
 
     /// The kind with this numeric value, if any.
@@ -68,12 +71,16 @@ impl RecordKind {
             Self::MysqlQuery | Self::PgQuery => size_of::<QueryRecord>(),
             Self::Conn => size_of::<ConnRecord>(),
             Self::Packet => size_of::<PacketRecord>(),
+            Self::GnutlsSecret => size_of::<GnutlsSecretRecord>(),
         }
     }
 
     /// Whether records of this kind carry a [`Chunk`] and a payload.
     pub fn has_payload(self) -> bool {
-        !matches!(self, Self::MasterSecret | Self::GotlsKey | Self::Conn)
+        !matches!(
+            self,
+            Self::MasterSecret | Self::GotlsKey | Self::Conn | Self::GnutlsSecret
+        )
     }
 }
 
@@ -173,6 +180,32 @@ pub struct MasterSecretRecord {
     pub server_app_traffic_secret: [u8; 64],
     pub exporter_master_secret: [u8; 64],
     pub _pad: [u8; 4],
+}
+
+/// `struct rc_gnutls_secret`: GnuTLS session secrets at `gnutls_handshake` return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
+#[repr(C)]
+pub struct GnutlsSecretRecord {
+    pub hdr: RecordHeader,
+    /// Wire version: 0x0301–0x0304, DTLS 0xfeff/0xfefd (0 unknown).
+    pub version: u32,
+    /// PRF hash length: 32 (SHA-256), 48 (SHA-384), 0 unknown.
+    pub hash_len: u32,
+    pub client_random: [u8; 32],
+    /// TLS 1.2 master secret (`CLIENT_RANDOM`).
+    pub master_secret: [u8; 48],
+    /// `CLIENT_EARLY_TRAFFIC_SECRET` (0-RTT only).
+    pub early_secret: [u8; 64],
+    /// `CLIENT_HANDSHAKE_TRAFFIC_SECRET`.
+    pub client_hs: [u8; 64],
+    /// `SERVER_HANDSHAKE_TRAFFIC_SECRET`.
+    pub server_hs: [u8; 64],
+    /// `CLIENT_TRAFFIC_SECRET_0`.
+    pub client_ap: [u8; 64],
+    /// `SERVER_TRAFFIC_SECRET_0`.
+    pub server_ap: [u8; 64],
+    /// `EXPORTER_SECRET`.
+    pub exporter: [u8; 64],
 }
 
 /// `struct rc_gotls_key`: arguments of Go's `(*Config).writeKeyLog`.
@@ -310,6 +343,23 @@ pub fn layout_table() -> Vec<LayoutRow> {
             ]
         ),
         t!(
+            "rc_gnutls_secret",
+            GnutlsSecretRecord,
+            [
+                hdr,
+                version,
+                hash_len,
+                client_random,
+                master_secret,
+                early_secret,
+                client_hs,
+                server_hs,
+                client_ap,
+                server_ap,
+                exporter
+            ]
+        ),
+        t!(
             "rc_gotls_key",
             GoTlsKeyRecord,
             [hdr, label_len, secret_len, label, client_random, secret]
@@ -348,6 +398,9 @@ const _: () = {
     assert!(offset_of!(MasterSecretRecord, client_random) == 48);
     assert!(offset_of!(MasterSecretRecord, master_key) == 84);
     assert!(offset_of!(MasterSecretRecord, exporter_master_secret) == 388);
+    assert!(size_of::<GnutlsSecretRecord>() == 512);
+    assert!(offset_of!(GnutlsSecretRecord, client_random) == 48);
+    assert!(offset_of!(GnutlsSecretRecord, exporter) == 448);
     assert!(size_of::<GoTlsKeyRecord>() == 176);
     assert!(offset_of!(GoTlsKeyRecord, secret) == 112);
     assert!(size_of::<BashRecord>() == 64);

@@ -6,8 +6,8 @@
 
 use crate::records::{
     BashRecord, CHUNK_MAX, Chunk, ConnRecord, DataRecord, FAMILY_INET, FAMILY_INET6, FLAG_FIRST,
-    FLAG_LAST, GoTlsKeyRecord, MasterSecretRecord, PacketRecord, QueryRecord, RecordHeader,
-    RecordKind, Tuple,
+    FLAG_LAST, GnutlsSecretRecord, GoTlsKeyRecord, MasterSecretRecord, PacketRecord, QueryRecord,
+    RecordHeader, RecordKind, Tuple,
 };
 use bytemuck::Zeroable;
 use std::net::{IpAddr, SocketAddr};
@@ -195,6 +195,33 @@ pub fn master_secret(
     m.server_app_traffic_secret = [fill.wrapping_add(4); 64];
     m.exporter_master_secret = [fill.wrapping_add(5); 64];
     bytemuck::bytes_of(&m).to_vec()
+}
+
+/// A GnuTLS secret record: TLS 1.2 (`master_secret` set) or 1.3 (every
+/// traffic secret set, `early_secret` only if `early`).
+pub fn gnutls_secret(
+    hdr: RecordHeader,
+    version: u32,
+    hash_len: u32,
+    client_random: [u8; 32],
+    fill: u8,
+    early: bool,
+) -> Vec<u8> {
+    let mut g = GnutlsSecretRecord::zeroed();
+    g.hdr = hdr;
+    g.version = version;
+    g.hash_len = hash_len;
+    g.client_random = client_random;
+    g.master_secret = [fill; 48];
+    if early {
+        g.early_secret = [fill.wrapping_add(1); 64];
+    }
+    g.client_hs = [fill.wrapping_add(2); 64];
+    g.server_hs = [fill.wrapping_add(3); 64];
+    g.client_ap = [fill.wrapping_add(4); 64];
+    g.server_ap = [fill.wrapping_add(5); 64];
+    g.exporter = [fill.wrapping_add(6); 64];
+    bytemuck::bytes_of(&g).to_vec()
 }
 
 /// A Go key-log record.

@@ -27,7 +27,7 @@ fn too_short_for_header() {
 #[test]
 fn unknown_kind() {
     let mut raw = data_raw(b"x");
-    for k in [0u16, 12, 0xffff] {
+    for k in [0u16, 13, 0xffff] {
         raw[..2].copy_from_slice(&k.to_ne_bytes());
         assert_eq!(decode(&raw), Err(DecodeError::UnknownKind { kind: k }));
     }
@@ -71,6 +71,17 @@ fn fixed_size_kinds_reject_trailing_bytes() {
         Err(DecodeError::Oversized {
             kind: RecordKind::MasterSecret,
             ..
+        })
+    ));
+    let h = synth::header(RecordKind::GnutlsSecret, 1, 1, 0, "t", 1);
+    let mut raw = synth::gnutls_secret(h, 0x304, 32, [1; 32], 1, false);
+    raw.push(1);
+    assert!(matches!(
+        decode(&raw),
+        Err(DecodeError::Oversized {
+            kind: RecordKind::GnutlsSecret,
+            len: 513,
+            need: 512
         })
     ));
     let h = synth::header(RecordKind::GotlsKey, 1, 1, 0, "t", 1);
@@ -257,6 +268,20 @@ fn bad_field_values() {
             ..
         })
     ));
+
+    let h = synth::header(RecordKind::GnutlsSecret, 1, 1, 0, "t", 1);
+    for (hash_len, ok) in [(0, true), (32, true), (48, true), (64, false), (31, false)] {
+        let raw = synth::gnutls_secret(h, 0x304, hash_len, [1; 32], 1, false);
+        assert_eq!(
+            decode(&raw).err(),
+            (!ok).then_some(DecodeError::BadField {
+                kind: RecordKind::GnutlsSecret,
+                field: "hash_len",
+                value: u64::from(hash_len)
+            }),
+            "hash_len {hash_len}"
+        );
+    }
 }
 
 #[test]
@@ -285,6 +310,7 @@ fn every_truncation_of_valid_records_is_an_error_not_a_panic() {
         synth::conn(h(RecordKind::Conn), 1, 0, 0, Tuple::default()),
         synth::master_secret(h(RecordKind::MasterSecret), 0x304, 0x1301, [2; 32], 3),
         synth::gotls_key(h(RecordKind::GotlsKey), "CLIENT_RANDOM", [2; 32], &[3; 48]),
+        synth::gnutls_secret(h(RecordKind::GnutlsSecret), 0x304, 48, [2; 32], 3, true),
     ];
     for raw in samples {
         assert!(decode(&raw).is_ok());

@@ -286,6 +286,64 @@ fn master_secret_uuid_is_upper_hex_and_payload_is_keylog() {
     }
 }
 
+/// GnuTLS secrets: module gnutls, kind masterkey, uuid the client random in
+/// upper-case hex, type the TLS version, payload the NSS key log lines.
+#[test]
+fn gnutls_secret_uuid_type_and_keylog_payload() {
+    let mut cr = [0u8; 32];
+    cr[0] = 0xfe;
+    cr[31] = 0x01;
+    let lower = format!("fe{}01", "00".repeat(30));
+    let raw = synth::gnutls_secret(hdr(RecordKind::GnutlsSecret), 0x0303, 48, cr, 0x40, false);
+    ev(&raw, |e| {
+        assert_eq!(e.module, "gnutls");
+        assert_eq!(e.uuid, format!("FE{}01", "00".repeat(30)));
+        assert_eq!(e.r#type, 0x0303);
+        assert_eq!(
+            std::str::from_utf8(e.payload).unwrap(),
+            format!("CLIENT_RANDOM {lower} {}\n", "40".repeat(48))
+        );
+        assert_eq!(
+            (e.src_ip, e.src_port, e.dst_ip, e.dst_port),
+            ("127.0.0.1", 0, "127.0.0.1", 0)
+        );
+    });
+    for (hash_len, early) in [(32, false), (48, true)] {
+        let raw = synth::gnutls_secret(
+            hdr(RecordKind::GnutlsSecret),
+            0x0304,
+            hash_len,
+            cr,
+            0x40,
+            early,
+        );
+        ev(&raw, |e| {
+            assert_eq!(e.r#type, 0x0304);
+            let text = std::str::from_utf8(e.payload).unwrap();
+            let labels: Vec<_> = text.lines().map(|l| l.split(' ').next().unwrap()).collect();
+            let mut want = vec![
+                "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+                "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+                "CLIENT_TRAFFIC_SECRET_0",
+                "SERVER_TRAFFIC_SECRET_0",
+                "EXPORTER_SECRET",
+            ];
+            if early {
+                want.insert(0, "CLIENT_EARLY_TRAFFIC_SECRET");
+            }
+            assert_eq!(labels, want);
+            let n = hash_len as usize;
+            assert!(text.contains(&format!(
+                "SERVER_TRAFFIC_SECRET_0 {lower} {}\n",
+                "45".repeat(n)
+            )));
+            for l in text.lines() {
+                assert_eq!(l.split(' ').nth(2).unwrap().len(), 2 * n, "{l}");
+            }
+        });
+    }
+}
+
 #[test]
 fn gotls_key_line() {
     let raw = synth::gotls_key(

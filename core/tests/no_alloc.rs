@@ -103,6 +103,19 @@ fn record_mix() -> (Vec<Vec<u8>>, usize) {
         ));
         events += 1;
     }
+    for (version, hash_len, early) in [(0x0303, 48, false), (0x0304, 32, false), (0x0304, 48, true)]
+    {
+        // The longest key log text: six TLS 1.3 lines of SHA-384 secrets.
+        out.push(synth::gnutls_secret(
+            hdr(RecordKind::GnutlsSecret, 4343, 4343, "gnutls-cli"),
+            version,
+            hash_len,
+            random,
+            0x60,
+            early,
+        ));
+        events += 1;
+    }
     out.push(synth::gotls_key(
         hdr(RecordKind::GotlsKey, 555, 556, "goclient"),
         "CLIENT_HANDSHAKE_TRAFFIC_SECRET",

@@ -160,6 +160,21 @@ fn raw_calls() -> Vec<(String, Vec<Vec<u8>>, Vec<u8>)> {
             Vec::new(),
         ));
     }
+    for (version, hash_len) in [(0x0303, 48), (0x0304, 32), (0x0304, 48)] {
+        let g = synth::gnutls_secret(
+            hdr(RecordKind::GnutlsSecret, 4343, 4343, "gnutls-cli"),
+            version,
+            hash_len,
+            random,
+            0x33,
+            hash_len == 48,
+        );
+        calls.push((
+            format!("GnutlsSecret/{version:#x}/{hash_len}"),
+            vec![g],
+            Vec::new(),
+        ));
+    }
     let g = synth::gotls_key(
         hdr(RecordKind::GotlsKey, 5, 6, "go"),
         "CLIENT_RANDOM",

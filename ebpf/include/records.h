@@ -39,8 +39,9 @@ enum rc_kind {
 	RC_KIND_PG_QUERY = 9,       /* postgres pg_parse_query (exec_simple_query is static): struct rc_query */
 	RC_KIND_CONN = 10,          /* connect/accept/close: struct rc_conn */
 	RC_KIND_PACKET = 11,        /* tc ingress/egress: struct rc_packet */
+	RC_KIND_GNUTLS_SECRET = 12, /* GnuTLS session secrets at gnutls_handshake return: struct rc_gnutls_secret */
 };
-#define RC_KIND_MAX 11
+#define RC_KIND_MAX 12
 
 /* rc_hdr.flags */
 #define RC_F_FIRST 0x1 /* first record of a payload (chunk.offset == 0) */
@@ -108,6 +109,26 @@ struct rc_master_secret {
 	__u8 server_app_traffic_secret[64];
 	__u8 exporter_master_secret[64];
 	__u8 _pad[4];
+};
+
+/*
+ * GnuTLS secrets read from the session when gnutls_handshake returns 0:
+ * 512 bytes. TLS 1.2 (and older): master_secret; TLS 1.3: the traffic
+ * secrets as stored (the first hash_len bytes of each 64-byte slot; zero
+ * where the handshake did not set them, e.g. early_secret without 0-RTT).
+ */
+struct rc_gnutls_secret {
+	struct rc_hdr hdr;
+	__u32 version;             /* wire version: 0x0301-0x0304, DTLS 0xfeff/0xfefd (0 unknown) */
+	__u32 hash_len;            /* PRF hash length: 32 (SHA-256), 48 (SHA-384), 0 unknown */
+	__u8 client_random[32];
+	__u8 master_secret[48];    /* TLS 1.2 CLIENT_RANDOM secret */
+	__u8 early_secret[64];     /* CLIENT_EARLY_TRAFFIC_SECRET */
+	__u8 client_hs[64];        /* CLIENT_HANDSHAKE_TRAFFIC_SECRET */
+	__u8 server_hs[64];        /* SERVER_HANDSHAKE_TRAFFIC_SECRET */
+	__u8 client_ap[64];        /* CLIENT_TRAFFIC_SECRET_0 */
+	__u8 server_ap[64];        /* SERVER_TRAFFIC_SECRET_0 */
+	__u8 exporter[64];         /* EXPORTER_SECRET */
 };
 
 /* Go crypto/tls (*Config).writeKeyLog arguments: 176 bytes. */

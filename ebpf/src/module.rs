@@ -139,6 +139,7 @@ pub enum Global {
 /// Every module this build has.
 pub static MODULES: &[&ModuleDesc] = &[
     &crate::target::openssl::MODULE,
+    &crate::target::gnutls::MODULE,
     &crate::target::nss::MODULE,
     &crate::target::mysqld::MODULE,
     &crate::target::postgres::MODULE,

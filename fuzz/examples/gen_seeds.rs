@@ -78,6 +78,14 @@ fn main() {
             synth::master_secret(h(RecordKind::MasterSecret), 0x0304, 0x0300_1302, [3; 32], 9),
         ),
         (
+            "gnutls_secret12",
+            synth::gnutls_secret(h(RecordKind::GnutlsSecret), 0x0303, 48, [6; 32], 9, false),
+        ),
+        (
+            "gnutls_secret13",
+            synth::gnutls_secret(h(RecordKind::GnutlsSecret), 0x0304, 48, [7; 32], 9, true),
+        ),
+        (
             "gokey",
             synth::gotls_key(h(RecordKind::GotlsKey), "CLIENT_RANDOM", [4; 32], &[5; 48]),
         ),

@@ -6,6 +6,7 @@
 mod access;
 mod bash;
 mod ecaptureq;
+mod gnutls;
 mod modes;
 mod mysqld;
 mod nss;

@@ -7,7 +7,8 @@
 //! Substitutions (the flags stay, only their values change):
 //! - `cargo run --release --` → the built binary (same program, no rebuild);
 //! - no `--listen` → `--listen 127.0.0.1:0` (the default port may be busy);
-//! - `--pid N` → a live Python process that has libssl.so.3 mapped;
+//! - `--pid N` → a live Python process that has libssl.so.3 and
+//!   libgnutls.so.30 mapped;
 //! - `--libssl PATH` that does not exist here → that process's libssl.so.3;
 //! - `--forward URL` → the same path and query on a local collector that
 //!   answers every request 200;
@@ -247,10 +248,14 @@ fn answer_all(s: std::net::TcpStream) {
     }
 }
 
-/// A Python process with libssl.so.3 mapped, and that library's path.
+/// A Python process with libssl.so.3 (its ssl module) and libgnutls.so.30
+/// (loaded with ctypes) mapped, and the libssl's path.
 fn ssl_process() -> (Proc, PathBuf) {
     let mut child = Command::new("python3")
-        .args(["-c", "import ssl, sys; print(flush=True); sys.stdin.read()"])
+        .args([
+            "-c",
+            "import ctypes, ssl, sys; ctypes.CDLL('libgnutls.so.30'); print(flush=True); sys.stdin.read()",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

@@ -124,6 +124,30 @@ pub fn spawn_with_port(cmd: &mut Command, what: &str) -> (Proc, u16) {
     (Proc(child), port)
 }
 
+/// `program` (tshark or dumpcap) writing the loopback traffic of TCP `port`
+/// to `file`, returned once it captures.
+pub fn capture_loopback(program: &str, port: u16, file: &Path) -> Child {
+    let mut cap = Command::new(program)
+        .args(["-i", "lo", "-f", &format!("tcp port {port}"), "-w"])
+        .arg(file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {program}: {e}"));
+    let mut lines = BufReader::new(cap.stderr.take().unwrap()).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.contains("Capturing on") => break,
+            Some(Ok(_)) => continue,
+            other => panic!("{program} did not start capturing: {other:?}"),
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    // dumpcap announces the interface a moment before its filter is live.
+    std::thread::sleep(Duration::from_secs(1));
+    cap
+}
+
 /// A running `rcapture` whose stderr said `rcapture: ready`.
 pub struct Rcapture {
     child: Proc,

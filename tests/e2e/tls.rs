@@ -3,7 +3,7 @@
 //! key logs that let tshark decrypt, and the pid filter.
 
 use crate::testutil::{Rcapture, TempDir, blocks, bpf_available, python_server, run_ok, support};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 fn marker(tag: &str) -> String {
@@ -236,28 +236,7 @@ fn keylog_decrypts(tls_flag: &str, tls12_server: bool) {
         "--keylogfile",
         keylog.to_str().unwrap(),
     ]);
-    let mut tshark = Command::new("tshark")
-        .args(["-i", "lo", "-f", &format!("tcp port {port}"), "-w"])
-        .arg(&pcap)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting tshark");
-    {
-        use std::io::{BufRead, BufReader};
-        let err = tshark.stderr.take().unwrap();
-        let mut lines = BufReader::new(err).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(l)) if l.contains("Capturing on") => break,
-                Some(Ok(_)) => continue,
-                other => panic!("tshark did not start capturing: {other:?}"),
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        // dumpcap announces the interface a moment before its filter is live.
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    let mut tshark = crate::testutil::capture_loopback("tshark", port, &pcap);
     let m = marker("keylog");
     run_ok(
         Command::new("curl")

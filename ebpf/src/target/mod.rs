@@ -2,6 +2,7 @@
 //! process helpers they share.
 
 pub mod bash;
+pub mod gnutls;
 pub mod mysqld;
 pub mod nss;
 pub mod openssl;
@@ -69,7 +70,6 @@ impl Elf {
         })
     }
 
-    #[allow(dead_code)] // used by the resolvers of the modules to come
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
@@ -185,6 +185,11 @@ pub(crate) fn find_library(
         flag: module.path_flag,
     };
     match (&req.path, req.pid) {
+        (Some(path), _) if !path.exists() => Err(Error::Unsupported {
+            module: module.name,
+            path: path.clone(),
+            reason: format!("no such file (given with {})", module.path_flag),
+        }),
         (Some(path), _) => Ok(path.clone()),
         (None, Some(pid)) => mapped_by(pid, soname)?
             .ok_or_else(|| not_found(format!("/proc/{pid}/maps (the process does not map it)"))),

@@ -33,9 +33,10 @@ pub const UID: u32 = 1000;
 
 /// The rounds a ring cycles through: seven small rounds (64 B to 4 KiB TLS
 /// data over IPv4 and IPv6; GnuTLS, NSS and Go data; a bash line; a
-/// MariaDB and a PostgreSQL query; a TLS 1.3 secret; a connection), then
-/// one that adds a 40 000-byte call split into three records (joined into
-/// one event by the worker). Every module of WIRE.md is in each round.
+/// MariaDB and a PostgreSQL query; an OpenSSL and a GnuTLS TLS 1.3 secret; a
+/// connection), then one that adds a 40 000-byte call split into three
+/// records (joined into one event by the worker). Every module of WIRE.md
+/// is in each round.
 fn rounds(w: usize) -> Vec<Round> {
     let t4 = synth::tuple(
         "127.0.0.1:40000".parse().unwrap(),
@@ -93,6 +94,14 @@ fn rounds(w: usize) -> Vec<Round> {
         0x0300_1301,
         [7; 32],
         9,
+    ));
+    small.push(synth::gnutls_secret(
+        h(RecordKind::GnutlsSecret, pid + 4),
+        0x0304,
+        48,
+        [8; 32],
+        9,
+        false,
     ));
     small.push(synth::conn(
         h(RecordKind::Conn, pid),
