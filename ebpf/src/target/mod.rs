@@ -1,6 +1,7 @@
 //! Finding what each module probes, one file per module, and the ELF and
 //! process helpers they share.
 
+pub mod conn;
 pub mod openssl;
 
 use std::collections::HashMap;
