@@ -34,6 +34,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+pub(crate) mod file;
 mod ring;
 pub mod rotate;
 mod writer;
@@ -135,6 +136,12 @@ struct Shared {
 }
 
 impl Shared {
+    fn set_error(&self, e: &io::Error) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(e.to_string());
+        }
+    }
+
     fn last_error(&self) -> Option<String> {
         self.last_error.lock().ok().and_then(|e| e.clone())
     }
