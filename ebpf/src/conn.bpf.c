@@ -440,7 +440,10 @@ static __always_inline int pkt_capture(struct __sk_buff *skb, __u8 direction)
 	struct rc_tuple key = {};
 	struct rc_ident *id = NULL;
 	struct rc_pkt_scratch *s;
-	__u32 zero = 0, total, send_len, off, len, i;
+	__u32 zero = 0, total, i;
+	/* 64-bit: a u32 is tested on a zero-extended copy the verifier does
+	 * not link to the register passed to the helper. */
+	__u64 send_len, off, len;
 	void *ring;
 
 	pkt_parse(skb, &m);
@@ -494,10 +497,14 @@ static __always_inline int pkt_capture(struct __sk_buff *skb, __u8 direction)
 		len = send_len - off;
 		if (len > RC_CHUNK_MAX)
 			len = RC_CHUNK_MAX;
+		/* Tested here, in the register passed to the helper. */
+		barrier_var(len);
+		if (len == 0)
+			break;
 		s->rec.chunk.offset = off;
 		s->rec.chunk.len = len;
 		s->rec.hdr.flags = (i == 0 ? RC_F_FIRST : 0) | (off + len >= send_len ? RC_F_LAST : 0);
-		if (len == 0 || bpf_skb_load_bytes(skb, off, s->payload, len)) {
+		if (bpf_skb_load_bytes(skb, off, s->payload, len)) {
 			struct rc_counters *cnt = rc_counters_get();
 
 			if (cnt) {

@@ -11,7 +11,9 @@ use rcapture_core::records::{CONN_ACCEPT, CONN_CLOSE, CONN_CONNECT, DIR_SEND, Re
 use rcapture_core::tuple::endpoints;
 use rcapture_ebpf::module::{self, TargetRequest};
 use rcapture_ebpf::pktfilter::PacketFilter;
-use rcapture_ebpf::{Capture, CaptureOptions, Interface, PacketCapture, packet_target};
+use rcapture_ebpf::{
+    Capture, CaptureOptions, Interface, MAX_SNAP_LEN, PacketCapture, packet_target,
+};
 
 use crate::testutil::{drain, require_bpf};
 
@@ -85,6 +87,14 @@ fn packets_on_lo_carry_their_process() {
         filter: PacketFilter::parse(&format!("tcp port {port}")).unwrap(),
     })
     .expect("packet target");
+    // The largest snap length loads too (the verifier sees its value).
+    let big = packet_target(&PacketCapture {
+        interfaces: vec![Interface::lookup("lo").unwrap()],
+        snap_len: MAX_SNAP_LEN,
+        filter: PacketFilter::default(),
+    })
+    .expect("packet target");
+    drop(Capture::load(&[big], &CaptureOptions::default()).expect("load, largest snap length"));
     let mut probes = Capture::load(&[target], &CaptureOptions::default()).expect("load");
     let mut rings = probes.take_rings();
 

@@ -137,11 +137,6 @@ impl OutFile {
         }
     }
 
-    /// Bytes given to the current file, `fill` included (0: a new file).
-    pub(crate) fn file_len(&self) -> u64 {
-        self.file_len
-    }
-
     /// Whether `framed` more bytes would take the file past its limit (an
     /// item larger than the limit gets a file of its own).
     pub(crate) fn needs_rotation(&self, framed: usize) -> bool {
