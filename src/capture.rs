@@ -624,7 +624,7 @@ mod tests {
     #[test]
     fn a_module_is_captured_once() {
         let (m, req, a) = parts(&["--modules", "tls"]);
-        let e = targets(m, req, &a).unwrap_err().to_string();
+        let e = targets(m, req, &a, None).unwrap_err().to_string();
         assert_eq!(e, "--modules: module tls is already captured");
     }
 

@@ -232,6 +232,10 @@ pub struct ForwardArgs {
     /// Only these modules (comma-separated, e.g. tls,bash).
     #[arg(long, value_name = "LIST", value_delimiter = ',', requires = "forward")]
     pub forward_modules: Vec<String>,
+    /// Only these event types (comma-separated: data, masterkey, conn,
+    /// packet, bash, query); default: all but packet, sent only when named.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', requires = "forward")]
+    pub forward_types: Vec<String>,
     /// CA bundle (PEM) for an https:// collector; default: the system's roots.
     #[arg(long, value_name = "FILE", requires = "forward")]
     pub forward_ca: Option<PathBuf>,

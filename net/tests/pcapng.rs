@@ -90,7 +90,7 @@ fn blocks(path: &Path) -> Vec<Block> {
         let kind = u32_at(&b, at);
         let len = u32_at(&b, at + 4) as usize;
         assert!(
-            len >= 12 && len % 4 == 0 && at + len <= b.len(),
+            len >= 12 && len.is_multiple_of(4) && at + len <= b.len(),
             "block at {at}"
         );
         assert_eq!(

@@ -49,6 +49,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use writer::{Msg, Writer};
 
+/// Whether the event file takes an entry: every kind but packets (`-m
+/// pcap` writes those to its pcapng file; they are in a batch only while a
+/// WebSocket client or the forwarder asks for them).
+pub(crate) fn written(m: &crate::publish::EntryMeta) -> bool {
+    m.kind != rcapture_core::event::EventKind::Packet
+}
+
 /// Rotated files kept by default (`PATH.1` … `PATH.10`).
 pub const DEFAULT_KEEP: usize = 10;
 /// Batches the queue holds by default.
@@ -189,7 +196,7 @@ impl EventFile {
     /// Queues `batch` for writing; never blocks. When the queue is full the
     /// batch's events are dropped and counted (their `seq`s become a gap).
     pub fn offer(&self, batch: &Arc<Batch>) {
-        let n = batch.entries.len() as u64;
+        let n = batch.entries.iter().filter(|m| written(m)).count() as u64;
         if n == 0 {
             return;
         }

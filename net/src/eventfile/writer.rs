@@ -106,17 +106,21 @@ impl Writer {
 
     fn write_batch(&mut self, m: &Msg) {
         if !self.out.ensure_open() {
-            self.shared
-                .dropped
-                .fetch_add(m.batch.entries.len() as u64, Relaxed);
+            let n = m.batch.entries.iter().filter(|e| super::written(e)).count();
+            self.shared.dropped.fetch_add(n as u64, Relaxed);
             return;
         }
+        let mut seq = m.first_seq;
         for i in 0..m.batch.entries.len() {
-            let seq = m.first_seq + i as u64;
+            if !super::written(&m.batch.entries[i]) {
+                continue;
+            }
+            let this = seq;
+            seq += 1;
             let body = m.batch.body(i);
             match self.format {
                 EventFileFormat::Protobuf => {
-                    let (prefix, n) = encode::seq_prefix(seq);
+                    let (prefix, n) = encode::seq_prefix(this);
                     let len = n + body.len();
                     let framed = prost::encoding::length_delimiter_len(len) + len;
                     self.make_room(framed);
@@ -135,7 +139,7 @@ impl Writer {
                     };
                     self.line.clear();
                     self.line.reserve(ndjson::ndjson_line_max_len(&ev));
-                    ndjson::write_ndjson_line(&ev, seq, &mut self.line);
+                    ndjson::write_ndjson_line(&ev, this, &mut self.line);
                     self.make_room(self.line.len());
                     self.out.fill_mut().extend_from_slice(&self.line);
                 }

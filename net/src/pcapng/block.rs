@@ -172,7 +172,7 @@ mod tests {
         while at < b.len() {
             let kind = u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
             let len = u32::from_le_bytes(b[at + 4..at + 8].try_into().unwrap()) as usize;
-            assert_eq!(len % 4, 0);
+            assert!(len.is_multiple_of(4));
             let tail = u32::from_le_bytes(b[at + len - 4..at + len].try_into().unwrap());
             assert_eq!(tail as usize, len);
             kinds.push(kind);

@@ -89,11 +89,10 @@ impl Held {
         self.bytes -= len;
         if c.read == c.buf.len()
             && let Some(mut done) = q.pop_front()
+            && self.free.len() < FREE_KEPT
         {
-            if self.free.len() < FREE_KEPT {
-                done.buf.clear();
-                self.free.push(done.buf);
-            }
+            done.buf.clear();
+            self.free.push(done.buf);
         }
     }
 }
