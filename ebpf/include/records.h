@@ -139,7 +139,7 @@ struct rc_query {
 /* rc_conn.event */
 #define RC_CONN_CONNECT 0 /* connect(2) returned 0 or EINPROGRESS: the caller's pid */
 #define RC_CONN_ACCEPT 1  /* accept(2)/accept4(2) returned fd: the acceptor's pid */
-#define RC_CONN_CLOSE 2   /* close(2) of the socket's fd, or the socket reached TCP_CLOSE
+#define RC_CONN_CLOSE 2   /* close(2) of the socket's fd, or the socket was destroyed
 			   * without one (exit, close_range): the pid seen at connect/accept */
 
 /* A TCP connection opened or closed: 96 bytes. */

@@ -9,11 +9,11 @@
  *  - tp_btf sys_exit: connect(2) returning 0 or -EINPROGRESS (the local
  *    port is assigned by then), accept(2)/accept4(2) returning an fd; the
  *    fd's socket gives the tuple. TCP sockets only.
- *  - tp_btf sys_enter: close(2) of a TCP socket's fd.
- *  - tp_btf inet_sock_set_state → TCP_CLOSE of a socket announced by
- *    connect/accept whose fd was never closed (exit, close_range, dup2):
- *    emitted with the identity saved at connect/accept, as the task running
- *    the state change is often a softirq's.
+ *  - tp_btf sys_enter: close(2) of a connected TCP socket's fd.
+ *  - tp_btf tcp_destroy_sock of a socket announced by connect/accept whose
+ *    fd was never closed (exit, close_range, dup2): emitted with the
+ *    identity saved at connect/accept, as the task destroying it is often
+ *    a softirq's.
  *
  * Packets (struct rc_packet, RC_KIND_PACKET): SCHED_CLS programs attached
  * through tcx (BPF_TCX_INGRESS / BPF_TCX_EGRESS), returning TCX_NEXT. Each
@@ -221,6 +221,9 @@ int BPF_PROG(rc_conn_sys_exit, struct pt_regs *regs, long ret)
 	sk = rc_sock_of_fd(fd, &st.tuple);
 	if (!sk || !st.tuple.family || !is_tcp((const struct sock *)sk))
 		return 0;
+	/* A connect refused at once (loopback: the RST came during the call). */
+	if (BPF_CORE_READ((struct sock *)sk, __sk_common.skc_state) == RC_TCP_CLOSE)
+		return 0;
 	ident_current(&st.id, pid_tgid, fd);
 	emit_conn(&st.id, event, sk, &st.tuple);
 	st.announced = 1;
@@ -230,10 +233,12 @@ int BPF_PROG(rc_conn_sys_exit, struct pt_regs *regs, long ret)
 	return 0;
 }
 
-/* close(2) of a TCP socket's fd. */
+/* close(2) of a connected TCP socket's fd (with the addresses it had: a
+ * socket already closed by the peer has given its local port back). */
 SEC("tp_btf/sys_enter")
 int BPF_PROG(rc_conn_sys_enter, struct pt_regs *regs, long id)
 {
+	struct rc_sock_state *st;
 	struct rc_ident ident;
 	struct rc_tuple tuple;
 	__u64 pid_tgid, sk;
@@ -248,31 +253,39 @@ int BPF_PROG(rc_conn_sys_enter, struct pt_regs *regs, long id)
 	sk = rc_sock_of_fd(fd, &tuple);
 	if (!sk || !tuple.family || !is_tcp((const struct sock *)sk))
 		return 0;
+	st = bpf_map_lookup_elem(&rc_socks, &sk);
+	if (st && st->tuple.family)
+		__builtin_memcpy(&tuple, &st->tuple, sizeof(tuple));
+	else if (!tuple.dport)
+		return 0; /* a listening socket, or one never connected */
 	ident_current(&ident, pid_tgid, fd);
 	emit_conn(&ident, RC_CONN_CLOSE, sk, &tuple);
 	/* Its close is sent; the flow stays for the packets still to come. */
-	bpf_map_delete_elem(&rc_socks, &sk);
+	if (st)
+		bpf_map_delete_elem(&rc_socks, &sk);
 	return 0;
 }
 
-/* A socket reaching TCP_CLOSE: a close event if its fd was never closed,
- * and its entries go. */
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(rc_conn_state, const struct sock *sk, int oldstate, int newstate)
+/* A TCP socket destroyed: a close event if it was announced and its fd
+ * never closed (the process exited, close_range, dup2 over it), and its
+ * entries go. */
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(rc_conn_destroy, struct sock *sk)
 {
 	struct rc_sock_state *st;
 	struct rc_tuple tuple = {};
 	struct rc_tuple key;
 	__u64 addr = (__u64)sk;
 
-	if (newstate != RC_TCP_CLOSE || sk->sk_protocol != RC_IPPROTO_TCP)
-		return 0;
 	st = bpf_map_lookup_elem(&rc_socks, &addr);
-	rc_sock_tuple(sk, &tuple);
-	if (st && st->announced && filter_pass_ident(&st->id))
-		emit_conn(&st->id, RC_CONN_CLOSE, addr, &tuple);
-	if (st)
+	if (st) {
+		__builtin_memcpy(&tuple, &st->tuple, sizeof(tuple));
+		if (st->announced && filter_pass_ident(&st->id))
+			emit_conn(&st->id, RC_CONN_CLOSE, addr, &tuple);
 		bpf_map_delete_elem(&rc_socks, &addr);
+	} else {
+		rc_sock_tuple(sk, &tuple);
+	}
 	if (track_flows && tuple.family) {
 		flow_key(&tuple, &key);
 		bpf_map_delete_elem(&rc_flows, &key);

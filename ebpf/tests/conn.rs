@@ -74,6 +74,47 @@ fn connect_accept_close_of_this_process() {
     assert!(counters.iter().all(|c| c.lost == 0), "{counters:?}");
 }
 
+/// A process that exits without closing its socket: the close comes from
+/// the socket's destruction, with the pid seen at connect.
+#[test]
+fn close_of_a_process_that_exits_without_close() {
+    let Some(_guard) = require_bpf() else { return };
+    let conn = module::module("conn").expect("the conn module");
+    let target = (conn.resolve)(&TargetRequest::default()).expect("conn target");
+    let mut probes = Capture::load(&[target], &CaptureOptions::default()).expect("load");
+    let mut rings = probes.take_rings();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let child = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import os, socket\ns = socket.create_connection(('127.0.0.1', {port}))\ns.sendall(b'x')\nos._exit(0)"
+        ))
+        .spawn()
+        .expect("python3");
+    let child_pid = child.id();
+    let (mut accepted, _) = listener.accept().unwrap();
+    let mut buf = [0u8; 1];
+    accepted.read_exact(&mut buf).unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    drop(accepted);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    probes.stop_capture().unwrap();
+    let records = drain(&mut rings);
+    let theirs: Vec<(u8, u16)> = records
+        .iter()
+        .filter_map(|(_, raw)| match decode(raw).unwrap() {
+            Record::Conn(c) if c.hdr.pid == child_pid => Some((c.event, c.tuple.dport)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        theirs,
+        [(CONN_CONNECT, port), (CONN_CLOSE, port)],
+        "events of pid {child_pid}"
+    );
+}
+
 #[test]
 fn packets_on_lo_carry_their_process() {
     let Some(_guard) = require_bpf() else { return };

@@ -35,7 +35,7 @@ const ARPHRD_LOOPBACK: u32 = 772;
 const CONN_PROBES: [(&str, &str); 3] = [
     ("rc_conn_sys_exit", "sys_exit"),
     ("rc_conn_sys_enter", "sys_enter"),
-    ("rc_conn_state", "inet_sock_set_state"),
+    ("rc_conn_destroy", "tcp_destroy_sock"),
 ];
 
 fn resolve(req: &TargetRequest) -> Result<Target, Error> {
