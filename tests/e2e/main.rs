@@ -8,6 +8,7 @@ mod ecaptureq;
 mod modes;
 mod outputs;
 mod overflow;
+mod pcap;
 mod protocol;
 mod readme;
 mod server;
