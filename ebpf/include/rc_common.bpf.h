@@ -106,24 +106,35 @@ static __always_inline bool rc_output(void *ring, void *rec, __u64 size, __u64 p
 	return false;
 }
 
+static __always_inline struct rc_filter *rc_filter_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&rc_filter, &zero);
+}
+
+/* Counts a call the live filter skipped; returns false. */
+static __always_inline bool rc_filtered(void)
+{
+	struct rc_counters *cnt = rc_counters_get();
+
+	if (cnt)
+		cnt->filtered++;
+	return false;
+}
+
 /* Live pid/uid filter; counts skipped calls. */
 static __always_inline bool rc_filter_pass(__u64 pid_tgid)
 {
-	__u32 zero = 0;
-	struct rc_filter *f = bpf_map_lookup_elem(&rc_filter, &zero);
-	struct rc_counters *cnt;
+	struct rc_filter *f = rc_filter_get();
 
 	if (!f)
 		return true;
 	if (f->stopped)
 		return false;
 	if ((f->pid && f->pid != (__u32)(pid_tgid >> 32)) ||
-	    (f->uid && f->uid != (__u32)bpf_get_current_uid_gid())) {
-		cnt = rc_counters_get();
-		if (cnt)
-			cnt->filtered++;
-		return false;
-	}
+	    (f->uid && f->uid != (__u32)bpf_get_current_uid_gid()))
+		return rc_filtered();
 	return true;
 }
 

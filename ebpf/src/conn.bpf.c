@@ -172,20 +172,14 @@ static __always_inline void emit_conn(const struct rc_ident *id, __u8 event, __u
  * owner); counts what it skips. */
 static __always_inline bool filter_pass_ident(const struct rc_ident *id)
 {
-	__u32 zero = 0;
-	struct rc_filter *f = bpf_map_lookup_elem(&rc_filter, &zero);
-	struct rc_counters *cnt;
+	struct rc_filter *f = rc_filter_get();
 
 	if (!f)
 		return true;
 	if (f->stopped)
 		return false;
-	if ((f->pid && (!id || f->pid != id->pid)) || (f->uid && (!id || f->uid != id->uid))) {
-		cnt = rc_counters_get();
-		if (cnt)
-			cnt->filtered++;
-		return false;
-	}
+	if ((f->pid && (!id || f->pid != id->pid)) || (f->uid && (!id || f->uid != id->uid)))
+		return rc_filtered();
 	return true;
 }
 

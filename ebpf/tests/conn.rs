@@ -35,13 +35,19 @@ fn conns(records: &[(u32, Vec<u8>)]) -> Vec<(u8, u32, u32, String, String)> {
         .collect()
 }
 
-#[test]
-fn connect_accept_close_of_this_process() {
-    let Some(_guard) = require_bpf() else { return };
+/// The conn module alone, loaded, with its rings.
+fn load_conn() -> (Capture, Vec<CpuRing>) {
     let conn = module::module("conn").expect("the conn module");
     let target = (conn.resolve)(&TargetRequest::default()).expect("conn target");
     let mut probes = Capture::load(&[target], &CaptureOptions::default()).expect("load");
-    let mut rings = probes.take_rings();
+    let rings = probes.take_rings();
+    (probes, rings)
+}
+
+#[test]
+fn connect_accept_close_of_this_process() {
+    let Some(_guard) = require_bpf() else { return };
+    let (mut probes, mut rings) = load_conn();
 
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let server = listener.local_addr().unwrap();
@@ -79,10 +85,7 @@ fn connect_accept_close_of_this_process() {
 #[test]
 fn close_of_a_process_that_exits_without_close() {
     let Some(_guard) = require_bpf() else { return };
-    let conn = module::module("conn").expect("the conn module");
-    let target = (conn.resolve)(&TargetRequest::default()).expect("conn target");
-    let mut probes = Capture::load(&[target], &CaptureOptions::default()).expect("load");
-    let mut rings = probes.take_rings();
+    let (mut probes, mut rings) = load_conn();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let child = std::process::Command::new("python3")

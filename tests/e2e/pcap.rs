@@ -65,6 +65,13 @@ fn pcap_ledger(stderr: &[String]) -> (u64, u64, u64) {
     (written, offered, dropped)
 }
 
+/// `rcapture tls -m pcap --pcapfile FILE -i lo` and `extra` flags.
+fn start_pcap(file: &Path, extra: &[&str]) -> Rcapture {
+    let mut args = vec!["tls", "-m", "pcap", "--pcapfile", file.to_str().unwrap(), "-i", "lo"];
+    args.extend_from_slice(extra);
+    Rcapture::start(&args)
+}
+
 /// curl's HTTPS request, TLS 1.2 and TLS 1.3, decrypted by tshark from the
 /// pcapng alone: the request with its marker, the response, each packet
 /// with its process.
@@ -78,17 +85,7 @@ fn tshark_decrypts_curl_without_a_key_file() {
         let (_srv, port) = python_server(&dir, tls12);
         let file = dir.path("tls.pcapng");
         let filter = format!("tcp port {port}");
-        let rc = Rcapture::start(&[
-            "tls",
-            "-m",
-            "pcap",
-            "--pcapfile",
-            file.to_str().unwrap(),
-            "-i",
-            "lo",
-            "--pcap-filter",
-            &filter,
-        ]);
+        let rc = start_pcap(&file, &["--pcap-filter", &filter]);
         let m = marker(if tls12 { "pcap12" } else { "pcap13" });
         let (curl_pid, body) = run_ok(
             Command::new("curl")
@@ -215,15 +212,7 @@ fn packet_events_reach_the_websocket_client_that_asks() {
     };
     let (_srv, port) = python_server(&dir, false);
     let file = dir.path("ws.pcapng");
-    let rc = Rcapture::start(&[
-        "tls",
-        "-m",
-        "pcap",
-        "--pcapfile",
-        file.to_str().unwrap(),
-        "-i",
-        "lo",
-    ]);
+    let rc = start_pcap(&file, &[]);
     let addr = rc.addr.clone().expect("announced address");
     let asks = WsClient::start(
         "asks",
@@ -337,19 +326,7 @@ fn ten_thousand_packets_are_written_or_counted() {
         .unwrap()
         .port();
     let filter = format!("udp port {port}");
-    let rc = Rcapture::start(&[
-        "tls",
-        "-m",
-        "pcap",
-        "--pcapfile",
-        file.to_str().unwrap(),
-        "-i",
-        "lo",
-        "--pcap-filter",
-        &filter,
-        "--pcap-hold-ms",
-        "200",
-    ]);
+    let rc = start_pcap(&file, &["--pcap-filter", &filter, "--pcap-hold-ms", "200"]);
     let addr = rc.addr.clone().expect("announced address");
     let script = format!(
         "import socket, time\n\
