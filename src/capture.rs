@@ -12,13 +12,14 @@ use rcapture_core::event::Clock;
 use rcapture_core::output::{FramePoolConfig, OutputStats, StreamOutput};
 use rcapture_core::worker::{EventSink, LiveFilter, Worker, WorkerConfig};
 use rcapture_ebpf::module::{self, Target, TargetRequest};
-use rcapture_ebpf::{Capture, CaptureOptions};
+use rcapture_ebpf::{Capture, CaptureOptions, Interface, PacketCapture, packet_target};
 use rcapture_net::access::AccessConfig;
 use rcapture_net::config::StartSettings;
 use rcapture_net::control::LiveSettings;
 use rcapture_net::eventfile::EventFileConfig;
 use rcapture_net::eventfile::rotate::open_with_mode;
 use rcapture_net::forward::config::ForwardConfig;
+use rcapture_net::pcapng::{PcapConfig, PcapInterface, PcapOutput, PcapStats};
 use rcapture_net::publish::Publisher;
 use rcapture_net::{Hub, Limits, Server, ServerConfig};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -98,8 +99,80 @@ fn server_config(
     }))
 }
 
-/// Resolves the target of the subcommand's module and of every `--modules` one.
-fn targets(primary: &str, req: TargetRequest, args: &CaptureArgs) -> anyhow::Result<Vec<Target>> {
+/// What `-m pcap` captures and where it writes, checked.
+struct PcapSetup {
+    capture: PacketCapture,
+    config: PcapConfig,
+}
+
+/// The `-m pcap` flags: required with it, refused without it.
+fn pcap_setup(args: &CaptureArgs, clock: Clock) -> anyhow::Result<Option<PcapSetup>> {
+    let p = &args.pcap;
+    if args.mode != OutputMode::Pcap {
+        if p.pcapfile.is_some() || !p.ifname.is_empty() || p.pcap_filter.is_some() {
+            bail!("--pcapfile, -i/--ifname and --pcap-filter are only used with -m pcap");
+        }
+        return Ok(None);
+    }
+    let Some(path) = p.pcapfile.clone() else {
+        bail!("-m pcap needs --pcapfile FILE");
+    };
+    if p.ifname.is_empty() {
+        bail!("-m pcap needs -i IFACE (the interface whose packets are captured)");
+    }
+    let mut interfaces: Vec<Interface> = Vec::with_capacity(p.ifname.len());
+    for name in &p.ifname {
+        if interfaces.iter().any(|i| &i.name == name) {
+            bail!("-i {name} is given twice");
+        }
+        interfaces.push(Interface::lookup(name).with_context(|| format!("-i {name}"))?);
+    }
+    let mut config = PcapConfig::new(
+        path,
+        interfaces
+            .iter()
+            .map(|i| PcapInterface {
+                name: i.name.clone(),
+                ifindex: i.ifindex,
+            })
+            .collect(),
+        p.snaplen,
+    );
+    config.max_bytes = p.pcap_max_bytes;
+    config.mode = args.file_mode;
+    config.hold = Duration::from_millis(p.pcap_hold_ms);
+    config.clock = clock;
+    Ok(Some(PcapSetup {
+        capture: PacketCapture {
+            interfaces,
+            snap_len: p.snaplen,
+            filter: p.pcap_filter.clone().unwrap_or_default(),
+        },
+        config,
+    }))
+}
+
+/// Resolves the target of the subcommand's module and of every `--modules`
+/// one; with `-m pcap` the conn module captures the packets too.
+fn targets(
+    primary: &str,
+    req: TargetRequest,
+    args: &CaptureArgs,
+    packets: Option<&PacketCapture>,
+) -> anyhow::Result<Vec<Target>> {
+    let mut t = module_targets(primary, req, args)?;
+    if let Some(p) = packets {
+        t.retain(|t| t.module.name != "conn");
+        t.push(packet_target(p)?);
+    }
+    Ok(t)
+}
+
+fn module_targets(
+    primary: &str,
+    req: TargetRequest,
+    args: &CaptureArgs,
+) -> anyhow::Result<Vec<Target>> {
     let mut wanted = vec![(primary, req)];
     for extra in &args.modules {
         if wanted.iter().any(|(n, _)| *n == extra.name) {
@@ -157,7 +230,9 @@ pub fn run(primary: &str, req: TargetRequest, args: CaptureArgs) -> anyhow::Resu
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .context("installing SIGINT/SIGTERM/SIGHUP handlers")?;
 
-    let targets = targets(primary, req, &args)?;
+    let clock = Clock::now();
+    let pcap = pcap_setup(&args, clock)?;
+    let targets = targets(primary, req, &args, pcap.as_ref().map(|p| &p.capture))?;
     let opts = CaptureOptions {
         max_payload: args.max_payload,
         ring_bytes_per_cpu: args.per_cpu_map_size * 1024,
@@ -187,7 +262,7 @@ pub fn run(primary: &str, req: TargetRequest, args: CaptureArgs) -> anyhow::Resu
                 .with_context(|| format!("opening key log file {}", path.display()))?;
             Some(StreamOutput::keylog(Box::new(file), workers, pool))
         }
-        (None, OutputMode::None) => None,
+        (None, OutputMode::None | OutputMode::Pcap) => None,
         (None, _) => Some(StreamOutput::text(
             Box::new(std::io::stdout()),
             Arc::clone(&hex),
@@ -199,19 +274,36 @@ pub fn run(primary: &str, req: TargetRequest, args: CaptureArgs) -> anyhow::Resu
         || Arc::new(OutputStats::default()),
         |o| Arc::clone(&o.stats),
     );
+    let mut pcap_out = match pcap {
+        Some(p) => {
+            let path = p.config.path.clone();
+            Some(
+                PcapOutput::start(p.config, workers)
+                    .with_context(|| format!("starting the pcapng output {}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let pcap_stats = pcap_out.as_ref().map(|p| Arc::clone(&p.stats));
     let filter = Arc::new(LiveFilter::new(args.pid, args.uid));
-    let clock = Clock::now();
     let stop = Arc::new(AtomicBool::new(false));
     let config = WorkerConfig {
-        max_payload: args.max_payload as usize,
+        // A packet is one call of up to --snaplen bytes.
+        max_payload: (args.max_payload as usize).max(if pcap_out.is_some() {
+            args.pcap.snaplen as usize
+        } else {
+            0
+        }),
         ..WorkerConfig::default()
     };
 
-    let mut sinks: Vec<Vec<Box<dyn EventSink>>> = match output.as_mut() {
-        Some(o) => std::mem::take(&mut o.sinks)
-            .into_iter()
-            .map(|s| vec![s])
-            .collect(),
+    let taken = match (output.as_mut(), pcap_out.as_mut()) {
+        (Some(o), _) => Some(std::mem::take(&mut o.sinks)),
+        (None, Some(p)) => Some(std::mem::take(&mut p.sinks)),
+        (None, None) => None,
+    };
+    let mut sinks: Vec<Vec<Box<dyn EventSink>>> = match taken {
+        Some(s) => s.into_iter().map(|s| vec![s]).collect(),
         None => (0..workers).map(|_| Vec::new()).collect(),
     };
     let mut worker_list = Vec::with_capacity(workers);
@@ -224,7 +316,7 @@ pub fn run(primary: &str, req: TargetRequest, args: CaptureArgs) -> anyhow::Resu
         let publishers: Vec<Publisher> = if cfg.listen.is_some() {
             // The control needs the worker counters, which exist once the workers do;
             // so the workers are built first, then the server, then the threads.
-            let outputs = (&hex, &output_stats);
+            let outputs = (&hex, &output_stats, &pcap_stats);
             let (srv, publishers) = build_server(cfg, &probes, &filter, outputs, workers)?;
             server = Some(srv);
             publishers
@@ -313,6 +405,24 @@ pub fn run(primary: &str, req: TargetRequest, args: CaptureArgs) -> anyhow::Resu
         Some(o) => o.finish().context("writing the output")?,
         None => output_stats,
     };
+    let pcap_done = pcap_out
+        .map(|p| p.finish().context("writing the pcapng file"))
+        .transpose()?;
+    let out_stats = match &pcap_done {
+        // What the pcapng output wrote and dropped, in events.
+        Some(p) => {
+            let s = OutputStats::default();
+            s.delivered.store(
+                p.packets_written + p.secrets - p.secrets_dropped,
+                Ordering::Relaxed,
+            );
+            s.dropped
+                .store(p.packets_dropped + p.secrets_dropped, Ordering::Relaxed);
+            s.behind.store(p.packets_behind, Ordering::Relaxed);
+            Arc::new(s)
+        }
+        None => out_stats,
+    };
     std::io::stdout().flush().ok();
     if let Some((stop, t)) = server_thread {
         stop();
@@ -349,6 +459,24 @@ pub fn run(primary: &str, req: TargetRequest, args: CaptureArgs) -> anyhow::Resu
         sum(|s| &s.decode_errors),
         sum(|s| &s.filtered),
     );
+    if let (Some(p), Some(path)) = (pcap_done, &args.pcap.pcapfile) {
+        eprintln!(
+            "rcapture: pcapng {}: {} packets written of {} ({} dropped, {} while the writer was behind, \
+             {} written before their hold), {} key log lines in DSBs ({} repeats left out, {} secrets dropped), \
+             {} bytes, {} rotations",
+            path.display(),
+            p.packets_written,
+            p.packets,
+            p.packets_dropped,
+            p.packets_behind,
+            p.packets_early,
+            p.secret_lines_written,
+            p.duplicate_lines,
+            p.secrets_dropped,
+            p.bytes,
+            p.files_rotated,
+        );
+    }
     Ok(())
 }
 
@@ -362,7 +490,7 @@ fn build_server(
     cfg: ServerConfig,
     probes: &Arc<Mutex<Capture>>,
     filter: &Arc<LiveFilter>,
-    (hex, output): (&Arc<AtomicBool>, &Arc<OutputStats>),
+    (hex, output, pcap): (&Arc<AtomicBool>, &Arc<OutputStats>, &Option<Arc<PcapStats>>),
     workers: usize,
 ) -> anyhow::Result<Built> {
     let ctl = Arc::new(CaptureControl {
@@ -370,6 +498,7 @@ fn build_server(
         filter: Arc::clone(filter),
         hex: Arc::clone(hex),
         output: Arc::clone(output),
+        pcap: pcap.clone(),
         workers: Mutex::new(Vec::new()),
     });
     let (srv, publishers) = Server::bind(cfg, Arc::clone(&ctl) as _, workers)?;
@@ -495,7 +624,7 @@ mod tests {
     #[test]
     fn a_module_is_captured_once() {
         let (m, req, a) = parts(&["--modules", "tls"]);
-        let e = targets(m, req, &a).unwrap_err().to_string();
+        let e = targets(m, req, &a, None).unwrap_err().to_string();
         assert_eq!(e, "--modules: module tls is already captured");
     }
 

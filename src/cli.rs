@@ -69,6 +69,11 @@ pub enum OutputMode {
     Keylog,
     /// Nothing on stdout: only the server, the forwarder and the event file.
     None,
+    /// Packets of the -i interfaces as pcapng (--pcapfile), with the TLS
+    /// secrets in Decryption Secrets Blocks (Wireshark decrypts with no key
+    /// file), and connection events.
+    #[value(alias = "pcapng")]
+    Pcap,
 }
 
 /// `rcapture tls`: OpenSSL.
@@ -180,6 +185,8 @@ pub struct CaptureArgs {
     /// Key log file (NSS format) for -m keylog.
     #[arg(long, value_name = "FILE")]
     pub keylogfile: Option<PathBuf>,
+    #[command(flatten)]
+    pub pcap: PcapArgs,
     /// Permissions (octal) of the files rcapture writes: the key log, the
     /// event file and its rotations. The default 0600 lets only their owner
     /// (root) read the captured secrets and plaintext; an existing file is
@@ -209,6 +216,41 @@ impl CaptureArgs {
             pid: self.pid,
         }
     }
+}
+
+/// `-m pcap`: packets through tc (tcx) written as pcapng.
+#[derive(Debug, Args)]
+pub struct PcapArgs {
+    /// pcapng file for -m pcap (replaced if it exists).
+    #[arg(long, value_name = "FILE")]
+    pub pcapfile: Option<PathBuf>,
+    /// Network interface whose packets -m pcap captures, on ingress and
+    /// egress (repeatable, or a comma list); Ethernet and loopback devices.
+    #[arg(
+        short = 'i',
+        long = "ifname",
+        value_name = "IFACE",
+        value_delimiter = ','
+    )]
+    pub ifname: Vec<String>,
+    /// Bytes of each packet kept (-m pcap); the original length is recorded too.
+    #[arg(long, value_name = "BYTES", default_value_t = rcapture_ebpf::MAX_SNAP_LEN,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(rcapture_ebpf::MAX_SNAP_LEN)))]
+    pub snaplen: u32,
+    /// Which packets -m pcap captures, filtered in the kernel: pcap-filter
+    /// syntax with tcp, udp, icmp, icmp6, ip, ip6, [src|dst] port N,
+    /// [src|dst] host ADDR, and/or/not and parentheses (default: tcp).
+    #[arg(long, value_name = "EXPR")]
+    pub pcap_filter: Option<rcapture_ebpf::pktfilter::PacketFilter>,
+    /// Rotate the pcapng file when it would grow past this many bytes
+    /// (FILE.1, FILE.2, …, 10 kept); 0: never.
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    pub pcap_max_bytes: u64,
+    /// Milliseconds a packet waits for its TLS session's secrets before it
+    /// is written (secrets are known only once the handshake is done, and
+    /// Wireshark needs them before the handshake's packets).
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub pcap_hold_ms: u64,
 }
 
 /// Body format of forwarded batches.
@@ -262,6 +304,10 @@ pub struct ForwardArgs {
     /// Only these modules (comma-separated, e.g. tls,bash).
     #[arg(long, value_name = "LIST", value_delimiter = ',', requires = "forward")]
     pub forward_modules: Vec<String>,
+    /// Only these event types (comma-separated: data, masterkey, conn,
+    /// packet, bash, query); default: all but packet, sent only when named.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', requires = "forward")]
+    pub forward_types: Vec<String>,
     /// CA bundle (PEM) for an https:// collector; default: the system's roots.
     #[arg(long, value_name = "FILE", requires = "forward")]
     pub forward_ca: Option<PathBuf>,
@@ -594,7 +640,9 @@ mod tests {
         };
         assert_eq!(mode("none").unwrap(), OutputMode::None);
         assert_eq!(mode("keylog").unwrap(), OutputMode::Keylog);
-        let e = mode("pcap").unwrap_err().to_string();
-        assert!(e.contains("text, keylog, none"), "{e}");
+        assert_eq!(mode("pcap").unwrap(), OutputMode::Pcap);
+        assert_eq!(mode("pcapng").unwrap(), OutputMode::Pcap);
+        let e = mode("json").unwrap_err().to_string();
+        assert!(e.contains("text, keylog, none, pcap"), "{e}");
     }
 }

@@ -6,6 +6,7 @@ use rcapture_core::output::OutputStats;
 use rcapture_core::worker::{LiveFilter, WorkerStats};
 use rcapture_ebpf::Capture;
 use rcapture_net::control::{CaptureCounters, Control, LiveSettings, ModuleStatus};
+use rcapture_net::pcapng::PcapStats;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -16,6 +17,8 @@ pub struct CaptureControl {
     pub hex: Arc<AtomicBool>,
     /// The stdout text or key log output's counters.
     pub output: Arc<OutputStats>,
+    /// The pcapng output's counters (-m pcap).
+    pub pcap: Option<Arc<PcapStats>>,
     /// Set once the workers exist.
     pub workers: Mutex<Vec<Arc<CachePadded<WorkerStats>>>>,
 }
@@ -58,6 +61,7 @@ impl Control for CaptureControl {
             .clone();
         let sum = |f: fn(&WorkerStats) -> u64| workers.iter().map(|w| f(w)).sum::<u64>();
         let kernel = self.with_probes(|p| p.counters()).unwrap_or_default();
+        let pcap = self.pcap.as_ref().map(|p| p.snapshot());
         CaptureCounters {
             captured: sum(|w| w.events.load(Relaxed)),
             lost_kernel_per_cpu: kernel
@@ -74,7 +78,11 @@ impl Control for CaptureControl {
             orphan_records: sum(|w| w.orphan_records.load(Relaxed)),
             orphan_bytes: sum(|w| w.orphan_bytes.load(Relaxed)),
             evicted_calls: sum(|w| w.evicted_calls.load(Relaxed)),
-            output_dropped: self.output.dropped.load(Relaxed),
+            output_dropped: self.output.dropped.load(Relaxed)
+                + pcap
+                    .as_ref()
+                    .map_or(0, |p| p.packets_dropped + p.secrets_dropped),
+            pcap,
         }
     }
 

@@ -30,6 +30,7 @@ pub fn forward_config(a: &ForwardArgs) -> anyhow::Result<Option<ForwardConfig>> 
         "url": url,
         "format": format,
         "modules": a.forward_modules,
+        "types": a.forward_types,
         "batch_size": a.batch_size,
         "batch_timeout_ms": a.batch_timeout_ms,
         "gzip": a.gzip,

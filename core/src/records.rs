@@ -264,6 +264,43 @@ pub struct PacketRecord {
     pub _pad: [u8; 3],
 }
 
+/// Most tests of a packet filter (`RC_PKT_TESTS_MAX`).
+pub const PKT_TESTS_MAX: usize = 32;
+/// [`PacketTest::op`]: IP protocol (IPv4 protocol / IPv6 next header) == value.
+pub const PT_PROTO: u8 = 1;
+/// [`PacketTest::op`]: IPv4 (value 2) or IPv6 (value 10).
+pub const PT_FAMILY: u8 = 2;
+/// [`PacketTest::op`]: TCP/UDP source or destination port == value.
+pub const PT_PORT: u8 = 3;
+/// [`PacketTest::op`]: TCP/UDP source port == value.
+pub const PT_SPORT: u8 = 4;
+/// [`PacketTest::op`]: TCP/UDP destination port == value.
+pub const PT_DPORT: u8 = 5;
+/// [`PacketTest::op`]: source or destination address == addr (family in value).
+pub const PT_HOST: u8 = 6;
+/// [`PacketTest::op`]: source address == addr.
+pub const PT_SHOST: u8 = 7;
+/// [`PacketTest::op`]: destination address == addr.
+pub const PT_DHOST: u8 = 8;
+
+/// `struct rc_pkt_test`: one test of the packet filter (a load-time global
+/// array in disjunctive normal form, see records.h); the loader writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable, Default)]
+#[repr(C)]
+pub struct PacketTest {
+    /// `PT_*`.
+    pub op: u8,
+    /// Non-zero: the test's result is inverted.
+    pub negate: u8,
+    /// Non-zero: the last test of its conjunction.
+    pub last: u8,
+    pub _pad: u8,
+    /// Protocol, family or port (host order).
+    pub value: u32,
+    /// IPv4: the first 4 bytes.
+    pub addr: [u8; 16],
+}
+
 /// `struct rc_filter`: the live filter map value (0 = any); the loader
 /// (rcapture-ebpf) writes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable, Default)]
@@ -372,6 +409,11 @@ pub fn layout_table() -> Vec<LayoutRow> {
             PacketRecord,
             [hdr, chunk, ifindex, direction, _pad]
         ),
+        t!(
+            "rc_pkt_test",
+            PacketTest,
+            [op, negate, last, _pad, value, addr]
+        ),
         t!("rc_filter", FilterValue, [pid, uid, stopped, _pad]),
         t!(
             "rc_counters",
@@ -411,6 +453,7 @@ const _: () = {
     assert!(offset_of!(ConnRecord, tuple) == 56);
     assert!(size_of::<PacketRecord>() == 64);
     assert!(offset_of!(PacketRecord, chunk) == CHUNK_OFFSET);
+    assert!(size_of::<PacketTest>() == 24);
     assert!(size_of::<FilterValue>() == 16);
     assert!(size_of::<KernelCounters>() == 32);
 };

@@ -106,24 +106,35 @@ static __always_inline bool rc_output(void *ring, void *rec, __u64 size, __u64 p
 	return false;
 }
 
+static __always_inline struct rc_filter *rc_filter_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&rc_filter, &zero);
+}
+
+/* Counts a call the live filter skipped; returns false. */
+static __always_inline bool rc_filtered(void)
+{
+	struct rc_counters *cnt = rc_counters_get();
+
+	if (cnt)
+		cnt->filtered++;
+	return false;
+}
+
 /* Live pid/uid filter; counts skipped calls. */
 static __always_inline bool rc_filter_pass(__u64 pid_tgid)
 {
-	__u32 zero = 0;
-	struct rc_filter *f = bpf_map_lookup_elem(&rc_filter, &zero);
-	struct rc_counters *cnt;
+	struct rc_filter *f = rc_filter_get();
 
 	if (!f)
 		return true;
 	if (f->stopped)
 		return false;
 	if ((f->pid && f->pid != (__u32)(pid_tgid >> 32)) ||
-	    (f->uid && f->uid != (__u32)bpf_get_current_uid_gid())) {
-		cnt = rc_counters_get();
-		if (cnt)
-			cnt->filtered++;
-		return false;
-	}
+	    (f->uid && f->uid != (__u32)bpf_get_current_uid_gid()))
+		return rc_filtered();
 	return true;
 }
 
@@ -149,6 +160,29 @@ static __always_inline void rc_fill_hdr(struct rc_hdr *hdr, __u16 kind, __u64 pi
 }
 
 /*
+ * The addresses of socket sk in *tuple, local side first (family 0 if it is
+ * not an inet socket); *tuple must be zeroed by the caller.
+ */
+static __always_inline void rc_sock_tuple(const struct sock *sk, struct rc_tuple *tuple)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	if (family == AF_INET) {
+		/* BPF_CORE_READ_INTO would copy sizeof(*dst) = 1 byte into an array. */
+		bpf_core_read(tuple->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(tuple->daddr, 4, &sk->__sk_common.skc_daddr);
+	} else if (family == AF_INET6) {
+		bpf_core_read(tuple->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(tuple->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+	} else {
+		return;
+	}
+	tuple->family = family;
+	tuple->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	tuple->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+}
+
+/*
  * The kernel socket behind fd in the current task, with its addresses in
  * *tuple (family 0 if not an inet socket). Returns the struct sock address,
  * 0 if fd is not a socket.
@@ -161,7 +195,7 @@ static __always_inline __u64 rc_sock_of_fd(__s32 fd, struct rc_tuple *tuple)
 	struct file *file = NULL;
 	struct socket *sock;
 	struct sock *sk;
-	__u16 family, mode;
+	__u16 mode;
 
 	__builtin_memset(tuple, 0, sizeof(*tuple));
 	if (fd < 0)
@@ -181,21 +215,7 @@ static __always_inline __u64 rc_sock_of_fd(__s32 fd, struct rc_tuple *tuple)
 	sk = BPF_CORE_READ(sock, sk);
 	if (!sk)
 		return 0;
-
-	family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	if (family == AF_INET) {
-		/* BPF_CORE_READ_INTO would copy sizeof(*dst) = 1 byte into an array. */
-		bpf_core_read(tuple->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
-		bpf_core_read(tuple->daddr, 4, &sk->__sk_common.skc_daddr);
-	} else if (family == AF_INET6) {
-		bpf_core_read(tuple->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
-		bpf_core_read(tuple->daddr, 16, &sk->__sk_common.skc_v6_daddr);
-	} else {
-		return (__u64)sk;
-	}
-	tuple->family = family;
-	tuple->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	tuple->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	rc_sock_tuple(sk, tuple);
 	return (__u64)sk;
 }
 

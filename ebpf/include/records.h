@@ -163,11 +163,12 @@ struct rc_query {
 };
 
 /* rc_conn.event */
-#define RC_CONN_CONNECT 0
-#define RC_CONN_ACCEPT 1
-#define RC_CONN_CLOSE 2
+#define RC_CONN_CONNECT 0 /* connect(2) returned 0 or EINPROGRESS: the caller's pid */
+#define RC_CONN_ACCEPT 1  /* accept(2)/accept4(2) returned fd: the acceptor's pid */
+#define RC_CONN_CLOSE 2   /* close(2) of the socket's fd, or the socket was destroyed
+			   * without one (exit, close_range): the pid seen at connect/accept */
 
-/* A connection opened or closed: 96 bytes. */
+/* A TCP connection opened or closed: 96 bytes. */
 struct rc_conn {
 	struct rc_hdr hdr;
 	__u64 sock;
@@ -184,6 +185,35 @@ struct rc_packet {
 	__u32 ifindex;
 	__u8 direction;   /* RC_DIR_RECV ingress, RC_DIR_SEND egress */
 	__u8 _pad[3];
+};
+
+/*
+ * Packet filter (-m pcap --pcap-filter), a load-time global array of tests
+ * in disjunctive normal form: the tests of one conjunction follow each
+ * other, the last one has `last` set; a packet passes if every test of some
+ * conjunction passes (no test at all: every packet passes). A test's result
+ * is inverted when `negate` is set.
+ */
+#define RC_PKT_TESTS_MAX 32
+
+/* rc_pkt_test.op */
+#define RC_PT_PROTO 1   /* IP protocol (IPv4 protocol / IPv6 next header) == value */
+#define RC_PT_FAMILY 2  /* IPv4 (value 2) or IPv6 (value 10) */
+#define RC_PT_PORT 3    /* TCP/UDP source or destination port == value */
+#define RC_PT_SPORT 4
+#define RC_PT_DPORT 5
+#define RC_PT_HOST 6    /* source or destination address == addr (family in value) */
+#define RC_PT_SHOST 7
+#define RC_PT_DHOST 8
+
+/* 24 bytes. */
+struct rc_pkt_test {
+	__u8 op;        /* RC_PT_* */
+	__u8 negate;
+	__u8 last;      /* last test of its conjunction */
+	__u8 _pad;
+	__u32 value;    /* protocol, family or port (host order) */
+	__u8 addr[16];  /* IPv4: first 4 bytes */
 };
 
 /* Live filter, one entry in the array map "rc_filter": 0 = any.

@@ -4,12 +4,14 @@
 use std::{fmt, io, num::NonZeroU32, path::PathBuf};
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader,
     maps::{Array, ArrayOfMaps, Map, MapData, PerCpuArray, RingBuf},
     programs::{
-        ProgramError, RawTracePoint, UProbe,
+        BtfTracePoint, LinkOrder, ProgramError, RawTracePoint, SchedClassifier, UProbe,
         links::FdLink,
         raw_trace_point::RawTracePointLink,
+        tc::{SchedClassifierLink, TcAttachOptions, TcAttachType},
+        tp_btf::BtfTracePointLink,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeScope},
     },
 };
@@ -112,6 +114,8 @@ pub struct ModuleInfo {
 enum ProbeLink {
     U(UProbeLink),
     Raw(RawTracePointLink),
+    Btf(BtfTracePointLink),
+    Tc(SchedClassifierLink),
 }
 
 /// One module's loaded object.
@@ -200,6 +204,7 @@ impl Capture {
                 match value {
                     Global::U32(v) => loader.override_global(name, v, true),
                     Global::U64(v) => loader.override_global(name, v, true),
+                    Global::Bytes(v) => loader.override_global(name, v.as_slice(), true),
                 };
             }
             let mut ebpf = loader
@@ -357,6 +362,8 @@ impl Capture {
                 let fd = match link {
                     ProbeLink::U(l) => FdLink::try_from(l),
                     ProbeLink::Raw(l) => Ok(FdLink::from(l)),
+                    ProbeLink::Btf(l) => Ok(FdLink::from(l)),
+                    ProbeLink::Tc(l) => FdLink::try_from(l),
                 };
                 if let Ok(fd) = fd {
                     fd_links.push(fd);
@@ -431,8 +438,9 @@ fn attach_all(
         .and_then(NonZeroU32::new)
         .map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
     let mut links = Vec::with_capacity(target.attach.len());
+    let mut btf = None;
     for a in &target.attach {
-        match attach_one(ebpf, module, a, scope) {
+        match attach_one(ebpf, module, a, scope, &mut btf) {
             Ok(link) => links.push(link),
             Err(e) if !a.required => warnings.push(LoadWarning::OptionalProbe {
                 module,
@@ -462,6 +470,7 @@ fn attach_one(
     module: &'static str,
     a: &Attach,
     scope: UProbeScope,
+    btf: &mut Option<Btf>,
 ) -> Result<ProbeLink, Error> {
     let name = a.program;
     let prog = ebpf
@@ -497,6 +506,40 @@ fn attach_one(
             let id = raw_tp.attach(tp).map_err(err(tp))?;
             let link = raw_tp.take_link(id).map_err(err(tp))?;
             Ok(ProbeLink::Raw(link))
+        }
+        AttachPoint::TpBtf(tp) => {
+            let at = a.point.to_string();
+            let prog: &mut BtfTracePoint = prog.try_into().map_err(err("load"))?;
+            // The tracepoint is fixed at load: one attach point per program.
+            if prog.fd().is_err() {
+                let btf = match btf {
+                    Some(b) => b,
+                    None => btf
+                        .insert(Btf::from_sys_fs().map_err(|e| err("load")(ProgramError::Btf(e)))?),
+                };
+                prog.load(tp, btf).map_err(err("load"))?;
+            }
+            let id = prog.attach().map_err(err(&at))?;
+            let link = prog.take_link(id).map_err(err(&at))?;
+            Ok(ProbeLink::Btf(link))
+        }
+        AttachPoint::Tcx { interface, ingress } => {
+            let at = a.point.to_string();
+            let prog: &mut SchedClassifier = prog.try_into().map_err(err("load"))?;
+            if prog.fd().is_err() {
+                prog.load().map_err(err("load"))?;
+            }
+            let kind = if *ingress {
+                TcAttachType::Ingress
+            } else {
+                TcAttachType::Egress
+            };
+            let order = TcAttachOptions::TcxOrder(LinkOrder::default());
+            let id = prog
+                .attach_with_options(interface, kind, order)
+                .map_err(err(&at))?;
+            let link = prog.take_link(id).map_err(err(&at))?;
+            Ok(ProbeLink::Tc(link))
         }
     }
 }

@@ -107,6 +107,17 @@ pub enum AttachPoint {
     },
     /// A raw tracepoint (e.g. `sys_enter`).
     RawTracepoint(&'static str),
+    /// A BTF-typed raw tracepoint (`tp_btf`, e.g. `inet_sock_set_state`):
+    /// the program is loaded for this tracepoint's `btf_trace_NAME` type.
+    TpBtf(&'static str),
+    /// A tc program on a network interface through tcx (`BPF_TCX_INGRESS`
+    /// or `BPF_TCX_EGRESS`), after the programs already there.
+    Tcx {
+        /// The interface name.
+        interface: String,
+        /// Ingress, else egress.
+        ingress: bool,
+    },
 }
 
 impl fmt::Display for AttachPoint {
@@ -125,15 +136,23 @@ impl fmt::Display for AttachPoint {
                 path.display()
             ),
             Self::RawTracepoint(name) => write!(f, "raw tracepoint {name}"),
+            Self::TpBtf(name) => write!(f, "tp_btf {name}"),
+            Self::Tcx { interface, ingress } => write!(
+                f,
+                "tcx {} {interface}",
+                if *ingress { "ingress" } else { "egress" }
+            ),
         }
     }
 }
 
 /// A load-time global's value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Global {
     U32(u32),
     U64(u64),
+    /// The bytes of an array or struct global (exactly its size).
+    Bytes(Vec<u8>),
 }
 
 /// Every module this build has.
@@ -144,6 +163,7 @@ pub static MODULES: &[&ModuleDesc] = &[
     &crate::target::mysqld::MODULE,
     &crate::target::postgres::MODULE,
     &crate::target::bash::MODULE,
+    &crate::target::conn::MODULE,
 ];
 
 /// The module with this wire name.

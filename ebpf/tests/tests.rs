@@ -1,5 +1,6 @@
 //! Integration tests of the BPF probes against real programs (root only).
 
+mod conn;
 mod mysqld;
 mod nss;
 mod openssl;

@@ -43,8 +43,11 @@ pub struct CaptureCounters {
     /// Calls emitted early because every reassembly slot was busy.
     pub evicted_calls: u64,
     /// Events the stdout text (or key log) output did not write: it was
-    /// behind (a slow terminal, a pipe nobody reads) or a write failed.
+    /// behind (a slow terminal, a pipe nobody reads) or a write failed
+    /// (with -m pcap: packets and secrets the pcapng output dropped).
     pub output_dropped: u64,
+    /// The pcapng output (-m pcap).
+    pub pcap: Option<crate::pcapng::PcapCounters>,
 }
 
 impl CaptureCounters {

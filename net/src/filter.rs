@@ -5,7 +5,9 @@ use crate::publish::EntryMeta;
 use rcapture_core::event::{EventKind, Module};
 use serde_json::{Map, Value, json};
 
-/// What a client wants; empty sets mean everything.
+/// What a client wants; empty sets mean everything, except that packet
+/// events (`-m pcap`, raw frames at packet rate) go only to clients whose
+/// `types` name `packet`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientFilter {
     pub modules: Vec<Module>,
@@ -23,7 +25,7 @@ impl ClientFilter {
     /// Whether an entry passes (rate limiting is applied by the caller).
     pub fn passes(&self, m: &EntryMeta) -> bool {
         (self.modules.is_empty() || self.modules.contains(&m.module))
-            && (self.types.is_empty() || self.types.contains(&m.kind))
+            && kind_wanted(&self.types, m.kind)
             && (self.pids.is_empty() || self.pids.contains(&m.pid))
             && (self.uids.is_empty() || self.uids.contains(&m.uid))
     }
@@ -81,6 +83,16 @@ impl ClientFilter {
             }
         }
         Ok(f)
+    }
+}
+
+/// Whether a `types` list takes events of `kind`: a list naming it, or an
+/// empty list for every kind but [`EventKind::Packet`] (asked for by name).
+pub fn kind_wanted(types: &[EventKind], kind: EventKind) -> bool {
+    if types.is_empty() {
+        kind != EventKind::Packet
+    } else {
+        types.contains(&kind)
     }
 }
 
@@ -190,6 +202,19 @@ mod tests {
         let j = parse_subscribe(r#"{"op":"subscribe","filter":{"modules":["tls","bash"],"pids":[1234,99],"uids":[0],"types":["data","masterkey"],"max_rate":5000}}"#).unwrap();
         assert_eq!(q, j);
         assert_eq!(ClientFilter::from_json(&q.to_json()).unwrap(), q);
+    }
+
+    /// Packets go only to a filter that names them; an empty one takes
+    /// every other kind.
+    #[test]
+    fn packets_only_when_asked() {
+        for k in EventKind::ALL {
+            assert_eq!(kind_wanted(&[], k), k != EventKind::Packet, "{k:?}");
+        }
+        assert!(kind_wanted(&[EventKind::Packet], EventKind::Packet));
+        assert!(!kind_wanted(&[EventKind::Packet], EventKind::Data));
+        let f = ClientFilter::from_query("types=packet,conn").unwrap();
+        assert_eq!(f.types, [EventKind::Packet, EventKind::Conn]);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::eventfile::{EventFile, EventFileConfig};
 use crate::forward::{ForwardConfig, Forwarder};
 use crate::metrics::ForwardTotals;
 use crate::publish::{Batch, BatchPoolConfig, PublishStats, Publisher, Wake};
+use rcapture_core::event::EventKind;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,6 +62,10 @@ pub struct Hub {
     /// `intake_batches` of every forwarder the hub or the API starts.
     pub(crate) forward_intake: usize,
     pub(crate) event_file: Option<EventFile>,
+    /// Whether an output asks for packet events (the publishers encode
+    /// them only then): the forwarder, or (set by the server's loop) a
+    /// WebSocket client.
+    pub(crate) packets_wanted: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 }
 
@@ -85,6 +90,11 @@ impl Hub {
         let pool = cfg.pool;
         let (tx, rx) = sync_channel(workers.max(1) * pool.batches);
         let publish = Arc::new(PublishStats::default());
+        let forward_packets = cfg
+            .forward
+            .as_ref()
+            .is_some_and(|f| f.types.contains(&EventKind::Packet));
+        let packets_wanted = Arc::new(AtomicBool::new(forward_packets));
         let mut returns = Vec::with_capacity(workers);
         let mut publishers = Vec::with_capacity(workers);
         for w in 0..workers {
@@ -103,6 +113,7 @@ impl Hub {
                 free_rx,
                 Arc::clone(&wake),
                 Arc::clone(&publish),
+                Arc::clone(&packets_wanted),
                 pool,
             ));
         }
@@ -142,6 +153,7 @@ impl Hub {
             forward_totals: ForwardTotals::default(),
             forward_intake,
             event_file,
+            packets_wanted,
             stop: Arc::new(AtomicBool::new(false)),
         };
         Ok((hub, publishers))
@@ -251,6 +263,17 @@ impl Hub {
                 }
             }
         }
+    }
+
+    /// Tells the publishers whether to encode packet events: the
+    /// forwarder asks for them, or `clients` does.
+    pub(crate) fn want_packets(&self, clients: bool) {
+        let forward = self
+            .forwarder
+            .as_ref()
+            .is_some_and(|f| f.config().types.contains(&EventKind::Packet));
+        self.packets_wanted
+            .store(clients || forward, Ordering::Relaxed);
     }
 
     /// Events the publishers dropped (no free batch, channel full).

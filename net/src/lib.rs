@@ -26,6 +26,7 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod pace;
+pub mod pcapng;
 pub mod peer;
 pub mod pid_labels;
 pub mod publish;

@@ -12,7 +12,7 @@ use rcapture_core::encode;
 use rcapture_core::event::{EventFields, EventKind, Module};
 use rcapture_core::worker::EventSink;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
 
 /// What the loop needs to know of an entry without decoding it.
@@ -154,6 +154,8 @@ pub struct Publisher {
     current: Option<Batch>,
     waker: Arc<dyn Wake>,
     stats: Arc<PublishStats>,
+    /// Packet events are encoded only while an output asks for them.
+    packets: Arc<AtomicBool>,
     pool: BatchPoolConfig,
 }
 
@@ -172,6 +174,7 @@ impl Publisher {
         free: Receiver<Batch>,
         waker: Arc<dyn Wake>,
         stats: Arc<PublishStats>,
+        packets: Arc<AtomicBool>,
         pool: BatchPoolConfig,
     ) -> Self {
         Self {
@@ -181,6 +184,7 @@ impl Publisher {
             current: None,
             waker,
             stats,
+            packets,
             pool,
         }
     }
@@ -209,6 +213,9 @@ impl Publisher {
 
 impl EventSink for Publisher {
     fn event(&mut self, ev: &EventFields<'_>, kind: EventKind) {
+        if kind == EventKind::Packet && !self.packets.load(Relaxed) {
+            return; // no output asks for packets (see `crate::filter::kind_wanted`)
+        }
         if self.current.is_none() {
             match self.free.try_recv() {
                 Ok(mut b) => {

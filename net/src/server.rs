@@ -27,6 +27,7 @@ use crate::ws;
 use listen::bind;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
+use rcapture_core::event::EventKind;
 use requests::Bucket;
 use std::collections::HashMap;
 use std::io;
@@ -295,6 +296,11 @@ impl Server {
             }
             self.flush_all();
             self.hub.reclaim();
+            let clients = self.conns.iter().flatten().any(|c| {
+                c.ws.as_ref()
+                    .is_some_and(|w| w.filter.types.contains(&EventKind::Packet))
+            });
+            self.hub.want_packets(clients);
             let now = Instant::now();
             if now.duration_since(last_tick) >= Duration::from_millis(100) {
                 last_tick = now;

@@ -12,6 +12,7 @@ mod mysqld;
 mod nss;
 mod outputs;
 mod overflow;
+mod pcap;
 mod postgres;
 mod protocol;
 mod queries;

@@ -12,7 +12,7 @@
 //! - `--libssl PATH` that does not exist here → that process's libssl.so.3;
 //! - `--forward URL` → the same path and query on a local collector that
 //!   answers every request 200;
-//! - `--keylogfile`, `--event-file` → files of the same name in a temp dir.
+//! - `--keylogfile`, `--event-file`, `--pcapfile` → files of the same name in a temp dir.
 
 #[path = "../../src/cli.rs"]
 #[allow(dead_code)]
@@ -281,7 +281,9 @@ fn substitute(argv: &[String], dir: &TempDir, pid: u32, libssl: &Path, port: u16
     while let Some(a) = it.next() {
         out.push(a.clone());
         let v = match a.as_str() {
-            "--pid" | "--keylogfile" | "--event-file" | "--forward" | "--libssl" => it.next(),
+            "--pid" | "--keylogfile" | "--event-file" | "--pcapfile" | "--forward" | "--libssl" => {
+                it.next()
+            }
             _ => None,
         };
         let Some(v) = v else { continue };

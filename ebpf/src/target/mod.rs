@@ -2,6 +2,7 @@
 //! process helpers they share.
 
 pub mod bash;
+pub mod conn;
 pub mod gnutls;
 pub mod mysqld;
 pub mod nss;

@@ -34,6 +34,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+pub(crate) mod file;
 mod ring;
 pub mod rotate;
 mod writer;
@@ -47,6 +48,13 @@ use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use writer::{Msg, Writer};
+
+/// Whether the event file takes an entry: every kind but packets (`-m
+/// pcap` writes those to its pcapng file; they are in a batch only while a
+/// WebSocket client or the forwarder asks for them).
+pub(crate) fn written(m: &crate::publish::EntryMeta) -> bool {
+    m.kind != rcapture_core::event::EventKind::Packet
+}
 
 /// Rotated files kept by default (`PATH.1` … `PATH.10`).
 pub const DEFAULT_KEEP: usize = 10;
@@ -135,6 +143,12 @@ struct Shared {
 }
 
 impl Shared {
+    fn set_error(&self, e: &io::Error) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(e.to_string());
+        }
+    }
+
     fn last_error(&self) -> Option<String> {
         self.last_error.lock().ok().and_then(|e| e.clone())
     }
@@ -182,7 +196,7 @@ impl EventFile {
     /// Queues `batch` for writing; never blocks. When the queue is full the
     /// batch's events are dropped and counted (their `seq`s become a gap).
     pub fn offer(&self, batch: &Arc<Batch>) {
-        let n = batch.entries.len() as u64;
+        let n = batch.entries.iter().filter(|m| written(m)).count() as u64;
         if n == 0 {
             return;
         }

@@ -33,11 +33,15 @@ pub fn is_tls_module(m: Module) -> bool {
     )
 }
 
-/// Whether the forwarder takes an entry: its module is forwarded and, for
+/// Whether the forwarder takes an entry: its module and kind are forwarded
+/// (packets only when `types` names them) and, for
 /// `http_proxy`, it is a data event of a selected protocol (`https` = a
 /// TLS module's capture, `http` = any other).
 pub fn wants(cfg: &ForwardConfig, m: &EntryMeta) -> bool {
     if !cfg.modules.is_empty() && !cfg.modules.contains(&m.module) {
+        return false;
+    }
+    if !crate::filter::kind_wanted(&cfg.types, m.kind) {
         return false;
     }
     if cfg.format != ForwardFormat::HttpProxy {

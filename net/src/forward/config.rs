@@ -3,7 +3,7 @@
 
 use super::retry::RetryPolicy;
 use crate::config::{ConfigError, integer};
-use rcapture_core::event::Module;
+use rcapture_core::event::{EventKind, Module};
 use serde_json::{Map, Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -184,6 +184,9 @@ pub struct ForwardConfig {
     pub format: ForwardFormat,
     /// Modules forwarded (empty = all).
     pub modules: Vec<Module>,
+    /// Event kinds forwarded (empty = all but `packet`, which is sent only
+    /// when named).
+    pub types: Vec<EventKind>,
     pub batch_size: usize,
     pub batch_timeout: Duration,
     pub gzip: bool,
@@ -236,6 +239,7 @@ impl ForwardConfig {
             url,
             format,
             modules: Vec::new(),
+            types: Vec::new(),
             batch_size: 100,
             batch_timeout: Duration::from_millis(1000),
             gzip: false,
@@ -275,6 +279,7 @@ impl ForwardConfig {
             "url": c.url.raw,
             "format": c.format.name(),
             "modules": c.modules.iter().map(|m| m.name()).collect::<Vec<_>>(),
+            "types": c.types.iter().map(|t| t.name()).collect::<Vec<_>>(),
             "batch_size": c.batch_size,
             "batch_timeout_ms": c.batch_timeout.as_millis() as u64,
             "gzip": c.gzip,
@@ -357,6 +362,25 @@ impl ForwardConfig {
                         })
                         .collect::<Result<_, _>>()?;
                 }
+                "types" => {
+                    let arr = v
+                        .as_array()
+                        .ok_or_else(|| field("an array of event types"))?;
+                    c.types = arr
+                        .iter()
+                        .map(|t| {
+                            let s = t.as_str().ok_or_else(|| field("an array of event types"))?;
+                            EventKind::from_name(s).ok_or_else(|| {
+                                let known: Vec<_> =
+                                    EventKind::ALL.iter().map(|k| k.name()).collect();
+                                ConfigError::Check(format!(
+                                    "event_forward.types: unknown type {s:?} (known: {})",
+                                    known.join(", ")
+                                ))
+                            })
+                        })
+                        .collect::<Result<_, _>>()?;
+                }
                 "batch_size" => {
                     let n = integer(v, &format!("event_forward.{k}"), 1, MAX_BATCH_SIZE as u64)?;
                     c.batch_size = n as usize;
@@ -411,7 +435,7 @@ impl ForwardConfig {
                 }
                 other => {
                     return Err(ConfigError::Decode(format!(
-                        "unknown event_forward key {other:?} (known: enabled, url, format, modules, batch_size, batch_timeout_ms, gzip, concurrency, headers, filter)"
+                        "unknown event_forward key {other:?} (known: enabled, url, format, modules, types, batch_size, batch_timeout_ms, gzip, concurrency, headers, filter)"
                     )));
                 }
             }
@@ -506,6 +530,30 @@ mod tests {
             format!("url is {} bytes long, over the 8192-byte limit", long.len())
         );
         assert!(CollectorUrl::parse("http://x:99999/").is_err());
+    }
+
+    /// `types` selects event kinds (packets only when named); a bad name is
+    /// refused, naming the known ones.
+    #[test]
+    fn event_forward_types() {
+        let v: Value = serde_json::from_str(
+            r#"{"enabled": true, "url": "http://c/", "types": ["packet", "conn"]}"#,
+        )
+        .unwrap();
+        let c = ForwardConfig::patched(None, &v).unwrap().unwrap();
+        assert_eq!(c.types, [EventKind::Packet, EventKind::Conn]);
+        assert_eq!(
+            ForwardConfig::to_json(Some(&c))["types"],
+            json!(["packet", "conn"])
+        );
+        let v: Value =
+            serde_json::from_str(r#"{"enabled": true, "url": "http://c/", "types": ["frames"]}"#)
+                .unwrap();
+        let e = ForwardConfig::patched(None, &v).unwrap_err().to_string();
+        assert!(
+            e.contains("unknown type \"frames\" (known: data, masterkey, conn, packet"),
+            "{e}"
+        );
     }
 
     #[test]

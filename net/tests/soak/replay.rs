@@ -261,6 +261,7 @@ impl Control for SoakControl {
             orphan_bytes: self.sum(|w| &w.orphan_bytes),
             evicted_calls: self.sum(|w| &w.evicted_calls),
             output_dropped: 0,
+            pcap: None,
         }
     }
 
