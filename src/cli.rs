@@ -19,6 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// Capture OpenSSL (libssl.so.3) plaintext and secrets.
     Tls(TlsArgs),
+    /// Capture Go crypto/tls plaintext and key logs from a Go program.
+    Gotls(GotlsArgs),
 }
 
 impl Command {
@@ -27,6 +29,7 @@ impl Command {
     pub fn into_parts(self) -> (&'static str, TargetRequest, CaptureArgs) {
         match self {
             Command::Tls(a) => ("tls", a.capture.request(a.libssl), a.capture),
+            Command::Gotls(a) => ("gotls", a.capture.request(a.elfpath), a.capture),
         }
     }
 }
@@ -59,6 +62,16 @@ pub struct TlsArgs {
     /// libssl.so.3 to probe (default: the one of --pid, else the system's).
     #[arg(long, value_name = "PATH")]
     pub libssl: Option<PathBuf>,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+}
+
+/// `rcapture gotls`: Go crypto/tls.
+#[derive(Debug, Args)]
+pub struct GotlsArgs {
+    /// The Go executable to probe (default: the one of --pid, /proc/PID/exe).
+    #[arg(long, value_name = "PATH")]
+    pub elfpath: Option<PathBuf>,
     #[command(flatten)]
     pub capture: CaptureArgs,
 }

@@ -90,6 +90,33 @@ pub enum Error {
         /// The file searched.
         path: PathBuf,
     },
+    /// A module that probes an executable was given neither its path nor a process.
+    #[error("module {module}: no target: give {what} with {flag} PATH or a process with --pid N")]
+    NoTarget {
+        /// The module.
+        module: &'static str,
+        /// What it probes, e.g. "the Go binary".
+        what: &'static str,
+        /// The flag that names it.
+        flag: &'static str,
+    },
+    /// A Go function the module hooks is not in the binary.
+    #[error(
+        "module {module}: {function} not found in {path} ({version}, searched {searched}); \
+         does the program use crypto/tls?"
+    )]
+    GoFunction {
+        /// The module.
+        module: &'static str,
+        /// The function, e.g. `crypto/tls.(*Conn).Read`.
+        function: String,
+        /// The binary.
+        path: PathBuf,
+        /// Its Go version.
+        version: String,
+        /// Where the function was looked for.
+        searched: &'static str,
+    },
     /// A target that the module cannot probe for another reason.
     #[error("module {module}: {path}: {reason}")]
     Unsupported {

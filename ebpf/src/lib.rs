@@ -35,4 +35,5 @@ pub use capture::{Capture, CaptureOptions, LoadWarning, ModuleInfo};
 pub use error::Error;
 pub use maps::{Counters, Filter};
 pub use ring::CpuRing;
+pub use target::gotls::{Function, FunctionSource, GoTarget};
 pub use target::openssl::OpensslTarget;

@@ -137,7 +137,10 @@ pub enum Global {
 }
 
 /// Every module this build has.
-pub static MODULES: &[&ModuleDesc] = &[&crate::target::openssl::MODULE];
+pub static MODULES: &[&ModuleDesc] = &[
+    &crate::target::openssl::MODULE,
+    &crate::target::gotls::MODULE,
+];
 
 /// The module with this wire name.
 pub fn module(name: &str) -> Option<&'static ModuleDesc> {

@@ -5,9 +5,11 @@
 //!   `EventFields` and built as the prost `Event` a client decodes;
 //! - [`alloc::CountingAlloc`]: the system allocator with a counting hook;
 //! - [`control::NoControl`]: a `Control` for servers without probes;
-//! - [`promtool`]: `promtool check metrics` on an exposition.
+//! - [`promtool`]: `promtool check metrics` on an exposition;
+//! - [`gobuild`]: the Go test programs of `tests/support/gotls/`, built with `go`.
 
 pub mod alloc;
 pub mod control;
 pub mod event;
+pub mod gobuild;
 pub mod promtool;

@@ -1,6 +1,7 @@
 //! Finding what each module probes, one file per module, and the ELF and
 //! process helpers they share.
 
+pub mod gotls;
 pub mod openssl;
 
 use std::collections::HashMap;
@@ -19,7 +20,6 @@ use crate::module::{Attach, AttachPoint, ModuleDesc, TargetRequest};
 /// offsets.
 pub(crate) struct Elf {
     path: PathBuf,
-    #[allow(dead_code)] // used by the resolvers of the modules to come
     bytes: Vec<u8>,
     /// name → st_value, defined symbols only (`.dynsym` wins).
     symbols: HashMap<String, u64>,
@@ -71,7 +71,6 @@ impl Elf {
         &self.path
     }
 
-    #[allow(dead_code)] // used by the resolvers of the modules to come
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.bytes
     }
@@ -109,7 +108,6 @@ impl Elf {
     }
 
     /// The bytes of the file at virtual address `vaddr`, `len` at most.
-    #[allow(dead_code)] // used by the resolvers of the modules to come
     pub(crate) fn bytes_at(&self, vaddr: u64, len: usize) -> Option<&[u8]> {
         let off = usize::try_from(self.file_offset(vaddr)?).ok()?;
         self.bytes
@@ -211,7 +209,6 @@ pub(crate) fn mapped_by(pid: u32, prefix: &str) -> Result<Option<PathBuf>, Error
 }
 
 /// The executable of process `pid`, through its root.
-#[allow(dead_code)] // for the modules that probe an executable (bash, mysqld, postgres)
 pub(crate) fn exe_of(pid: u32) -> Result<PathBuf, Error> {
     let link = PathBuf::from(format!("/proc/{pid}/exe"));
     let exe = fs::read_link(&link).map_err(|source| Error::Read { path: link, source })?;
