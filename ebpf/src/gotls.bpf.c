@@ -7,7 +7,8 @@
  * goroutine stack that Go may move (the program dies with "unexpected
  * return pc"), and a goroutine may return on another thread than it
  * entered, so nothing is paired between entry and return:
- *  - rc_gotls_write, at the entry of (*Conn).writeRecordLocked(typ, data):
+ *  - rc_gotls_write, at the entry of (*Conn).writeRecordLocked(typ, data)
+ *    (more exactly at its stack check, see at_morestack):
  *    conn = RAX, typ = RBX (23, application data, only), data = RCX/RDI;
  *  - rc_gotls_read, at every RET of (*Conn).Read(b) (user space decodes the
  *    function and attaches one probe per `ret`): n = RAX; conn and b.ptr are
@@ -72,6 +73,19 @@ static __always_inline __s32 go_conn_fd(__u64 conn)
 	return sysfd < 0 || sysfd > 0x7fffffff ? -1 : (__s32)sysfd;
 }
 
+/*
+ * Entry probes sit on the prologue's stack check, `jbe runtime.morestack`
+ * (attach cookie 1), where the arguments are still in their registers:
+ * when the branch is taken (CF or ZF), the stack is grown and morestack
+ * jumps back to the entry, so the call is seen at the next hit instead
+ * (an entry probe would report it twice). The branch is emulated by the
+ * kernel, no out-of-line single step.
+ */
+static __always_inline bool at_morestack(struct pt_regs *ctx)
+{
+	return bpf_get_attach_cookie(ctx) == 1 && (ctx->flags & (0x1 /* CF */ | 0x40 /* ZF */));
+}
+
 static __always_inline __u32 clamp_len(__s64 n)
 {
 	if (n <= 0)
@@ -85,7 +99,7 @@ int rc_gotls_write(struct pt_regs *ctx)
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 len;
 
-	if ((__u8)ctx->bx != GO_RECORD_TYPE_APPLICATION_DATA)
+	if ((__u8)ctx->bx != GO_RECORD_TYPE_APPLICATION_DATA || at_morestack(ctx))
 		return 0;
 	if (!rc_filter_pass(pid_tgid))
 		return 0;
@@ -131,7 +145,7 @@ int rc_gotls_keylog(struct pt_regs *ctx)
 	struct rc_gotls_key *k;
 	__u32 zero = 0, n;
 
-	if (!rc_filter_pass(pid_tgid))
+	if (at_morestack(ctx) || !rc_filter_pass(pid_tgid))
 		return 0;
 	if (random_len != sizeof(k->client_random) || !label_len || !secret_len)
 		return 0;

@@ -77,13 +77,14 @@ fn attach_points_are_file_offsets() {
         let t = inspect(v);
         let target = t.target().unwrap();
         let bytes = std::fs::read(&exe).unwrap();
-        let (write, read, _) = t.functions();
+        let (write, read, keylog) = t.functions();
         let mut rets = 0;
         for a in &target.attach {
             let AttachPoint::Uprobe {
                 offset,
                 symbol,
                 ret,
+                cookie,
                 ..
             } = &a.point
             else {
@@ -92,16 +93,30 @@ fn attach_points_are_file_offsets() {
             assert!(!ret, "never a uretprobe on Go code: {symbol}");
             let byte = bytes[*offset as usize];
             match a.program {
-                "rc_gotls_write" => {
-                    assert_eq!(*offset, write.entry - 0x400000, "{}", v.name());
+                "rc_gotls_write" | "rc_gotls_keylog" => {
+                    // at the prologue's stack check, `jbe runtime.morestack`
+                    let (name, entry) = if a.program == "rc_gotls_write" {
+                        ("crypto/tls.(*Conn).writeRecordLocked+0x", write.entry)
+                    } else {
+                        ("crypto/tls.(*Config).writeKeyLog+0x", keylog.unwrap().entry)
+                    };
+                    assert!(symbol.starts_with(name), "{symbol}");
+                    assert!(*offset > entry - 0x400000 && *offset < entry - 0x400000 + 16);
+                    assert_eq!(
+                        &bytes[*offset as usize..][..2],
+                        [0x0f, 0x86],
+                        "{}: {symbol}",
+                        v.name()
+                    );
+                    assert_eq!(cookie, &1, "{symbol}");
                 }
                 "rc_gotls_read" => {
                     assert!(symbol.starts_with("crypto/tls.(*Conn).Read+0x"), "{symbol}");
                     assert!(*offset > read.entry - 0x400000);
                     assert_eq!(byte, 0xc3, "{}: {symbol} is a ret", v.name());
+                    assert_eq!(cookie, &0);
                     rets += 1;
                 }
-                "rc_gotls_keylog" => {}
                 other => panic!("unexpected program {other}"),
             }
         }

@@ -5,6 +5,7 @@
 
 mod access;
 mod ecaptureq;
+mod gotls;
 mod modes;
 mod outputs;
 mod overflow;

@@ -104,6 +104,9 @@ pub struct GoTarget {
     write: Function,
     read: Function,
     keylog: Option<Function>,
+    /// Where `writeRecordLocked` and `writeKeyLog` are probed.
+    write_probe: EntryProbe,
+    keylog_probe: Option<EntryProbe>,
     /// Virtual addresses of every `ret` of `Read`.
     read_rets: Vec<u64>,
     /// The receiver's and `b.ptr`'s slots, from SP at a `ret`.
@@ -174,6 +177,14 @@ impl GoTarget {
         let write = *functions.get(WRITE_FN).ok_or_else(|| missing(WRITE_FN))?;
         let read = *functions.get(READ_FN).ok_or_else(|| missing(READ_FN))?;
         let keylog = functions.get(KEYLOG_FN).copied();
+        let entry_probe = |f: Function, name: &str| {
+            image
+                .code(f)
+                .map(|code| EntryProbe::of(code, f.entry))
+                .ok_or_else(|| unsupported(format!("{version}: {name} is outside the file")))
+        };
+        let write_probe = entry_probe(write, WRITE_FN)?;
+        let keylog_probe = keylog.map(|k| entry_probe(k, KEYLOG_FN)).transpose()?;
 
         let code = image
             .code(read)
@@ -195,9 +206,9 @@ impl GoTarget {
         let unixconn_hash = hash("*net.UnixConn", UNIXCONN_CLOSE);
 
         let mut offsets = Vec::new();
-        for va in [write.entry]
+        for va in [write_probe.at]
             .into_iter()
-            .chain(keylog.map(|k| k.entry))
+            .chain(keylog_probe.map(|k| k.at))
             .chain(read_rets.iter().copied())
         {
             let off = elf.file_offset(va).ok_or_else(|| {
@@ -215,6 +226,8 @@ impl GoTarget {
             write,
             read,
             keylog,
+            write_probe,
+            keylog_probe,
             read_rets,
             read_slots,
             tcpconn_hash,
@@ -231,7 +244,7 @@ impl GoTarget {
             .expect("every probed address has its offset from inspect")
     }
 
-    fn uprobe(&self, program: &'static str, symbol: String, vaddr: u64) -> Attach {
+    fn uprobe(&self, program: &'static str, symbol: String, vaddr: u64, cookie: u64) -> Attach {
         Attach {
             program,
             point: AttachPoint::Uprobe {
@@ -239,27 +252,46 @@ impl GoTarget {
                 symbol,
                 offset: self.offset(vaddr),
                 ret: false,
-                cookie: 0,
+                cookie,
             },
             required: true,
         }
     }
 
+    fn entry_uprobe(
+        &self,
+        program: &'static str,
+        name: &str,
+        f: Function,
+        p: EntryProbe,
+    ) -> Attach {
+        let symbol = if p.at == f.entry {
+            name.to_owned()
+        } else {
+            format!("{name}+{:#x}", p.at - f.entry)
+        };
+        self.uprobe(program, symbol, p.at, u64::from(p.stack_check))
+    }
+
     /// The attach points (entry of `writeRecordLocked` and `writeKeyLog`,
     /// each `ret` of `Read`) and the layout globals.
     pub fn target(&self) -> Result<Target, Error> {
-        let mut attach = vec![self.uprobe("rc_gotls_write", WRITE_FN.into(), self.write.entry)];
+        let mut attach =
+            vec![self.entry_uprobe("rc_gotls_write", WRITE_FN, self.write, self.write_probe)];
         for &r in &self.read_rets {
             attach.push(self.uprobe(
                 "rc_gotls_read",
                 format!("{READ_FN}+{:#x}", r - self.read.entry),
                 r,
+                0,
             ));
         }
         let mut notes = Vec::new();
-        match self.keylog {
-            Some(k) => attach.push(self.uprobe("rc_gotls_keylog", KEYLOG_FN.into(), k.entry)),
-            None => notes.push(format!(
+        match (self.keylog, self.keylog_probe) {
+            (Some(k), Some(p)) => {
+                attach.push(self.entry_uprobe("rc_gotls_keylog", KEYLOG_FN, k, p))
+            }
+            _ => notes.push(format!(
                 "no key log: {KEYLOG_FN} is not in {}",
                 self.path.display()
             )),
@@ -337,6 +369,47 @@ impl GoTarget {
     /// The type hashes of `*net.TCPConn` and `*net.UnixConn`, from their itabs.
     pub fn conn_type_hashes(&self) -> (Option<u32>, Option<u32>) {
         (self.tcpconn_hash, self.unixconn_hash)
+    }
+}
+
+/// Where a function's arguments are read: at its stack check's `jbe
+/// runtime.morestack` when the prologue has one and touches no argument
+/// register before it (the probe then skips the hit when the branch is
+/// taken: after growing the stack, morestack jumps back to the entry and
+/// the function starts again, so an entry probe would see the call twice);
+/// else at the entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EntryProbe {
+    at: u64,
+    /// `at` is the stack check's `jbe` (attach cookie 1 for the program).
+    stack_check: bool,
+}
+
+impl EntryProbe {
+    fn of(code: &[u8], ip: u64) -> Self {
+        for insn in Decoder::with_ip(64, code, ip, DecoderOptions::NONE)
+            .into_iter()
+            .take(4)
+        {
+            match insn.mnemonic() {
+                // JLS morestack after CMPQ SP (or R12 = SP - frame), 16(R14)
+                Mnemonic::Jbe => {
+                    return Self {
+                        at: insn.ip(),
+                        stack_check: true,
+                    };
+                }
+                Mnemonic::Cmp if insn.memory_base() == Register::R14 => {}
+                Mnemonic::Lea
+                    if insn.op0_register() == Register::R12
+                        && insn.memory_base() == Register::RSP => {}
+                _ => break,
+            }
+        }
+        Self {
+            at: ip,
+            stack_check: false,
+        }
     }
 }
 
@@ -867,6 +940,36 @@ mod tests {
         ];
         assert_eq!(returns(&code, 0x1000), Ok(vec![0x1007, 0x100c]));
         assert!(returns(&code[..5], 0).is_err(), "no ret");
+    }
+
+    /// Go 1.19's writeRecordLocked prologue: the probe goes to its `jbe`;
+    /// a function without a stack check is probed at its entry.
+    #[test]
+    fn entry_probes_go_to_the_stack_check() {
+        let code = [
+            0x4c, 0x8d, 0x64, 0x24, 0xb0, // lea r12, [rsp-0x50]
+            0x4d, 0x3b, 0x66, 0x10, // cmp r12, [r14+0x10]
+            0x0f, 0x86, 0x9b, 0x06, 0x00, 0x00, // jbe
+            0x48, 0x81, 0xec, 0xd0, 0x00, 0x00, 0x00, // sub rsp, 0xd0
+        ];
+        assert_eq!(
+            EntryProbe::of(&code, 0x5ad580),
+            EntryProbe {
+                at: 0x5ad589,
+                stack_check: true
+            }
+        );
+        assert_eq!(
+            EntryProbe::of(&code[15..], 0x1000),
+            EntryProbe {
+                at: 0x1000,
+                stack_check: false
+            }
+        );
+        // An argument register written before the check: entry.
+        let mut clobber = vec![0x48, 0x89, 0xd8]; // mov rax, rbx
+        clobber.extend(&code);
+        assert!(!EntryProbe::of(&clobber, 0).stack_check);
     }
 
     /// Go 1.19's `Read` prologue (crypto/tls.(*Conn).Read in the test binary).

@@ -1,7 +1,7 @@
 // gotls_test_prog: an HTTPS server and its client in one process, Go
 // standard library only, for rcapture's gotls tests.
 //
-//	gotls_test_prog -addr 127.0.0.1:PORT -marker M [-n N] [-tls 1.2|1.3]
+//	gotls_test_prog -addr 127.0.0.1:PORT -marker M [-n N] [-tls 1.2|1.3] [-wait]
 //
 // The server answers `POST /echo/I` (header X-Marker: M-I, body BODY M-I)
 // with `pong M-I` and the body it read. The client makes N requests one
@@ -9,10 +9,12 @@
 // both sides so the plaintext is readable) and checks every answer. At the
 // end it prints one JSON line: the requests that succeeded, both sockets'
 // fds and addresses, and the requests per second. Exit status 0 only if
-// all N succeeded.
+// all N succeeded. With -wait it prints `ready` once the server listens and
+// waits for a line on stdin before the first request.
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -112,14 +114,15 @@ func main() {
 	marker := flag.String("marker", "gotls", "marker put in every request")
 	n := flag.Int("n", 1, "requests")
 	version := flag.String("tls", "1.3", "highest TLS version of the client: 1.2 or 1.3")
+	wait := flag.Bool("wait", false, "print `ready` and wait for a line on stdin before the requests")
 	flag.Parse()
-	if err := run(*addr, *marker, *n, *version); err != nil {
+	if err := run(*addr, *marker, *n, *version, *wait); err != nil {
 		fmt.Fprintln(os.Stderr, "gotls_test_prog:", err)
 		os.Exit(1)
 	}
 }
 
-func run(addr, marker string, n int, version string) error {
+func run(addr, marker string, n int, version string, wait bool) error {
 	maxVersion := map[string]uint16{"1.2": tls.VersionTLS12, "1.3": tls.VersionTLS13}[version]
 	if maxVersion == 0 {
 		return fmt.Errorf("-tls %q: 1.2 or 1.3", version)
@@ -165,9 +168,16 @@ func run(addr, marker string, n int, version string) error {
 		TLSClientConfig:     &tls.Config{InsecureSkipVerify: true, MaxVersion: maxVersion},
 		TLSNextProto:        map[string]func(string, *tls.Conn) http.RoundTripper{},
 		MaxIdleConnsPerHost: 1,
+		MaxConnsPerHost:     1,
 	}
 	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	url := "https://" + inner.Addr().String()
+	if wait {
+		fmt.Println("ready")
+		if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+			return fmt.Errorf("waiting for stdin: %w", err)
+		}
+	}
 
 	rep := report{Pid: os.Getpid(), Requests: n}
 	start := time.Now()
