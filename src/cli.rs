@@ -21,6 +21,14 @@ pub enum Command {
     Tls(TlsArgs),
     /// Capture Go crypto/tls plaintext and key logs from a Go program.
     Gotls(GotlsArgs),
+    /// Capture NSS/NSPR (libnspr4.so) TLS plaintext (no key log: NSS gives no secrets).
+    Nss(NssArgs),
+    /// Capture the queries a MariaDB server (mariadbd) runs: the SQL, the
+    /// dispatch_command return value and the SQL error number.
+    Mysqld(MysqldArgs),
+    /// Capture the queries PostgreSQL backends parse (simple queries and
+    /// extended-protocol Parse messages).
+    Postgres(PostgresArgs),
 }
 
 impl Command {
@@ -30,6 +38,9 @@ impl Command {
         match self {
             Command::Tls(a) => ("tls", a.capture.request(a.libssl), a.capture),
             Command::Gotls(a) => ("gotls", a.capture.request(a.elfpath), a.capture),
+            Command::Nss(a) => ("nss", a.capture.request(a.nspr), a.capture),
+            Command::Mysqld(a) => ("mysqld", a.capture.request(a.mysqld), a.capture),
+            Command::Postgres(a) => ("postgres", a.capture.request(a.postgres), a.capture),
         }
     }
 }
@@ -72,6 +83,40 @@ pub struct GotlsArgs {
     /// The Go executable to probe (default: the one of --pid, /proc/PID/exe).
     #[arg(long, value_name = "PATH")]
     pub elfpath: Option<PathBuf>,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+}
+
+/// `rcapture nss`: NSS/NSPR.
+#[derive(Debug, Args)]
+pub struct NssArgs {
+    /// libnspr4.so to probe (default: the one of --pid, else the system's).
+    #[arg(long, value_name = "PATH")]
+    pub nspr: Option<PathBuf>,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+}
+
+/// `rcapture mysqld`: MariaDB's server.
+#[derive(Debug, Args)]
+pub struct MysqldArgs {
+    /// The server binary to probe (default: the executable of --pid, else
+    /// /usr/sbin/mariadbd, else /usr/sbin/mysqld).
+    #[arg(long, value_name = "PATH")]
+    pub mysqld: Option<PathBuf>,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+}
+
+/// `rcapture postgres`: PostgreSQL's server. Each connection is a backend
+/// process of its own: --pid selects one backend; --uid (the server's
+/// user) selects them all.
+#[derive(Debug, Args)]
+pub struct PostgresArgs {
+    /// The server binary to probe (default: the executable of --pid, else
+    /// the newest /usr/lib/postgresql/N/bin/postgres).
+    #[arg(long, value_name = "PATH")]
+    pub postgres: Option<PathBuf>,
     #[command(flatten)]
     pub capture: CaptureArgs,
 }
@@ -374,6 +419,25 @@ mod tests {
         e
     }
 
+    /// The database subcommands name their module and pass their binary
+    /// flag and --pid as the target request.
+    #[test]
+    fn database_subcommands_build_their_request() {
+        for (sub, flag) in [("mysqld", "--mysqld"), ("postgres", "--postgres")] {
+            let cli = Cli::try_parse_from(["rcapture", sub, flag, "/opt/db/bin", "--pid", "7"])
+                .unwrap_or_else(|e| panic!("{sub}: {e}"));
+            let (module, req, args) = cli.command.into_parts();
+            assert_eq!(module, sub);
+            assert_eq!(req.path, Some(PathBuf::from("/opt/db/bin")));
+            assert_eq!((req.pid, args.pid), (Some(7), Some(7)));
+            assert!(
+                rcapture_ebpf::module::module(module).is_some(),
+                "{module} is registered"
+            );
+        }
+        assert!(Cli::try_parse_from(["rcapture", "postgres", "--mysqld", "x"]).is_err());
+    }
+
     /// eCaptureQ's launch line, the plain address, IPv6 and names.
     #[test]
     fn ecaptureq_accepts_its_url_and_an_address() {
@@ -442,6 +506,38 @@ mod tests {
         );
         let e = parse(&["--modules", "tls="]).unwrap_err().to_string();
         assert!(e.contains("a path is needed"), "{e}");
+    }
+
+    /// `rcapture nss` names the nss module; `--nspr` is its target file and
+    /// the common flags come along.
+    #[test]
+    fn nss_subcommand_takes_its_library_and_the_common_flags() {
+        let c = Cli::try_parse_from([
+            "rcapture",
+            "nss",
+            "--nspr",
+            "/opt/nss/libnspr4.so",
+            "--pid",
+            "9",
+            "--modules",
+            "tls",
+        ])
+        .unwrap();
+        let (module, req, a) = c.command.into_parts();
+        assert_eq!(module, "nss");
+        assert_eq!(
+            req.path.as_deref(),
+            Some(std::path::Path::new("/opt/nss/libnspr4.so"))
+        );
+        assert_eq!(req.pid, Some(9));
+        assert_eq!(a.modules[0].name, "tls");
+        let (_, req, _) = Cli::try_parse_from(["rcapture", "nss"])
+            .unwrap()
+            .command
+            .into_parts();
+        assert_eq!(req, TargetRequest::default());
+        // --libssl is the tls subcommand's, not nss's.
+        assert!(Cli::try_parse_from(["rcapture", "nss", "--libssl", "/x"]).is_err());
     }
 
     /// `-m none` is a mode; `-m` refuses anything else, listing the modes.

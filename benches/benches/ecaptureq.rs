@@ -7,7 +7,7 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rcapture_core::encode;
-use rcapture_core::event::{EventFields, EventKind, Module};
+use rcapture_core::event::{Detail, EventFields, EventKind, Module};
 use rcapture_net::ecaptureq::EcaptureqBatches;
 use rcapture_net::publish::{Batch, BatchPoolConfig, EntryMeta};
 use std::hint::black_box;
@@ -50,6 +50,7 @@ fn fields<'a>(p: &'a [u8], port: u32, dir: u32) -> EventFields<'a> {
         module: "tls",
         fd: 5,
         truncated: 0,
+        detail: Detail::None,
     }
 }
 

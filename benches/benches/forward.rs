@@ -43,7 +43,7 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 use rcapture_core::encode;
-use rcapture_core::event::{EventFields, EventKind, Module};
+use rcapture_core::event::{Detail, EventFields, EventKind, Module};
 use rcapture_core::ndjson::write_ndjson_line;
 use rcapture_net::entry::event_fields_of;
 use rcapture_net::forward::gzip::GzipEncoder;
@@ -122,6 +122,7 @@ fn loop_batch() -> Arc<Batch> {
             module: "tls",
             fd: 5,
             truncated: 0,
+            detail: Detail::None,
         };
         let start = b.buf.len() as u32;
         encode::encode_event_entry(&ev, &mut b.buf);

@@ -395,6 +395,7 @@ pub fn encode_batch_item_header(entry_len: usize, buf: &mut impl BufMut) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Detail;
     use prost::Message;
     use rcapture_proto::{Event, LogEntry, LogType, log_entry::Payload};
 
@@ -446,6 +447,7 @@ mod tests {
             module: "tls",
             fd: 5,
             truncated: 0,
+            detail: Detail::None,
         };
         let cases = [
             base,

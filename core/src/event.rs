@@ -6,6 +6,8 @@
 
 use crate::decode::Record;
 use crate::keylog;
+#[cfg(doc)]
+use crate::records::{CONN_ACCEPT, CONN_CLOSE, CONN_CONNECT, DIR_RECV};
 use crate::records::{DIR_SEND, FD_UNKNOWN, RecordHeader, RecordKind, Tuple};
 use crate::textbuf::TextBuf;
 use crate::tuple::{Endpoint, endpoints};
@@ -151,7 +153,27 @@ impl Clock {
     }
 }
 
-/// The flat fields of one `Event` (WIRE.md §1), all borrowed.
+/// What a record says that no `Event` field carries (WIRE.md §2 maps
+/// these kinds' `type` to 0): not encoded on the wire, shown by the text
+/// output. An event decoded from the wire has [`Detail::None`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Detail {
+    #[default]
+    None,
+    /// A bash record's `retval`: the command's exit status (type 1).
+    Bash { retval: i32 },
+    /// A mysqld query's SQL error number (the statement's, 0 = none):
+    /// `type` is dispatch_command's return value, 0 for failed statements too.
+    Query { sql_errno: u32 },
+    /// A connection's `event`: [`CONN_CONNECT`], [`CONN_ACCEPT`] or [`CONN_CLOSE`].
+    Conn { event: u8 },
+    /// A tc packet's interface and `direction` ([`DIR_RECV`] ingress,
+    /// [`DIR_SEND`] egress).
+    Packet { ifindex: u32, direction: u8 },
+}
+
+/// The flat fields of one `Event` (WIRE.md §1), all borrowed, and the
+/// [`Detail`] the text output shows besides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct EventFields<'a> {
     pub timestamp: i64,
@@ -169,6 +191,8 @@ pub struct EventFields<'a> {
     pub module: &'a str,
     pub fd: u32,
     pub truncated: u32,
+    /// Not an `Event` field: not encoded.
+    pub detail: Detail,
 }
 
 impl EventFields<'_> {
@@ -303,6 +327,7 @@ pub fn event_fields<'s, 'r: 's>(
     let slot = s.text_for(rec, kind, IdKey::of(rec, kind));
     let mut r#type = 0;
     let mut fd = 0;
+    let mut detail = Detail::None;
     let mut payload: &'s [u8] = rec.payload();
     match rec {
         Record::Data(v) => {
@@ -320,15 +345,31 @@ pub fn event_fields<'s, 'r: 's>(
             keylog::gotls_line(k, &mut s.keylog);
             payload = &s.keylog;
         }
-        Record::Bash(v) => r#type = v.rec.bash_type,
+        Record::Bash(v) => {
+            r#type = v.rec.bash_type;
+            detail = Detail::Bash {
+                retval: v.rec.retval,
+            };
+        }
         Record::Query(v) => {
             // mysqld's dispatch_command returns an int8: sign-extend to u32.
             if kind == RecordKind::MysqlQuery {
                 r#type = i32::from(v.rec.retval as i8) as u32;
+                detail = Detail::Query {
+                    sql_errno: v.rec.sql_errno,
+                };
             }
         }
-        Record::Conn(c) => fd = c.fd,
-        Record::Packet(_) => {}
+        Record::Conn(c) => {
+            fd = c.fd;
+            detail = Detail::Conn { event: c.event };
+        }
+        Record::Packet(v) => {
+            detail = Detail::Packet {
+                ifindex: v.rec.ifindex,
+                direction: v.rec.direction,
+            }
+        }
     }
     let t = &s.slots[slot];
     EventFields {
@@ -347,6 +388,7 @@ pub fn event_fields<'s, 'r: 's>(
         module: Module::of(kind).name(),
         fd: if fd == FD_UNKNOWN { 0 } else { fd },
         truncated,
+        detail,
     }
 }
 

@@ -195,7 +195,8 @@ pub struct QueryRecord {
     pub hdr: RecordHeader,
     pub chunk: Chunk,
     pub retval: i32,
-    pub _pad: u32,
+    /// mysqld: the statement's SQL error number (0 = none); 0 for postgres.
+    pub sql_errno: u32,
 }
 
 /// `struct rc_conn`.
@@ -305,7 +306,7 @@ pub fn layout_table() -> Vec<LayoutRow> {
             [hdr, label_len, secret_len, label, client_random, secret]
         ),
         t!("rc_bash", BashRecord, [hdr, chunk, bash_type, retval]),
-        t!("rc_query", QueryRecord, [hdr, chunk, retval, _pad]),
+        t!("rc_query", QueryRecord, [hdr, chunk, retval, sql_errno]),
         t!("rc_conn", ConnRecord, [hdr, sock, fd, event, _pad, tuple]),
         t!(
             "rc_packet",

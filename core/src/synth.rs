@@ -146,7 +146,7 @@ pub fn query(hdr: RecordHeader, retval: i32) -> QueryRecord {
         hdr,
         chunk: Chunk::default(),
         retval,
-        _pad: 0,
+        sql_errno: 0,
     }
 }
 

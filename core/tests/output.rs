@@ -209,3 +209,163 @@ fn a_stuck_writer_never_blocks_a_worker() {
     assert_eq!(stats.dropped.load(Relaxed), behind);
     assert!(stats.delivered.load(Relaxed) > 0);
 }
+
+/// One record of every kind, each module's (the key records twice, as a
+/// handshake's secrets can be reported again).
+fn every_kind() -> Vec<Vec<u8>> {
+    use rcapture_core::records::{CONN_ACCEPT, DIR_RECV, DIR_SEND, RecordKind as K};
+    use rcapture_core::synth;
+    let t = synth::tuple(
+        "10.0.0.1:40000".parse().unwrap(),
+        "10.0.0.2:443".parse().unwrap(),
+    );
+    let h = |k, pid, comm: &str| synth::header(k, pid, pid + 1, 1000, comm, 1);
+    let data =
+        |k, pid, comm| synth::single(synth::data(h(k, pid, comm), 5, DIR_SEND, 1, t), b"GET /");
+    let tls12 = synth::master_secret(
+        h(K::MasterSecret, 10, "curl"),
+        0x0303,
+        0x0300_c02f,
+        [1; 32],
+        1,
+    );
+    let tls13 = synth::master_secret(
+        h(K::MasterSecret, 10, "curl"),
+        0x0304,
+        0x0300_1301,
+        [2; 32],
+        1,
+    );
+    let go = synth::gotls_key(
+        h(K::GotlsKey, 50, "goclient"),
+        "CLIENT_RANDOM",
+        [3; 32],
+        &[4; 48],
+    );
+    vec![
+        data(K::TlsData, 10, "curl"),
+        data(K::GnutlsData, 20, "gnutls-cli"),
+        data(K::NssData, 30, "tstclnt"),
+        data(K::GotlsData, 50, "goclient"),
+        tls12.clone(),
+        tls13.clone(),
+        go.clone(),
+        tls12,
+        tls13,
+        go,
+        synth::single(
+            synth::bash(h(K::Bash, 60, "bash"), 1, 2),
+            b"ls /nonexistent",
+        ),
+        synth::single(
+            synth::query(h(K::MysqlQuery, 70, "mysqld"), -1),
+            b"SELECT 1",
+        ),
+        synth::single(synth::query(h(K::PgQuery, 80, "postgres"), 0), b"SELECT 2"),
+        synth::conn(h(K::Conn, 10, "curl"), 5, CONN_ACCEPT, 1, t),
+        synth::single(
+            synth::packet(h(K::Packet, 0, "swapper/0"), 2, DIR_RECV),
+            &[0x45; 20],
+        ),
+    ]
+}
+
+/// The text output writes every kind's block as `write_text` renders it,
+/// in the style the live hex flag gives at that moment; the key log output
+/// of the same events writes the key log lines of every module (OpenSSL
+/// 1.2 and 1.3, Go) once each, and nothing of the other kinds.
+#[test]
+fn every_kind_in_text_and_keylog_outputs() {
+    use rcapture_core::decode::decode;
+    use rcapture_core::event::{Clock, EventScratch, event_fields};
+    let records = every_kind();
+    let text_sink = Dribble::default();
+    let key_sink = Dribble::default();
+    let hex = Arc::new(AtomicBool::new(false));
+    let pool = FramePoolConfig::default();
+    let mut text = StreamOutput::text(Box::new(text_sink.clone()), Arc::clone(&hex), 1, pool);
+    let mut keys = StreamOutput::keylog(Box::new(key_sink.clone()), 1, pool);
+    let (mut ts, mut ks) = (text.sinks.pop().unwrap(), keys.sinks.pop().unwrap());
+    let clock = Clock::from_offset(0);
+    let mut scratch = EventScratch::new();
+    let mut want_text = Vec::new();
+    let mut want_keys = Vec::new();
+    let mut seen: Vec<Vec<u8>> = Vec::new();
+    let mut key_events = 0;
+    for (pass, style) in [PayloadStyle::Escaped, PayloadStyle::Hex]
+        .into_iter()
+        .enumerate()
+    {
+        hex.store(style == PayloadStyle::Hex, Relaxed);
+        for raw in &records {
+            let rec = decode(raw).unwrap();
+            let kind = EventKind::of(rec.kind());
+            let ev = event_fields(&rec, 0, &clock, &mut scratch);
+            ts.event(&ev, kind);
+            ks.event(&ev, kind);
+            write_text(&ev, kind, style, &mut want_text);
+            if kind == EventKind::MasterKey {
+                key_events += 1;
+                // Each record's lines once: the second copy is a duplicate.
+                if pass == 0 && !seen.iter().any(|p| p == ev.payload) {
+                    seen.push(ev.payload.to_vec());
+                    want_keys.extend_from_slice(ev.payload);
+                }
+            }
+        }
+        ts.flush();
+        ks.flush();
+    }
+    drop((ts, ks));
+    let tstats = text.finish().unwrap();
+    let kstats = keys.finish().unwrap();
+    let got_text = String::from_utf8(text_sink.0.lock().unwrap().clone()).unwrap();
+    let got_keys = String::from_utf8(key_sink.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(got_text, String::from_utf8(want_text).unwrap());
+    assert_eq!(tstats.delivered.load(Relaxed), 2 * records.len() as u64);
+    // Every kind is in the text, its payload in the style of its pass.
+    for line in [
+        "Z tls pid=10 tid=11 comm=curl fd=5 10.0.0.1:40000->10.0.0.2:443 send 5 bytes\nGET /\n\n",
+        "Z gnutls pid=20 tid=21 comm=gnutls-cli fd=5 10.0.0.1:40000->10.0.0.2:443 send 5 bytes\nGET /\n\n",
+        "Z nss pid=30 tid=31 comm=tstclnt fd=5 10.0.0.1:40000->10.0.0.2:443 send 5 bytes\n\
+         00000000  47 45 54 20 2f                                    |GET /|\n\n",
+        "Z gotls pid=50 tid=51 comm=goclient fd=5 10.0.0.1:40000->10.0.0.2:443 send 5 bytes\nGET /\n\n",
+        "Z tls pid=10 tid=11 comm=curl masterkey TLS1.2 client_random=0101",
+        "Z tls pid=10 tid=11 comm=curl masterkey TLS1.3 client_random=0202",
+        "Z gotls pid=50 tid=51 comm=goclient masterkey client_random=0303",
+        "Z bash pid=60 uid=1000 comm=bash status=2: ls /nonexistent\n\n",
+        "Z bash pid=60 uid=1000 comm=bash status=2 15 bytes\n00000000  6c 73",
+        "Z mysqld pid=70 tid=71 comm=mysqld query (ret=-1)\nSELECT 1\n\n",
+        "Z postgres pid=80 tid=81 comm=postgres query\n00000000  53 45",
+        "Z tls pid=10 tid=11 comm=curl fd=5 accept 10.0.0.1:40000->10.0.0.2:443\n\n",
+        "Z tls pid=0 comm=swapper/0 ifindex=2 ingress 20 bytes\n00000000  45 45",
+    ] {
+        assert!(got_text.contains(line), "{line:?} not in:\n{got_text}");
+    }
+    // Key lines are never hex dumps.
+    assert!(!got_text.contains("|CLIENT_RANDOM"), "{got_text}");
+    let labels: Vec<&str> = got_keys
+        .lines()
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            "CLIENT_RANDOM",
+            "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+            "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+            "CLIENT_TRAFFIC_SECRET_0",
+            "SERVER_TRAFFIC_SECRET_0",
+            "EXPORTER_SECRET",
+            "CLIENT_RANDOM",
+        ]
+    );
+    assert_eq!(got_keys, String::from_utf8(want_keys).unwrap());
+    assert!(got_keys.contains(&format!(
+        "CLIENT_RANDOM {} {}\n",
+        "03".repeat(32),
+        "04".repeat(48)
+    )));
+    assert_eq!(kstats.delivered.load(Relaxed), key_events);
+    assert_eq!(kstats.duplicates.load(Relaxed), 3 * 7);
+}

@@ -11,7 +11,7 @@
 
 use rcapture_core::decode::decode;
 use rcapture_core::encode;
-use rcapture_core::event::{Clock, EventFields, EventScratch, event_fields};
+use rcapture_core::event::{Clock, Detail, EventFields, EventScratch, event_fields};
 use rcapture_core::join::Reassembler;
 use rcapture_core::records::{CHUNK_MAX, DIR_RECV, DIR_SEND, RecordKind, Tuple};
 use rcapture_core::synth;
@@ -243,6 +243,7 @@ fn all_cases() -> Vec<Case> {
         module: "postgres",
         fd: u32::MAX,
         truncated: u32::MAX,
+        detail: Detail::None,
     };
     cases.push(event_case("extremes", &extreme, u64::MAX));
     let neg = EventFields {

@@ -133,7 +133,7 @@ struct rc_query {
 	struct rc_hdr hdr;
 	struct rc_chunk chunk;
 	__s32 retval;     /* mysqld dispatch_command result (int8 range); 0 for postgres */
-	__u32 _pad;
+	__u32 sql_errno;  /* mysqld: the statement's error number (THD Diagnostics_area) at return, 0 = none; 0 for postgres */
 };
 
 /* rc_conn.event */

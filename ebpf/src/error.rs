@@ -100,22 +100,30 @@ pub enum Error {
         /// The flag that names it.
         flag: &'static str,
     },
-    /// A Go function the module hooks is not in the binary.
-    #[error(
-        "module {module}: {function} not found in {path} ({version}, searched {searched}); \
-         does the program use crypto/tls?"
-    )]
-    GoFunction {
+    /// A target whose layout the module does not know: a hooked function
+    /// is missing or has another signature in this version.
+    #[error("module {module}: {path} (version {version}): {what}")]
+    UnknownLayout {
         /// The module.
         module: &'static str,
-        /// The function, e.g. `crypto/tls.(*Conn).Read`.
-        function: String,
-        /// The binary.
+        /// The file.
         path: PathBuf,
-        /// Its Go version.
+        /// The version found in it (or why none was).
         version: String,
-        /// Where the function was looked for.
-        searched: &'static str,
+        /// What is missing or different, naming the symbol.
+        what: String,
+    },
+    /// An executable was not found where the module looks for it.
+    #[error("module {module}: no {what} found (looked for {searched}); give its path with {flag}")]
+    ExecutableNotFound {
+        /// The module.
+        module: &'static str,
+        /// What was looked for, e.g. "MariaDB server".
+        what: &'static str,
+        /// The paths tried.
+        searched: String,
+        /// The flag that names it.
+        flag: &'static str,
     },
     /// A target that the module cannot probe for another reason.
     #[error("module {module}: {path}: {reason}")]

@@ -36,4 +36,5 @@ pub use error::Error;
 pub use maps::{Counters, Filter};
 pub use ring::CpuRing;
 pub use target::gotls::{Function, FunctionSource, GoTarget};
+pub use target::nss::NssTarget;
 pub use target::openssl::OpensslTarget;

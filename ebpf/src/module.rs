@@ -140,6 +140,9 @@ pub enum Global {
 pub static MODULES: &[&ModuleDesc] = &[
     &crate::target::openssl::MODULE,
     &crate::target::gotls::MODULE,
+    &crate::target::nss::MODULE,
+    &crate::target::mysqld::MODULE,
+    &crate::target::postgres::MODULE,
 ];
 
 /// The module with this wire name.

@@ -148,8 +148,8 @@ fn errors_name_the_binary_the_version_and_what_is_missing() {
     assert_eq!(
         e.to_string(),
         format!(
-            "module gotls: crypto/tls.(*Conn).writeRecordLocked not found in {} ({}, searched \
-             the ELF symbol table and the pclntab); does the program use crypto/tls?",
+            "module gotls: {} (version {}): crypto/tls.(*Conn).writeRecordLocked not found \
+             (searched the ELF symbol table and the pclntab); does the program use crypto/tls?",
             notls.display(),
             gobuild::go_version()
         )

@@ -5,8 +5,8 @@ use std::{collections::BTreeMap, process::Command};
 use rcapture_ebpf::{Capture, CaptureOptions, OpensslTarget};
 
 use crate::testutil::{
-    Cert, Data, F_FIRST, F_LAST, KIND_MASTER_SECRET, KIND_TLS_DATA, Server, contains, data, drain,
-    have, hdr, master_secret, python, require_bpf,
+    Cert, Data, F_FIRST, F_LAST, KIND_MASTER_SECRET, KIND_TLS_DATA, Server, calls_of, contains,
+    data, drain, drain_lossless, have, hdr, master_secret, python, require_bpf,
 };
 
 fn load(max_payload: u32) -> Capture {
@@ -50,13 +50,7 @@ fn curl_get_is_captured_with_fd_tuple_and_secret() {
     assert!(out.status.success(), "curl failed: {:?}", out.status);
     probes.detach();
 
-    let records = drain(&mut rings);
-    let counters = probes.counters().expect("counters");
-    eprintln!("{} records; counters per CPU: {counters:?}", records.len());
-    assert!(
-        counters.iter().all(|c| c.lost == 0),
-        "records lost: {counters:?}"
-    );
+    let records = drain_lossless(&probes, &mut rings);
 
     let curl_data: Vec<Data> = records
         .iter()
@@ -165,27 +159,11 @@ fn large_write_ex_is_chunked_and_truncated_at_the_limit() {
     );
     probes.detach();
 
-    let records = drain(&mut rings);
-    let counters = probes.counters().expect("counters");
-    assert!(
-        counters.iter().all(|c| c.lost == 0),
-        "records lost: {counters:?}"
-    );
-
-    // Group the python client's send records by (cpu, tid, call_seq), in ring order.
-    let mut calls: BTreeMap<(u32, u32, u32), Vec<Data>> = BTreeMap::new();
-    for (cpu, r) in &records {
-        if hdr(r).kind != KIND_TLS_DATA {
-            continue;
-        }
-        let d = data(r);
-        if d.hdr.pid == py_pid && d.direction == 1 {
-            calls
-                .entry((*cpu, d.hdr.tid, d.call_seq))
-                .or_default()
-                .push(d);
-        }
-    }
+    let records = drain_lossless(&probes, &mut rings);
+    // The python client's send records, by call.
+    let calls = calls_of(&records, KIND_TLS_DATA, |d| {
+        d.hdr.pid == py_pid && d.direction == 1
+    });
     let mut by_len: BTreeMap<u32, Vec<Data>> = BTreeMap::new();
     for (_, chunks) in calls {
         by_len.insert(chunks[0].total_len, chunks);

@@ -1,5 +1,8 @@
 //! Integration tests of the BPF probes against real programs (root only).
 
 mod gotls;
+mod mysqld;
+mod nss;
 mod openssl;
+mod postgres;
 mod testutil;

@@ -2,6 +2,7 @@
 //! minimal record parser (offsets from `include/records.h`).
 
 use std::{
+    collections::BTreeMap,
     io::{BufRead as _, BufReader},
     net::TcpListener,
     path::{Path, PathBuf},
@@ -11,7 +12,7 @@ use std::{
 };
 
 use rcapture_core::ring::RecordRing as _;
-use rcapture_ebpf::CpuRing;
+use rcapture_ebpf::{Capture, CpuRing};
 
 /// Tests that load probes run one at a time (they would see each other's events).
 static BPF_LOCK: Mutex<()> = Mutex::new(());
@@ -138,6 +139,42 @@ pub fn drain(rings: &mut [CpuRing]) -> Vec<(u32, Vec<u8>)> {
     out
 }
 
+/// Every record in the rings once `probes` are detached, asserting that
+/// the kernel side lost none.
+pub fn drain_lossless(probes: &Capture, rings: &mut [CpuRing]) -> Vec<(u32, Vec<u8>)> {
+    let records = drain(rings);
+    let counters = probes.counters().expect("counters");
+    eprintln!("{} records; counters per CPU: {counters:?}", records.len());
+    assert!(
+        counters.iter().all(|c| c.lost == 0),
+        "records lost: {counters:?}"
+    );
+    records
+}
+
+/// The `struct rc_data` records of `kind` that `keep` accepts, grouped by
+/// call — (cpu, tid, call_seq) — each call's records in ring order.
+pub fn calls_of(
+    records: &[(u32, Vec<u8>)],
+    kind: u16,
+    keep: impl Fn(&Data) -> bool,
+) -> BTreeMap<(u32, u32, u32), Vec<Data>> {
+    let mut calls: BTreeMap<(u32, u32, u32), Vec<Data>> = BTreeMap::new();
+    for (cpu, r) in records {
+        if hdr(r).kind != kind {
+            continue;
+        }
+        let d = data(r);
+        if keep(&d) {
+            calls
+                .entry((*cpu, d.hdr.tid, d.call_seq))
+                .or_default()
+                .push(d);
+        }
+    }
+    calls
+}
+
 fn u16_at(b: &[u8], off: usize) -> u16 {
     u16::from_le_bytes(b[off..off + 2].try_into().expect("2 bytes"))
 }
@@ -154,6 +191,8 @@ pub const KIND_TLS_DATA: u16 = 1;
 pub const KIND_MASTER_SECRET: u16 = 2;
 pub const KIND_GOTLS_DATA: u16 = 5;
 pub const KIND_GOTLS_KEY: u16 = 6;
+pub const KIND_MYSQL_QUERY: u16 = 8;
+pub const KIND_PG_QUERY: u16 = 9;
 pub const F_FIRST: u16 = 1;
 pub const F_LAST: u16 = 2;
 
@@ -217,6 +256,63 @@ pub fn data(b: &[u8]) -> Data {
         dport: u16_at(b, 76),
         payload: b[112..].to_vec(),
     }
+}
+
+/// `struct rc_query` and its payload.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub hdr: Hdr,
+    pub uid: u32,
+    pub total_len: u32,
+    pub offset: u32,
+    pub call_seq: u32,
+    pub retval: i32,
+    pub sql_errno: u32,
+    pub payload: Vec<u8>,
+}
+
+pub fn query(b: &[u8]) -> Query {
+    assert!(b.len() >= 64, "rc_query shorter than 64 bytes");
+    let len = u32_at(b, 48) as usize;
+    assert_eq!(
+        b.len(),
+        64 + len,
+        "record size != sizeof(rc_query) + chunk.len"
+    );
+    Query {
+        hdr: hdr(b),
+        uid: u32_at(b, 4),
+        total_len: u32_at(b, 40),
+        offset: u32_at(b, 44),
+        call_seq: u32_at(b, 52),
+        retval: u32_at(b, 56) as i32,
+        sql_errno: u32_at(b, 60),
+        payload: b[64..].to_vec(),
+    }
+}
+
+/// The query records of `kind`, joined per call (cpu, tid, call_seq) in
+/// ring order: (first record, whole payload, flags of every record).
+pub fn joined_queries(records: &[(u32, Vec<u8>)], kind: u16) -> Vec<(Query, Vec<u8>, Vec<u16>)> {
+    let mut calls: Vec<((u32, u32, u32), Query, Vec<u8>, Vec<u16>)> = Vec::new();
+    for (cpu, r) in records.iter().filter(|(_, r)| hdr(r).kind == kind) {
+        let q = query(r);
+        let key = (*cpu, q.hdr.tid, q.call_seq);
+        match calls.iter_mut().find(|c| c.0 == key) {
+            Some(c) => {
+                assert_eq!(q.offset as usize, c.2.len(), "chunks in order, no gap");
+                c.2.extend_from_slice(&q.payload);
+                c.3.push(q.hdr.flags);
+            }
+            None => {
+                assert_eq!(q.offset, 0, "a call starts at offset 0: {q:?}");
+                let flags = vec![q.hdr.flags];
+                let payload = q.payload.clone();
+                calls.push((key, q, payload, flags));
+            }
+        }
+    }
+    calls.into_iter().map(|(_, q, p, f)| (q, p, f)).collect()
 }
 
 /// `struct rc_master_secret`: (hdr, version, cipher_id, client_random).

@@ -159,6 +159,7 @@ pub fn event_fields_of(body: &[u8]) -> Result<EventFields<'_>, EntryError> {
 mod tests {
     use super::*;
     use rcapture_core::encode;
+    use rcapture_core::event::Detail;
 
     #[test]
     fn round_trip_and_errors() {
@@ -178,6 +179,7 @@ mod tests {
             module: "tls",
             fd: 5,
             truncated: 7,
+            detail: Detail::None,
         };
         let mut b = Vec::new();
         encode::encode_seq_prefix(9, &mut b);

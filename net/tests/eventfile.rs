@@ -4,7 +4,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use prost::Message;
 use rcapture_core::encode;
-use rcapture_core::event::{EventFields, EventKind, Module};
+use rcapture_core::event::{Detail, EventFields, EventKind, Module};
 use rcapture_net::eventfile::rotate::rotated_path;
 use rcapture_net::eventfile::{EventFile, EventFileConfig, EventFileFormat, EventFileStats};
 use rcapture_net::publish::{Batch, EntryMeta};
@@ -52,6 +52,7 @@ fn batch(first: usize, n: usize) -> Arc<Batch> {
             module: "tls",
             fd: 5,
             truncated: 0,
+            detail: Detail::None,
         };
         let start = b.buf.len() as u32;
         encode::encode_event_entry(&ev, &mut b.buf);

@@ -62,6 +62,7 @@ use collector::Collector;
 use figures::{CollectorEnd, RssBudget, print_figures};
 use ledger::WsLedger;
 use probe::{Metrics, Status, http, rss};
+use rcapture_core::event::Module;
 use rcapture_core::worker::EventSink;
 use rcapture_net::config::StartSettings;
 use rcapture_net::control::LiveSettings;
@@ -73,6 +74,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use wire::ModuleCounts;
 use wsclient::{Behaviour, Live, Report, WsClient};
 
 const WORKERS: usize = 2;
@@ -462,6 +464,38 @@ fn check(end: &Stopping, run: &Run, stopped: &Stopped, m: &Metrics, st: &Status,
         "captured = taken by the server + dropped before it"
     );
 
+    // ---- Every module's events were taken by the server, under the
+    // module's own label (each round holds them all).
+    let taken: ModuleCounts = std::array::from_fn(|i| {
+        let name = Module::ALL[i].name();
+        m.received_by_module.get(name).copied().unwrap_or(0)
+    });
+    assert_eq!(
+        taken.iter().sum::<u64>(),
+        p,
+        "ecapture_events_total by module: {:?}",
+        m.received_by_module
+    );
+    assert!(
+        taken.iter().all(|&n| n > 0),
+        "events of every module taken: {:?}",
+        m.received_by_module
+    );
+    // What a consumer got of each module is at most what was taken; the
+    // sums are its whole count, so a consumer that got every event got
+    // exactly the server's count of each module.
+    let by_module = |name: &str, got: &ModuleCounts, total: u64| {
+        assert_eq!(got.iter().sum::<u64>(), total, "{name}: events by module");
+        for (i, (g, t)) in got.iter().zip(&taken).enumerate() {
+            assert!(
+                g <= t,
+                "{name}: {} {} events of {t} taken",
+                g,
+                Module::ALL[i].name()
+            );
+        }
+    };
+
     // ---- WebSocket: for each client, from its own counts (final ones for
     // a client that has gone): numbered = received + dropped for it, by
     // reason; received = written whole by the server.
@@ -487,6 +521,7 @@ fn check(end: &Stopping, run: &Run, stopped: &Stopped, m: &Metrics, st: &Status,
             "{name}: seq accounts for every entry"
         );
         assert!(r.sampled > 0, "{name}: entries decoded in full");
+        by_module(name, &r.modules, r.events);
         assert!(r.heartbeats >= 2, "{name}: heartbeats");
         if let Behaviour::Staller { .. } = b {
             assert!(r.stalled_at.is_some(), "{name} stopped reading");
@@ -543,6 +578,11 @@ fn check(end: &Stopping, run: &Run, stopped: &Stopped, m: &Metrics, st: &Status,
             assert_eq!(r.partial_tail, 0, "{name}: a cut frame");
             if *b == Behaviour::Reader {
                 assert!(r.events > 0, "{name} received events");
+                assert!(
+                    r.modules.iter().all(|&n| n > 0),
+                    "{name} received events of every module: {:?}",
+                    r.modules
+                );
             } else {
                 assert!(c.dropped > 0, "{name} had drops");
             }
@@ -636,6 +676,12 @@ fn check(end: &Stopping, run: &Run, stopped: &Stopped, m: &Metrics, st: &Status,
     );
     assert!(c.seq_gaps <= f.dropped_events, "seq gaps are drops");
     assert!(c.received > 0 && c.sampled > 0, "the collector got batches");
+    by_module("collector", &c.modules, c.received);
+    assert!(
+        c.modules.iter().all(|&n| n > 0),
+        "the collector got events of every module: {:?}",
+        c.modules
+    );
     assert!(c.outages.iter().sum::<u64>() > 0, "the collector flapped");
     assert!(f.retries > 0, "the forwarder retried");
 

@@ -14,10 +14,18 @@
 //! every body and receives exactly every event, numbered by `seq` from 1
 //! without a gap or a repeat (each body's entries consecutive), over one
 //! keep-alive connection per request in flight (the default, two).
+//!
+//! The records replayed hold events of every module (OpenSSL, GnuTLS, NSS
+//! and Go data, bash, MariaDB and PostgreSQL queries, a secret, a
+//! connection): both clients and the collector count every event by its
+//! module, and must see exactly the replayed number of each.
+
+#[path = "soak/wire.rs"]
+mod wire;
 
 use base64::Engine;
 use prost::Message;
-use rcapture_core::event::Clock;
+use rcapture_core::event::{Clock, Module};
 use rcapture_core::records::{DIR_RECV, DIR_SEND, RecordKind, Tuple};
 use rcapture_core::ring::RecordRing;
 use rcapture_core::synth;
@@ -36,6 +44,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+use wire::{ModuleCounts, module_index};
 
 static COUNTING: AtomicBool = AtomicBool::new(false);
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
@@ -104,16 +113,18 @@ impl RecordRing for ReplayRing {
 /// The records replayed each round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mix {
-    /// TLS data at 64 B, 256 B, 1 KiB and 4 KiB each way, bash, a master
-    /// secret, a connection, and a 40 000-byte call split over three
-    /// records (joined by the worker): 12 events, ~53 KB.
+    /// TLS data at 64 B, 256 B, 1 KiB and 4 KiB each way; GnuTLS, NSS and
+    /// Go data; bash; a MariaDB and a PostgreSQL query; a master secret; a
+    /// connection; and a 40 000-byte call split over three records (joined
+    /// by the worker): 17 events, ~53 KB.
     Full,
-    /// The same without the 4 KiB and 40 000-byte calls: 9 events, ~4 KB.
+    /// The same without the 4 KiB and 40 000-byte calls: 14 events, ~4 KB.
     Small,
 }
 
-/// The records of a round and the events they make.
-fn records(mix: Mix) -> (Vec<Vec<u8>>, u64) {
+/// The records of a round, the events they make, those by module, and
+/// the HTTP requests (as many as responses) among them.
+fn records(mix: Mix) -> (Vec<Vec<u8>>, u64, ModuleCounts, u64) {
     let sizes: &[usize] = match mix {
         Mix::Full => &[64, 256, 1024, 4096],
         Mix::Small => &[64, 256, 1024],
@@ -156,10 +167,58 @@ fn records(mix: Mix) -> (Vec<Vec<u8>>, u64) {
             &payload,
         ));
     }
+    // Data of the other TLS libraries: a request (GnuTLS) and a response
+    // (NSS), labelled on the eCaptureQ stream as OpenSSL's are, and an
+    // HTTP/2 frame (Go), which is not HTTP/1.
+    let mut modules = ModuleCounts::default();
+    modules[module_index(Module::Tls)] = 2 * sizes.len() as u64 + 2;
+    for (kind, module, dir, payload) in [
+        (
+            RecordKind::GnutlsData,
+            Module::Gnutls,
+            DIR_SEND,
+            &b"GET /gnutls HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        ),
+        (
+            RecordKind::NssData,
+            Module::Nss,
+            DIR_RECV,
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+        ),
+        (
+            RecordKind::GotlsData,
+            Module::Gotls,
+            DIR_SEND,
+            b"\0\0\x04\x08\0\0\0\0\0\0\x0f\0\x01",
+        ),
+    ] {
+        v.push(synth::single(
+            synth::data(h(kind, 104), 8, dir, 0xffff_8880_0000_3000, t4),
+            payload,
+        ));
+        modules[module_index(module)] += 1;
+    }
     v.push(synth::single(
         synth::bash(h(RecordKind::Bash, 102), 0, 0),
         b"ls -la /tmp",
     ));
+    v.push(synth::single(
+        synth::bash(h(RecordKind::Bash, 102), 1, 2),
+        b"ls -la /nonexistent",
+    ));
+    modules[module_index(Module::Bash)] = 2;
+    // A query that succeeded (type 0 on both streams, so not counted as
+    // an HTTP label) and one of PostgreSQL's.
+    v.push(synth::single(
+        synth::query(h(RecordKind::MysqlQuery, 105), 0),
+        b"SELECT user, host FROM mysql.user WHERE user = 'root'",
+    ));
+    v.push(synth::single(
+        synth::query(h(RecordKind::PgQuery, 106), 0),
+        b"SELECT * FROM pg_catalog.pg_user;",
+    ));
+    modules[module_index(Module::Mysqld)] = 1;
+    modules[module_index(Module::Postgres)] = 1;
     v.push(synth::master_secret(
         h(RecordKind::MasterSecret, 100),
         0x0304,
@@ -175,6 +234,7 @@ fn records(mix: Mix) -> (Vec<Vec<u8>>, u64) {
         Tuple::default(),
     ));
     let mut events = v.len() as u64;
+    let http = sizes.len() as u64 + 1;
     if mix == Mix::Full {
         let mut long = Vec::new();
         synth::split_call(
@@ -188,16 +248,29 @@ fn records(mix: Mix) -> (Vec<Vec<u8>>, u64) {
         assert_eq!(long.len(), 3);
         v.extend(long);
         events += 1;
+        modules[module_index(Module::Tls)] += 1;
     }
-    (v, events)
+    assert_eq!(modules.iter().sum::<u64>(), events);
+    (v, events, modules, http)
 }
 
-/// Events of each `type` 0..=4 a client saw (with `labels`).
+/// Events of each `type` 0..=4 a client saw among the TLS libraries' (with
+/// `labels`).
 type Labels = [AtomicU64; 5];
 
-/// Reads WebSocket frames from the server and counts binary messages (and
-/// their `Event.type`s into `labels`).
-fn client(addr: std::net::SocketAddr, want: u64, got: Arc<AtomicU64>, labels: Option<Arc<Labels>>) {
+/// Events a client saw, by module.
+type ModuleTally = [AtomicU64; Module::ALL.len()];
+
+/// What a client saw.
+#[derive(Debug, Default)]
+struct Seen {
+    events: AtomicU64,
+    modules: ModuleTally,
+}
+
+/// Reads WebSocket frames from the server and counts binary messages, by
+/// module (and the `Event.type`s of TLS data into `labels`).
+fn client(addr: std::net::SocketAddr, want: u64, got: Arc<Seen>, labels: Option<Arc<Labels>>) {
     EXEMPT.with(|t| t.set(true));
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").unwrap();
@@ -205,7 +278,7 @@ fn client(addr: std::net::SocketAddr, want: u64, got: Arc<AtomicU64>, labels: Op
     let mut have = 0;
     let mut upgraded = false;
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    while got.load(SeqCst) < want {
+    while got.events.load(SeqCst) < want {
         let n = s.read(&mut buf[have..]).unwrap();
         assert!(n > 0, "server closed the stream");
         have += n;
@@ -235,17 +308,29 @@ fn client(addr: std::net::SocketAddr, want: u64, got: Arc<AtomicU64>, labels: Op
             if rest.len() < hl + len {
                 break;
             }
-            // Heartbeats (log_type 0) start with field 3; events with log_type 2.
-            if rest[0] & 0x0f == 2 && rest[hl..].first() != Some(&0x1a) {
-                if let Some(l) = &labels {
-                    let e = rcapture_proto::LogEntry::decode(&rest[hl..hl + len]).unwrap();
-                    if let Some(Payload::EventPayload(e)) = e.payload
-                        && let Some(n) = l.get(e.r#type as usize)
-                    {
-                        n.fetch_add(1, SeqCst);
+            let body = &rest[hl..hl + len];
+            if rest[0] & 0x0f == 2 {
+                match wire::entry(body) {
+                    Ok(wire::Entry::Event { module, .. }) => {
+                        if let Some(l) = &labels
+                            && matches!(
+                                module,
+                                Module::Tls | Module::Gnutls | Module::Nss | Module::Gotls
+                            )
+                        {
+                            let e = rcapture_proto::LogEntry::decode(body).unwrap();
+                            if let Some(Payload::EventPayload(e)) = e.payload
+                                && let Some(n) = l.get(e.r#type as usize)
+                            {
+                                n.fetch_add(1, SeqCst);
+                            }
+                        }
+                        got.modules[module_index(module)].fetch_add(1, SeqCst);
+                        got.events.fetch_add(1, SeqCst);
                     }
+                    Ok(wire::Entry::Heartbeat) => {}
+                    other => panic!("a frame that is no event or heartbeat: {other:?}"),
                 }
-                got.fetch_add(1, SeqCst);
             }
             pos += hl + len;
         }
@@ -314,6 +399,8 @@ const VARIANTS: [Variant; 3] = [
 struct Collected {
     /// Events in accepted bodies.
     events: AtomicU64,
+    /// Those events by module.
+    modules: ModuleTally,
     /// (first seq, events) of each accepted body: together exactly
     /// `1..=events` once every body is in (`seq_gaps` checks).
     ranges: Mutex<Vec<(u64, u64)>>,
@@ -457,9 +544,10 @@ fn serve(mut s: TcpStream, v: Variant, st: &Collected) -> Result<(), String> {
         } else {
             body
         };
+        let mut modules = ModuleCounts::default();
         let (first, n) = match v.format {
-            ForwardFormat::Json => json_entries(body),
-            _ => protobuf_entries(body),
+            ForwardFormat::Json => json_entries(body, &mut modules),
+            _ => protobuf_entries(body, &mut modules),
         }
         .map_err(|e| format!("batch {batch}: {e}"))?;
         if batch % FULL_DECODE_EVERY == 1 {
@@ -476,6 +564,9 @@ fn serve(mut s: TcpStream, v: Variant, st: &Collected) -> Result<(), String> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push((first, n));
+        for (total, n) in st.modules.iter().zip(modules) {
+            total.fetch_add(n, SeqCst);
+        }
         st.events.fetch_add(n, SeqCst);
         st.batches.fetch_add(1, SeqCst);
         buf.copy_within(end..have, 0);
@@ -534,72 +625,31 @@ fn check_head(req: &httparse::Request<'_, '_>, v: Variant) -> Result<usize, Stri
         .ok_or_else(|| format!("Content-Length {:?}", header("content-length")))
 }
 
-fn varint(b: &[u8], pos: &mut usize) -> Result<u64, String> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = *b.get(*pos).ok_or("truncated varint")?;
-        *pos += 1;
-        v |= u64::from(byte & 0x7f) << shift;
-        if byte < 0x80 {
-            return Ok(v);
-        }
-    }
-    Err("varint longer than 10 bytes".into())
-}
-
 /// Walks a `LogBatch`: every entry is an event entry (log_type 2, an
-/// `event_payload`) with `seq` = `first`, `first + 1`, ...; returns
+/// `event_payload` of a known module, `length` its payload's) with `seq` =
+/// `first`, `first + 1`, ...; counts its events into `modules`; returns
 /// `first` (the first entry's seq) and the count.
-fn protobuf_entries(body: &[u8]) -> Result<(u64, u64), String> {
-    let mut pos = 0;
-    let mut n = 0;
-    let mut first = 0;
-    while pos < body.len() {
-        let key = varint(body, &mut pos)?;
-        if key != 0x0a {
-            return Err(format!("LogBatch field key {key:#x} at byte {pos}"));
-        }
-        let len = varint(body, &mut pos)? as usize;
-        let entry = body
-            .get(pos..pos + len)
-            .ok_or_else(|| format!("entry of {len} bytes past the body's end"))?;
-        pos += len;
-        let (mut log_type, mut seq, mut event) = (0, 0, false);
-        let mut p = 0;
-        while p < entry.len() {
-            let key = varint(entry, &mut p)?;
-            match key & 7 {
-                0 => {
-                    let v = varint(entry, &mut p)?;
-                    match key >> 3 {
-                        1 => log_type = v,
-                        5 => seq = v,
-                        _ => {}
-                    }
+fn protobuf_entries(body: &[u8], modules: &mut ModuleCounts) -> Result<(u64, u64), String> {
+    let (mut n, mut first, mut bad) = (0, 0, None);
+    wire::batch_entries(body, |entry| {
+        let want = first + n;
+        match wire::entry(entry) {
+            Ok(wire::Entry::Event { seq, module, .. }) if (n == 0 || seq == want) && seq > 0 => {
+                if n == 0 {
+                    first = seq;
                 }
-                2 => {
-                    let l = varint(entry, &mut p)? as usize;
-                    event |= key >> 3 == 2;
-                    p += l;
-                }
-                w => return Err(format!("LogEntry wire type {w}")),
+                modules[module_index(module)] += 1;
+                n += 1;
+            }
+            other => {
+                bad.get_or_insert(format!("entry {n}: {other:?} (want seq {want})"));
             }
         }
-        if p != entry.len() {
-            return Err("a LogEntry field runs past the entry".into());
-        }
-        if n == 0 {
-            first = seq;
-        }
-        let want = first + n;
-        if log_type != 2 || !event || seq != want || seq == 0 {
-            return Err(format!(
-                "entry {n}: log_type {log_type}, event {event}, seq {seq} (want seq {want})"
-            ));
-        }
-        n += 1;
+    })?;
+    match bad {
+        Some(e) => Err(e),
+        None => Ok((first, n)),
     }
-    Ok((first, n))
 }
 
 /// Where `pat` first occurs in `hay` (libc's memmem: this file is not
@@ -620,9 +670,10 @@ fn find(hay: &[u8], pat: &[u8]) -> Option<usize> {
 
 /// Walks an NDJSON body: one event object per line, its `seq` (the last
 /// key) = `first`, `first + 1`, ...; returns `first` (the first line's
-/// seq) and the count. Each line's base64 payload is stepped over by its
-/// `length` (which checks it), not scanned.
-fn json_entries(body: &[u8]) -> Result<(u64, u64), String> {
+/// seq) and the count, and counts its events into `modules`. Each line's
+/// base64 payload is stepped over by its `length` (which checks it), not
+/// scanned.
+fn json_entries(body: &[u8], modules: &mut ModuleCounts) -> Result<(u64, u64), String> {
     const PAYLOAD: &[u8] = b"\"payload\":\"";
     const LENGTH: &[u8] = b",\"length\":";
     let mut pos = 0;
@@ -666,6 +717,13 @@ fn json_entries(body: &[u8]) -> Result<(u64, u64), String> {
                 String::from_utf8_lossy(tail)
             )));
         }
+        const MODULE: &[u8] = b",\"module\":\"";
+        let module = find(tail, MODULE)
+            .map(|i| &tail[i + MODULE.len()..])
+            .and_then(|m| std::str::from_utf8(&m[..find(m, b"\"")?]).ok())
+            .and_then(Module::from_name)
+            .ok_or_else(|| bad(&format!("module in {:?}", String::from_utf8_lossy(tail))))?;
+        modules[module_index(module)] += 1;
         pos += after + end + 1;
         n += 1;
     }
@@ -734,16 +792,24 @@ struct Figures {
     allocs: u64,
     first_alloc: Option<String>,
     ws: u64,
-    /// Events the eCaptureQ client got, and their types.
+    ws_modules: ModuleCounts,
+    /// Events the eCaptureQ client got, by module, and their types.
     eq: u64,
+    eq_modules: ModuleCounts,
     eq_labels: [u64; 5],
     /// HTTP requests (and responses) replayed.
     http_each: u64,
+    /// Events replayed, by module.
+    modules: ModuleCounts,
     status: serde_json::Value,
 }
 
+fn tally(t: &ModuleTally) -> ModuleCounts {
+    std::array::from_fn(|i| t[i].load(SeqCst))
+}
+
 fn run(v: Variant, collector: &Collector) -> Figures {
-    let (recs, per_round) = records(v.mix);
+    let (recs, per_round, round_modules, http_per_round) = records(v.mix);
     let recs = Arc::new(recs);
     let warm_rounds = 24_000 / per_round;
     let rounds = 1_000_000 / per_round + 1;
@@ -777,13 +843,15 @@ fn run(v: Variant, collector: &Collector) -> Figures {
     let srv_eq = srv.ecaptureq_addr();
     let handle = srv.handle();
     let server = std::thread::spawn(move || srv.run());
-    let got = Arc::new(AtomicU64::new(0));
-    let g = Arc::clone(&got);
+    let seen = Arc::new(Seen::default());
+    let got = &seen.events;
+    let g = Arc::clone(&seen);
     let reader = std::thread::spawn(move || client(addr, total, g, None));
     let eq_addr = srv_eq.expect("the --ecaptureq address");
-    let got_eq = Arc::new(AtomicU64::new(0));
+    let seen_eq = Arc::new(Seen::default());
+    let got_eq = &seen_eq.events;
     let labels: Arc<Labels> = Arc::new(Default::default());
-    let (g, l) = (Arc::clone(&got_eq), Arc::clone(&labels));
+    let (g, l) = (Arc::clone(&seen_eq), Arc::clone(&labels));
     let eq_reader = std::thread::spawn(move || client(eq_addr, total, g, Some(l)));
     std::thread::sleep(Duration::from_millis(300));
 
@@ -901,9 +969,12 @@ fn run(v: Variant, collector: &Collector) -> Figures {
         allocs,
         first_alloc,
         ws: got.load(SeqCst),
+        ws_modules: tally(&seen.modules),
         eq: got_eq.load(SeqCst),
+        eq_modules: tally(&seen_eq.modules),
         eq_labels: std::array::from_fn(|i| labels[i].load(SeqCst)),
-        http_each: (warm_rounds + rounds) * if v.mix == Mix::Full { 4 } else { 3 },
+        http_each: (warm_rounds + rounds) * http_per_round,
+        modules: round_modules.map(|n| n * (warm_rounds + rounds)),
         status,
     }
 }
@@ -952,6 +1023,19 @@ fn one_million_events_worker_to_websocket_and_forwarder_allocate_nothing() {
             v.name
         );
         assert_eq!(st.seq_gaps(), None, "{}: every seq exactly once", v.name);
+        for (who, got) in [
+            ("the client", f.ws_modules),
+            ("the eCaptureQ client", f.eq_modules),
+            ("the collector", tally(&st.modules)),
+        ] {
+            assert_eq!(
+                got,
+                f.modules,
+                "{}: {who} got every event of each module ({:?})",
+                v.name,
+                Module::ALL.map(Module::name)
+            );
+        }
         assert_eq!(
             st.connections.load(SeqCst),
             DEFAULT_CONCURRENCY as u64,

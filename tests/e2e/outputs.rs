@@ -3,7 +3,7 @@
 //! through the output hub alone — no event-loop thread, no listening socket.
 
 use crate::testutil::{
-    Rcapture, TempDir, bpf_available, python_server, run_ok, spawn_with_port, support,
+    Proc, Rcapture, TempDir, bpf_available, python_server, run_ok, spawn_with_port, support,
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -48,8 +48,20 @@ fn listening_sockets(pid: u32) -> Vec<String> {
     found
 }
 
+/// `tests/support/collector.py` recording into `out`; returns it (killed
+/// at drop) and its ingest URL.
+pub(crate) fn start_collector(out: &Path) -> (Proc, String) {
+    let (collector, port) = spawn_with_port(
+        Command::new("python3")
+            .arg(support("collector.py"))
+            .arg(out),
+        "tests/support/collector.py",
+    );
+    (collector, format!("http://127.0.0.1:{port}/ingest"))
+}
+
 /// The events the collector received so far (NDJSON bodies, decoded).
-fn collected(out: &Path) -> Vec<Value> {
+pub(crate) fn collected(out: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(out).unwrap_or_default();
     let mut events = Vec::new();
     for req in text
@@ -68,7 +80,7 @@ fn collected(out: &Path) -> Vec<Value> {
 
 /// Waits (15 s at most) until the collector got an event of `pid` whose
 /// payload holds `marker`.
-fn wait_collected(out: &Path, pid: u32, marker: &str) -> bool {
+pub(crate) fn wait_collected(out: &Path, pid: u32, marker: &str) -> bool {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let hit = collected(out).iter().any(|e| {
@@ -93,13 +105,7 @@ fn mode_none_writes_nothing_and_still_forwards() {
     let dir = TempDir::new("modenone");
     let (_srv, port) = python_server(&dir, false);
     let out = dir.path("collector.jsonl");
-    let (_collector, cport) = spawn_with_port(
-        Command::new("python3")
-            .arg(support("collector.py"))
-            .arg(&out),
-        "tests/support/collector.py",
-    );
-    let url = format!("http://127.0.0.1:{cport}/ingest");
+    let (_collector, url) = start_collector(&out);
     let rc = Rcapture::start(&[
         "tls",
         "-m",
@@ -135,13 +141,7 @@ fn listen_none_forwards_without_the_server_loop() {
     let dir = TempDir::new("hubonly");
     let (_srv, port) = python_server(&dir, false);
     let out = dir.path("collector.jsonl");
-    let (_collector, cport) = spawn_with_port(
-        Command::new("python3")
-            .arg(support("collector.py"))
-            .arg(&out),
-        "tests/support/collector.py",
-    );
-    let url = format!("http://127.0.0.1:{cport}/ingest");
+    let (_collector, url) = start_collector(&out);
     let rc = Rcapture::start(&[
         "tls",
         "--listen",

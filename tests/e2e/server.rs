@@ -150,7 +150,7 @@ impl WsClient {
     }
 
     /// Events until `pred` has matched each of `want` predicates once.
-    fn events_until(&self, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    pub(crate) fn events_until(&self, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
         let mut seen = Vec::new();
         let end = Instant::now() + Duration::from_secs(30);
         while !done(&seen) {

@@ -1,7 +1,7 @@
 //! An event with owned fields: borrowed as the encoders' [`EventFields`],
 //! and built as the prost [`Event`] that decoding the encoded entry gives.
 
-use rcapture_core::event::EventFields;
+use rcapture_core::event::{Detail, EventFields};
 use rcapture_proto::Event;
 
 /// Every field of an event, owned.
@@ -44,6 +44,7 @@ impl OwnedEvent {
             module: &self.module,
             fd: self.fd,
             truncated: self.truncated,
+            detail: Detail::None,
         }
     }
 

@@ -7,9 +7,11 @@
 //! - [`control::NoControl`]: a `Control` for servers without probes;
 //! - [`promtool`]: `promtool check metrics` on an exposition;
 //! - [`gobuild`]: the Go test programs of `tests/support/gotls/`, built with `go`.
+//! - [`db`]: throw-away MariaDB and PostgreSQL servers.
 
 pub mod alloc;
 pub mod control;
+pub mod db;
 pub mod event;
 pub mod gobuild;
 pub mod promtool;

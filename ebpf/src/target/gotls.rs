@@ -158,21 +158,24 @@ impl GoTarget {
             });
         }
 
+        let layout = |what: String| Error::UnknownLayout {
+            module: MODULE.name,
+            path: path.to_path_buf(),
+            version: version.clone(),
+            what,
+        };
         let symbols = symtab_symbols(&parsed);
-        let (source, functions) = find_functions(&image, &parsed, &symbols)
-            .map_err(|e| unsupported(format!("{version}: {e}")))?;
+        let (source, functions) = find_functions(&image, &parsed, &symbols).map_err(layout)?;
         let searched = match source {
             FunctionSource::Pclntab if !symbols.is_empty() => {
                 "the ELF symbol table and the pclntab"
             }
             s => s.name(),
         };
-        let missing = |function: &str| Error::GoFunction {
-            module: MODULE.name,
-            function: function.to_owned(),
-            path: path.to_path_buf(),
-            version: version.clone(),
-            searched,
+        let missing = |function: &str| {
+            layout(format!(
+                "{function} not found (searched {searched}); does the program use crypto/tls?"
+            ))
         };
         let write = *functions.get(WRITE_FN).ok_or_else(|| missing(WRITE_FN))?;
         let read = *functions.get(READ_FN).ok_or_else(|| missing(READ_FN))?;
@@ -181,19 +184,18 @@ impl GoTarget {
             image
                 .code(f)
                 .map(|code| EntryProbe::of(code, f.entry))
-                .ok_or_else(|| unsupported(format!("{version}: {name} is outside the file")))
+                .ok_or_else(|| layout(format!("{name} is outside the file")))
         };
         let write_probe = entry_probe(write, WRITE_FN)?;
         let keylog_probe = keylog.map(|k| entry_probe(k, KEYLOG_FN)).transpose()?;
 
         let code = image
             .code(read)
-            .ok_or_else(|| unsupported(format!("{version}: {READ_FN} is outside the file")))?;
-        let read_rets = returns(code, read.entry)
-            .map_err(|e| unsupported(format!("{version}: {READ_FN}: {e}")))?;
+            .ok_or_else(|| layout(format!("{READ_FN} is outside the file")))?;
+        let read_rets = returns(code, read.entry).map_err(|e| layout(format!("{READ_FN}: {e}")))?;
         let read_slots = spill_slots(code, read.entry).ok_or_else(|| {
-            unsupported(format!(
-                "{version}: {READ_FN}'s prologue does not store its receiver (RAX) and \
+            layout(format!(
+                "{READ_FN}'s prologue does not store its receiver (RAX) and \
                  b.ptr (RBX) in the caller's argument slots: unknown layout"
             ))
         })?;
@@ -211,11 +213,9 @@ impl GoTarget {
             .chain(keylog_probe.map(|k| k.at))
             .chain(read_rets.iter().copied())
         {
-            let off = elf.file_offset(va).ok_or_else(|| {
-                unsupported(format!(
-                    "{version}: address {va:#x} is in no loadable segment"
-                ))
-            })?;
+            let off = elf
+                .file_offset(va)
+                .ok_or_else(|| layout(format!("address {va:#x} is in no loadable segment")))?;
             offsets.push((va, off));
         }
         Ok(Self {

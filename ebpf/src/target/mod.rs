@@ -2,7 +2,10 @@
 //! process helpers they share.
 
 pub mod gotls;
+pub mod mysqld;
+pub mod nss;
 pub mod openssl;
+pub mod postgres;
 
 use std::collections::HashMap;
 use std::fs;
@@ -208,6 +211,34 @@ pub(crate) fn mapped_by(pid: u32, prefix: &str) -> Result<Option<PathBuf>, Error
     Ok(mapped.map(|m| via_root(pid, Path::new(m))))
 }
 
+/// The executable a module probes: the request's path if given; else the
+/// executable of the request's pid; else the first of `defaults` that exists.
+pub(crate) fn find_executable(
+    module: &'static ModuleDesc,
+    what: &'static str,
+    defaults: &[PathBuf],
+    req: &TargetRequest,
+) -> Result<PathBuf, Error> {
+    match (&req.path, req.pid) {
+        (Some(path), _) => Ok(path.clone()),
+        (None, Some(pid)) => exe_of(pid),
+        (None, None) => defaults
+            .iter()
+            .find(|p| p.exists())
+            .cloned()
+            .ok_or_else(|| Error::ExecutableNotFound {
+                module: module.name,
+                what,
+                searched: defaults
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                flag: module.path_flag,
+            }),
+    }
+}
+
 /// The executable of process `pid`, through its root.
 pub(crate) fn exe_of(pid: u32) -> Result<PathBuf, Error> {
     let link = PathBuf::from(format!("/proc/{pid}/exe"));
@@ -247,7 +278,6 @@ fn parse_ldconfig(listing: &str, name: &str) -> Option<PathBuf> {
 
 /// The text after the first `prefix` in `bytes`, up to the first byte not
 /// in `[0-9A-Za-z.]` (a version number), if it starts with a digit.
-#[allow(dead_code)] // for the modules that read a version string (gnutls, nss)
 pub(crate) fn version_after(bytes: &[u8], prefix: &[u8]) -> Option<String> {
     memchr::memmem::find_iter(bytes, prefix).find_map(|at| {
         let rest = &bytes[at + prefix.len()..];

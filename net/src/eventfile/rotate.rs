@@ -75,10 +75,14 @@ pub(super) fn shift(path: &Path, keep: usize, mode: u32) -> io::Result<Rotated> 
 }
 
 /// Opens `path` with `opts`, created with `mode`, and sets the file's mode
-/// to `mode` (an existing file keeps its own mode on open).
+/// to `mode` if it is a regular file (an existing file keeps its own mode on
+/// open). A device, FIFO or socket (`/dev/null`, `/dev/stdout`, a named
+/// pipe) keeps its mode: it is shared with the rest of the system.
 pub fn open_with_mode(opts: &mut OpenOptions, path: &Path, mode: u32) -> io::Result<File> {
     let f = opts.mode(mode).open(path)?;
-    f.set_permissions(Permissions::from_mode(mode))?;
+    if f.metadata()?.file_type().is_file() {
+        f.set_permissions(Permissions::from_mode(mode))?;
+    }
     Ok(f)
 }
 
@@ -106,6 +110,35 @@ pub(super) fn with_path(e: io::Error, op: &str, path: &Path) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    /// Regular files get the mode; a device such as /dev/null keeps its own.
+    #[test]
+    fn only_regular_files_are_chmodded() {
+        let dir = std::env::temp_dir().join(format!("rcapture-mode-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("k.log");
+        fs::write(&p, b"").unwrap();
+        fs::set_permissions(&p, Permissions::from_mode(0o644)).unwrap();
+        let mut o = OpenOptions::new();
+        o.append(true).create(true);
+        open_with_mode(&mut o, &p, 0o600).unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let before = fs::metadata("/dev/null").unwrap().permissions().mode();
+        let mut o = OpenOptions::new();
+        o.append(true);
+        // Opening /dev/null for writing works for anyone; its mode must not change.
+        open_with_mode(&mut o, Path::new("/dev/null"), 0o600).unwrap();
+        assert_eq!(
+            fs::metadata("/dev/null").unwrap().permissions().mode(),
+            before
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn shifts_and_deletes_the_oldest() {

@@ -3,7 +3,7 @@
 //! batches, temp dirs, waiting.
 
 use rcapture_core::encode;
-use rcapture_core::event::{EventFields, EventKind, Module};
+use rcapture_core::event::{Detail, EventFields, EventKind, Module};
 use rcapture_net::publish::{Batch, EntryMeta};
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
@@ -189,6 +189,7 @@ pub fn event<'a>(ts: i64, uuid: &'a str, module: &'a str, payload: &'a [u8]) -> 
         module,
         fd: 5,
         truncated: 0,
+        detail: Detail::None,
     }
 }
 

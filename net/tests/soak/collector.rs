@@ -14,7 +14,7 @@
 //! forwarder is told. The forwarder's `seq` is followed across batches:
 //! it must only grow (a repeat would be a duplicate delivery).
 
-use crate::wire;
+use crate::wire::{self, ModuleCounts, module_index};
 use prost::Message;
 use rcapture_proto::LogBatch;
 use std::io::{self, Read, Write};
@@ -62,6 +62,8 @@ const UP: Duration = Duration::from_secs(4);
 pub struct Counts {
     /// Entries in requests answered 200.
     pub received: AtomicU64,
+    /// Those entries by module ([`wire::ModuleCounts`]' order).
+    pub modules: [AtomicU64; rcapture_core::event::Module::ALL.len()],
     /// Requests answered 200.
     pub batches: AtomicU64,
     /// Entries in requests answered 400.
@@ -312,7 +314,7 @@ fn serve(mut s: TcpStream, shared: &Shared) {
                         shared.error(format!("unexpected request head: {head}"));
                     }
                     match entries(body) {
-                        Ok((n, first, last, bytes)) => {
+                        Ok(scan) => {
                             let status = if phase == Phase::Up {
                                 "200 OK"
                             } else {
@@ -323,7 +325,7 @@ fn serve(mut s: TcpStream, shared: &Shared) {
                                     .as_bytes(),
                             );
                             if r.is_ok() {
-                                account(shared, phase, body, n, first, last, bytes);
+                                account(shared, phase, body, &scan);
                             }
                             r
                         }
@@ -359,22 +361,36 @@ fn serve(mut s: TcpStream, shared: &Shared) {
     }
 }
 
-/// Scans a `LogBatch`: (entries, first seq, last seq, payload bytes); the
-/// seqs of a batch must be consecutive.
-fn entries(body: &[u8]) -> Result<(u64, u64, u64, u64), String> {
-    let (mut n, mut first, mut last, mut bytes) = (0u64, 0u64, 0u64, 0u64);
+/// What one `LogBatch` holds.
+#[derive(Debug, Default)]
+struct Scan {
+    entries: u64,
+    first: u64,
+    last: u64,
+    payload_bytes: u64,
+    modules: ModuleCounts,
+}
+
+/// Scans a `LogBatch`; the seqs of a batch must be consecutive.
+fn entries(body: &[u8]) -> Result<Scan, String> {
+    let mut sc = Scan::default();
     let mut bad = None;
     wire::batch_entries(body, |e| match wire::entry(e) {
-        Ok(wire::Entry::Event { seq, payload_len }) => {
-            if n > 0 && seq != last + 1 && bad.is_none() {
-                bad = Some(format!("seq {seq} after {last} in one batch"));
+        Ok(wire::Entry::Event {
+            seq,
+            payload_len,
+            module,
+        }) => {
+            if sc.entries > 0 && seq != sc.last + 1 && bad.is_none() {
+                bad = Some(format!("seq {seq} after {} in one batch", sc.last));
             }
-            if n == 0 {
-                first = seq;
+            if sc.entries == 0 {
+                sc.first = seq;
             }
-            last = seq;
-            n += 1;
-            bytes += payload_len as u64;
+            sc.last = seq;
+            sc.entries += 1;
+            sc.payload_bytes += payload_len as u64;
+            sc.modules[module_index(module)] += 1;
         }
         Ok(other) => {
             bad.get_or_insert(format!("a {other:?} entry in a batch"));
@@ -385,12 +401,13 @@ fn entries(body: &[u8]) -> Result<(u64, u64, u64, u64), String> {
     })?;
     match bad {
         Some(e) => Err(e),
-        None if n == 0 => Err("an empty batch".into()),
-        None => Ok((n, first, last, bytes)),
+        None if sc.entries == 0 => Err("an empty batch".into()),
+        None => Ok(sc),
     }
 }
 
-fn account(shared: &Shared, phase: Phase, body: &[u8], n: u64, first: u64, last: u64, bytes: u64) {
+fn account(shared: &Shared, phase: Phase, body: &[u8], sc: &Scan) {
+    let (n, first, last) = (sc.entries, sc.first, sc.last);
     let c = &shared.counts;
     {
         let mut seen = shared.seen.lock().unwrap();
@@ -422,7 +439,10 @@ fn account(shared: &Shared, phase: Phase, body: &[u8], n: u64, first: u64, last:
     }
     let batches = c.batches.fetch_add(1, Relaxed);
     c.received.fetch_add(n, Relaxed);
-    c.payload_bytes.fetch_add(bytes, Relaxed);
+    for (total, n) in c.modules.iter().zip(sc.modules) {
+        total.fetch_add(n, Relaxed);
+    }
+    c.payload_bytes.fetch_add(sc.payload_bytes, Relaxed);
     // Every 64th batch is decoded in full as a cross-check of the scanner.
     if batches.is_multiple_of(64) {
         match LogBatch::decode(body) {

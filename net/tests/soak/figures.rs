@@ -61,6 +61,8 @@ impl RssBudget {
 #[derive(Debug)]
 pub struct CollectorEnd {
     pub received: u64,
+    /// Those by module ([`crate::wire::ModuleCounts`]' order).
+    pub modules: crate::wire::ModuleCounts,
     pub batches: u64,
     pub rejected: u64,
     pub unavailable: u64,
@@ -79,6 +81,7 @@ impl CollectorEnd {
         let o = |i: usize| c.outages[i].load(Relaxed);
         Self {
             received: c.received.load(Relaxed),
+            modules: std::array::from_fn(|i| c.modules[i].load(Relaxed)),
             batches: c.batches.load(Relaxed),
             rejected: c.rejected.load(Relaxed),
             unavailable: c.unavailable.load(Relaxed),
@@ -136,6 +139,7 @@ pub fn print_figures(
         m.server_queue_dropped,
         run.server_idle.as_secs_f64()
     );
+    eprintln!("server: took by module {:?}", m.received_by_module);
     for (i, ((name, _), r)) in end.behaviours.iter().zip(&end.reports).enumerate() {
         let Some(r) = r else {
             eprintln!("ws {name}: the client thread panicked");

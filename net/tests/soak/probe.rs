@@ -46,6 +46,8 @@ pub fn get_json(addr: SocketAddr, path: &str) -> Value {
 pub struct Metrics {
     /// Sum of `ecapture_events_total`: events the server took from workers.
     pub received: u64,
+    /// `ecapture_events_total` by module (its pid label summed over).
+    pub received_by_module: BTreeMap<String, u64>,
     pub captured: u64,
     pub filtered: u64,
     pub server_queue_dropped: u64,
@@ -96,7 +98,12 @@ impl Metrics {
                 })
             };
             match name {
-                "ecapture_events_total" => m.received += n,
+                "ecapture_events_total" => {
+                    m.received += n;
+                    *m.received_by_module
+                        .entry(label("module").expect("a module label"))
+                        .or_default() += n;
+                }
                 "ecapture_captured_events_total" => m.captured = n,
                 "ecapture_filtered_events_total" => m.filtered = n,
                 "ecapture_server_queue_dropped_events_total" => m.server_queue_dropped = n,

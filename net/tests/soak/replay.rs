@@ -32,9 +32,10 @@ pub fn tls_pid(w: usize) -> u32 {
 pub const UID: u32 = 1000;
 
 /// The rounds a ring cycles through: seven small rounds (64 B to 4 KiB TLS
-/// data over IPv4 and IPv6, a bash line, a TLS 1.3 secret, a connection),
-/// then one that adds a 40 000-byte call split into three records (joined
-/// into one event by the worker).
+/// data over IPv4 and IPv6; GnuTLS, NSS and Go data; a bash line; a
+/// MariaDB and a PostgreSQL query; a TLS 1.3 secret; a connection), then
+/// one that adds a 40 000-byte call split into three records (joined into
+/// one event by the worker). Every module of WIRE.md is in each round.
 fn rounds(w: usize) -> Vec<Round> {
     let t4 = synth::tuple(
         "127.0.0.1:40000".parse().unwrap(),
@@ -59,6 +60,32 @@ fn rounds(w: usize) -> Vec<Round> {
     small.push(synth::single(
         synth::bash(h(RecordKind::Bash, pid + 2), 0, 0),
         b"ls -la /tmp",
+    ));
+    for (kind, dir, payload) in [
+        (
+            RecordKind::GnutlsData,
+            DIR_SEND,
+            &b"GET /gnutls HTTP/1.1\r\n\r\n"[..],
+        ),
+        (
+            RecordKind::NssData,
+            DIR_RECV,
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+        ),
+        (RecordKind::GotlsData, DIR_SEND, b"\0\0\x04\x08\0\0\0\0\0"),
+    ] {
+        small.push(synth::single(
+            synth::data(h(kind, pid + 4), 8, dir, 0, t4),
+            payload,
+        ));
+    }
+    small.push(synth::single(
+        synth::query(h(RecordKind::MysqlQuery, pid + 5), 0),
+        b"SELECT * FROM mysql.user",
+    ));
+    small.push(synth::single(
+        synth::query(h(RecordKind::PgQuery, pid + 6), 0),
+        b"SELECT 1;",
     ));
     small.push(synth::master_secret(
         h(RecordKind::MasterSecret, pid),

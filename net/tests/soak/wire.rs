@@ -1,6 +1,20 @@
-//! A small protobuf scanner for the soak's readers: the top-level fields of
-//! a `LogEntry` and an `Event`'s length checks, without allocating (the
-//! readers see every event; a full prost decode is used on samples).
+//! A small protobuf scanner for the soak's readers (and the whole-path
+//! allocation proof's): the top-level fields of a `LogEntry`, an `Event`'s
+//! length checks and its module, without allocating (the readers see every
+//! event; a full prost decode is used on samples).
+
+use rcapture_core::event::Module;
+
+/// Events counted per module, in [`Module::ALL`]'s order.
+pub type ModuleCounts = [u64; Module::ALL.len()];
+
+/// `m`'s place in [`ModuleCounts`].
+pub fn module_index(m: Module) -> usize {
+    Module::ALL
+        .iter()
+        .position(|&x| x == m)
+        .expect("every module is in Module::ALL")
+}
 
 /// Reads a varint at `*pos`.
 fn varint(b: &[u8], pos: &mut usize) -> Result<u64, String> {
@@ -46,10 +60,11 @@ fn fields<'a>(b: &'a [u8], mut f: impl FnMut(Field<'a>)) -> Result<(), String> {
 /// What a reader needs of one `LogEntry`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entry {
-    /// An event entry: its `seq` and payload length.
+    /// An event entry: its `seq`, payload length and module.
     Event {
         seq: u64,
         payload_len: usize,
+        module: Module,
     },
     Heartbeat,
     /// A run log entry (the server sends none).
@@ -57,7 +72,7 @@ pub enum Entry {
 }
 
 /// Scans one encoded `LogEntry`; checks an event's `length` equals its
-/// payload's and that it has a module and a uuid.
+/// payload's, that it has a uuid and that its module is one of WIRE.md's.
 pub fn entry(b: &[u8]) -> Result<Entry, String> {
     let (mut log_type, mut seq, mut event, mut heartbeat, mut log) = (0, 0, None, false, false);
     fields(b, |(n, v, bytes)| match n {
@@ -73,24 +88,29 @@ pub fn entry(b: &[u8]) -> Result<Entry, String> {
             if seq == 0 {
                 return Err("event entry without seq".into());
             }
-            let (mut length, mut payload, mut module, mut uuid) = (None, 0, false, false);
+            let (mut length, mut payload, mut module, mut uuid) = (None, 0, &[][..], false);
             fields(ev, |(n, v, bytes)| match n {
                 2 => uuid = !bytes.is_empty(),
                 10 => length = Some(v),
                 11 => payload = bytes.len(),
-                14 => module = !bytes.is_empty(),
+                14 => module = bytes,
                 _ => {}
             })?;
             // proto3 leaves zero out: no `length` field is length 0.
             if length.unwrap_or(0) != payload as u64 {
                 return Err(format!("length {length:?} but {payload} payload bytes"));
             }
-            if !module || !uuid {
-                return Err("event without module or uuid".into());
+            if !uuid {
+                return Err("event without a uuid".into());
             }
+            let module = std::str::from_utf8(module)
+                .ok()
+                .and_then(Module::from_name)
+                .ok_or_else(|| format!("module {:?}", String::from_utf8_lossy(module)))?;
             Ok(Entry::Event {
                 seq,
                 payload_len: payload,
+                module,
             })
         }
         (0, None, true, false) if seq == 0 => Ok(Entry::Heartbeat),
@@ -142,7 +162,8 @@ mod tests {
             entry(&b),
             Ok(Entry::Event {
                 seq: 300,
-                payload_len: 3
+                payload_len: 3,
+                module: Module::Tls,
             })
         );
         let batch = LogBatch {
@@ -157,5 +178,12 @@ mod tests {
         .unwrap();
         assert_eq!(n, 2);
         assert!(entry(&b[..b.len() - 1]).is_err());
+        for module in ["", "openssl"] {
+            let mut e = LogEntry::decode(&b[..]).unwrap();
+            if let Some(Payload::EventPayload(event)) = &mut e.payload {
+                event.module = module.into();
+            }
+            assert_eq!(entry(&e.encode_to_vec()), Err(format!("module {module:?}")));
+        }
     }
 }

@@ -3,9 +3,9 @@
 //! follows `seq` and counts what it gets; a staller stops reading after a
 //! while and resumes only when told (or never, if the server closes it).
 
-use crate::wire::{self, Entry};
+use crate::wire::{self, Entry, ModuleCounts, module_index};
 use prost::Message;
-use rcapture_proto::LogEntry;
+use rcapture_proto::{LogEntry, log_entry::Payload};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -43,6 +43,8 @@ pub struct Report {
     /// The client's own address: the server names it `ADDR#ID`.
     pub local: SocketAddr,
     pub events: u64,
+    /// Those events by module.
+    pub modules: ModuleCounts,
     pub payload_bytes: u64,
     /// Entries missing between the ones received (`seq` gaps).
     pub gaps: u64,
@@ -222,6 +224,7 @@ impl WsClient {
                 Report {
                     local: self.local,
                     events: st.events,
+                    modules: st.modules,
                     payload_bytes: st.payload_bytes,
                     gaps: st.gaps,
                     last_seq: st.last_seq,
@@ -243,6 +246,7 @@ impl WsClient {
 #[derive(Debug, Default)]
 struct State {
     events: u64,
+    modules: ModuleCounts,
     payload_bytes: u64,
     gaps: u64,
     last_seq: u64,
@@ -265,19 +269,30 @@ impl State {
             return self.fail("an entry after the close frame".into());
         }
         match wire::entry(b) {
-            Ok(Entry::Event { seq, payload_len }) => {
+            Ok(Entry::Event {
+                seq,
+                payload_len,
+                module,
+            }) => {
                 if seq <= self.last_seq {
                     return self.fail(format!("seq {seq} after {}", self.last_seq));
                 }
                 self.gaps += seq - self.last_seq - 1;
                 self.last_seq = seq;
                 self.events += 1;
+                self.modules[module_index(module)] += 1;
                 self.payload_bytes += payload_len as u64;
                 // Every 1024th entry is decoded in full as a cross-check.
                 if self.events % 1024 == 1 {
                     match LogEntry::decode(b) {
-                        Ok(e) if e.seq == seq => self.sampled += 1,
-                        Ok(e) => self.fail(format!("prost sees seq {} not {seq}", e.seq)),
+                        Ok(LogEntry {
+                            seq: s,
+                            payload: Some(Payload::EventPayload(e)),
+                            ..
+                        }) if s == seq && e.module == module.name() => self.sampled += 1,
+                        Ok(e) => self.fail(format!(
+                            "prost sees {e:?}, the scanner seq {seq}, module {module:?}"
+                        )),
                         Err(e) => self.fail(format!("prost cannot decode an entry: {e}")),
                     }
                 }

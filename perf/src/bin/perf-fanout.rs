@@ -24,7 +24,7 @@ use crossbeam_utils::CachePadded;
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use rcapture_core::encode;
-use rcapture_core::event::{EventFields, EventKind};
+use rcapture_core::event::{Detail, EventFields, EventKind};
 use rcapture_core::worker::EventSink;
 use rcapture_net::config::StartSettings;
 use rcapture_net::conn::QueueLimits;
@@ -209,6 +209,7 @@ fn fields(timestamp: i64, payload: &[u8]) -> EventFields<'_> {
         module: "tls",
         fd: 3,
         truncated: 0,
+        detail: Detail::None,
     }
 }
 
