@@ -110,7 +110,6 @@ pub(super) fn with_path(e: io::Error, op: &str, path: &Path) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt as _;
 
     /// Regular files get the mode; a device such as /dev/null keeps its own.
     #[test]
