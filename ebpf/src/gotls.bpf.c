@@ -10,11 +10,16 @@
  *  - rc_gotls_write, at the entry of (*Conn).writeRecordLocked(typ, data)
  *    (more exactly at its stack check, see at_morestack):
  *    conn = RAX, typ = RBX (23, application data, only), data = RCX/RDI;
- *  - rc_gotls_read, at every RET of (*Conn).Read(b) (user space decodes the
- *    function and attaches one probe per `ret`): n = RAX; conn and b.ptr are
- *    read from the argument spill slots the prologue wrote in the caller's
- *    frame (SP + go_read_conn_sp / go_read_buf_sp at the RET, offsets found
- *    by decoding the prologue);
+ *  - rc_gotls_read_copy, at (*Conn).Read(b)'s one `call runtime.memmove`
+ *    (the copy of the plaintext into b: memmove(to RAX, from RBX, n RCX)):
+ *    n = RCX bytes from RBX; conn from its spill slot (SP + go_read_conn_sp);
+ *  - or, when Read has no such single call, rc_gotls_read at every RET of
+ *    Read (user space decodes the function and attaches one probe per
+ *    `ret`): n = RAX; conn and b.ptr are read from the argument spill slots
+ *    the prologue wrote in the caller's frame (SP + go_read_conn_sp /
+ *    go_read_buf_sp at the RET, offsets found by decoding the prologue).
+ *    A call is emulated by the kernel; a `ret` is single-stepped out of
+ *    line, which costs ~15 us per hit in this VM against ~1.3 us;
  *  - rc_gotls_keylog, at the entry of (*Config).writeKeyLog(label,
  *    clientRandom, secret): label = RBX/RCX, clientRandom = RDI/RSI,
  *    secret = R9/R10 (called whether or not a KeyLogWriter is set).
@@ -132,6 +137,22 @@ int rc_gotls_read(struct pt_regs *ctx)
 	}
 	bpf_probe_read_user(&conn, sizeof(conn), (void *)(ctx->sp + go_read_conn_sp));
 	rc_emit_data(pid_tgid, RC_KIND_GOTLS_DATA, RC_DIR_RECV, go_conn_fd(conn), buf, len);
+	return 0;
+}
+
+SEC("uprobe")
+int rc_gotls_read_copy(struct pt_regs *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 conn = 0;
+	__u32 len = clamp_len((__s64)ctx->cx);
+
+	if (!len || !ctx->bx)
+		return 0;
+	if (!rc_filter_pass(pid_tgid))
+		return 0;
+	bpf_probe_read_user(&conn, sizeof(conn), (void *)(ctx->sp + go_read_conn_sp));
+	rc_emit_data(pid_tgid, RC_KIND_GOTLS_DATA, RC_DIR_RECV, go_conn_fd(conn), ctx->bx, len);
 	return 0;
 }
 

@@ -47,6 +47,7 @@ fn the_four_builds_resolve_alike() {
             v.name()
         );
         assert!(t.functions().2.is_some(), "{}: writeKeyLog", v.name());
+        assert!(t.read_copy_call().is_some(), "{}: Read's memmove", v.name());
     }
     for (with, without) in [(0, 1), (2, 3)] {
         let (a, b) = (&all[with].1, &all[without].1);
@@ -62,6 +63,7 @@ fn the_four_builds_resolve_alike() {
             assert!(y.end >= x.end && y.end - x.end < 64, "{x:?} {y:?}");
         }
         assert_eq!(a.read_returns(), b.read_returns());
+        assert_eq!(a.read_copy_call(), b.read_copy_call());
         assert_eq!(a.conn_type_hashes(), b.conn_type_hashes());
     }
     assert_eq!(all[0].1.conn_type_hashes(), all[2].1.conn_type_hashes());
@@ -72,9 +74,12 @@ fn the_four_builds_resolve_alike() {
 /// PIE or not; and the byte there is the one the function starts with.
 #[test]
 fn attach_points_are_file_offsets() {
-    for v in GoVariant::ALL {
+    for (v, returns) in GoVariant::ALL.iter().flat_map(|&v| [(v, false), (v, true)]) {
         let exe = gobuild::gotls_test_prog(v);
-        let t = inspect(v);
+        let mut t = inspect(v);
+        if returns {
+            t.use_return_probes();
+        }
         let target = t.target().unwrap();
         let bytes = std::fs::read(&exe).unwrap();
         let (write, read, keylog) = t.functions();
@@ -117,10 +122,18 @@ fn attach_points_are_file_offsets() {
                     assert_eq!(cookie, &0);
                     rets += 1;
                 }
+                "rc_gotls_read_copy" => {
+                    assert!(!returns);
+                    let at = t.read_copy_call().unwrap();
+                    assert_eq!(*symbol, format!("crypto/tls.(*Conn).Read+{at:#x}"));
+                    assert_eq!(*offset, read.entry + at - 0x400000);
+                    assert_eq!(byte, 0xe8, "{}: {symbol} is a call", v.name());
+                    rets += 1;
+                }
                 other => panic!("unexpected program {other}"),
             }
         }
-        assert_eq!(rets, t.read_returns().len());
+        assert_eq!(rets, if returns { t.read_returns().len() } else { 1 });
         assert_eq!(
             target.path,
             exe,
@@ -156,31 +169,29 @@ fn errors_name_the_binary_the_version_and_what_is_missing() {
     );
 }
 
-/// The probes themselves on the stripped PIE build: one request with TLS
-/// 1.2 gives the four payloads with their fds and tuples, and the key
-/// records carry the 32-byte client random and the 48-byte master secret.
-#[test]
-fn records_of_one_request() {
-    let Some(_guard) = testutil::require_bpf() else {
-        return;
-    };
-    let exe = gobuild::gotls_test_prog(GoVariant::PieStripped);
-    let target = (module::module("gotls").unwrap().resolve)(&TargetRequest {
-        path: Some(exe.clone()),
-        pid: None,
-    })
-    .expect("resolving the stripped PIE build");
+/// The probes themselves, record by record: one request gives the four
+/// payloads with their fds and tuples, and the key records carry the
+/// 32-byte client random and the secrets (TLS 1.2: one 48-byte master
+/// secret; TLS 1.3: four 32-byte traffic secrets), logged by both sides.
+fn records_of_one_request(v: GoVariant, tls: &str, returns: bool) {
+    let exe = gobuild::gotls_test_prog(v);
+    let mut t = GoTarget::inspect(&exe).expect("resolving the build");
+    if returns {
+        t.use_return_probes();
+    }
+    let target = t.target().unwrap();
     let mut capture = Capture::load(&[target], &CaptureOptions::default()).expect("loading");
     let mut rings = capture.take_rings();
     let port = testutil::free_port();
+    let marker = format!("rec-{}-{tls}", v.name());
     let out = Command::new(&exe)
         .args([
             "-addr",
             &format!("127.0.0.1:{port}"),
             "-marker",
-            "rec-test",
+            &marker,
             "-tls",
-            "1.2",
+            tls,
         ])
         .output()
         .expect("running the Go test program");
@@ -190,6 +201,7 @@ fn records_of_one_request() {
         String::from_utf8_lossy(&out.stderr)
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(report["tls"], tls);
     std::thread::sleep(std::time::Duration::from_millis(200));
     let records = testutil::drain(&mut rings);
     let pid = report["pid"].as_u64().unwrap() as u32;
@@ -202,14 +214,21 @@ fn records_of_one_request() {
         .filter(|d| d.hdr.pid == pid)
         .collect();
     let find = |dir: u8, needle: &str| {
-        data.iter()
-            .find(|d| d.direction == dir && String::from_utf8_lossy(&d.payload).contains(needle))
-            .unwrap_or_else(|| panic!("no direction-{dir} record with {needle:?}: {data:#?}"))
+        let found: Vec<_> = data
+            .iter()
+            .filter(|d| d.direction == dir && String::from_utf8_lossy(&d.payload).contains(needle))
+            .collect();
+        assert_eq!(found.len(), 1, "direction {dir}, {needle:?}: {data:#?}");
+        found[0]
     };
-    let req_sent = find(1, "X-Marker: rec-test");
-    let req_read = find(0, "X-Marker: rec-test");
-    let resp_sent = find(1, "pong rec-test BODY rec-test");
-    let resp_read = find(0, "pong rec-test BODY rec-test");
+    let request = format!("X-Marker: {marker}\r\n");
+    let answer = format!("pong {marker} BODY {marker}\n");
+    let req_sent = find(1, &request);
+    let req_read = find(0, &request);
+    let resp_sent = find(1, &answer);
+    let resp_read = find(0, &answer);
+    assert_eq!(req_sent.payload, req_read.payload);
+    assert_eq!(resp_sent.payload, resp_read.payload);
     assert_eq!((req_sent.fd, resp_read.fd), (client_fd, client_fd));
     assert_eq!((req_read.fd, resp_sent.fd), (server_fd, server_fd));
     for d in [req_sent, req_read, resp_sent, resp_read] {
@@ -226,16 +245,44 @@ fn records_of_one_request() {
         .filter(|(_, r)| testutil::hdr(r).kind == KIND_GOTLS_KEY && testutil::hdr(r).pid == pid)
         .map(|(_, r)| testutil::gotls_key(r))
         .collect();
-    // Client and server both log the session's one line.
-    assert_eq!(keys.len(), 2, "{keys:?}");
-    for k in &keys {
-        assert_eq!(k.label, "CLIENT_RANDOM");
-        assert_eq!(k.secret.len(), 48);
-        assert!(k.client_random.iter().any(|&b| b != 0));
+    let (labels, secret_len): (&[&str], usize) = if tls == "1.2" {
+        (&["CLIENT_RANDOM"], 48)
+    } else {
+        (
+            &[
+                "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+                "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+                "CLIENT_TRAFFIC_SECRET_0",
+                "SERVER_TRAFFIC_SECRET_0",
+            ],
+            32,
+        )
+    };
+    assert_eq!(keys.len(), 2 * labels.len(), "{keys:?}");
+    for l in labels {
+        let both: Vec<_> = keys.iter().filter(|k| k.label == *l).collect();
+        assert_eq!(both.len(), 2, "{l}: client and server: {keys:?}");
+        assert_eq!(both[0].secret, both[1].secret);
+        assert_eq!(both[0].secret.len(), secret_len);
     }
-    assert_eq!(keys[0].client_random, keys[1].client_random);
-    assert_eq!(keys[0].secret, keys[1].secret);
+    let random = keys[0].client_random;
+    assert!(random.iter().any(|&b| b != 0));
+    assert!(keys.iter().all(|k| k.client_random == random));
     let lost: u64 = capture.counters().unwrap().iter().map(|c| c.lost).sum();
     assert_eq!(lost, 0);
-    drop(rings);
+}
+
+#[test]
+fn records_of_one_request_tls12_stripped_pie() {
+    if let Some(_guard) = testutil::require_bpf() {
+        records_of_one_request(GoVariant::PieStripped, "1.2", false);
+    }
+}
+
+/// The same through the general probes at `Read`'s `ret`s.
+#[test]
+fn records_of_one_request_tls13_at_the_returns() {
+    if let Some(_guard) = testutil::require_bpf() {
+        records_of_one_request(GoVariant::Plain, "1.3", true);
+    }
 }

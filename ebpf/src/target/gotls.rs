@@ -56,7 +56,16 @@ pub const KEYLOG_FN: &str = "crypto/tls.(*Config).writeKeyLog";
 /// stripped binary (`Close` is net.Conn's first method).
 const TCPCONN_CLOSE: &str = "net.(*TCPConn).Close";
 const UNIXCONN_CLOSE: &str = "net.(*UnixConn).Close";
-const FUNCTIONS: [&str; 5] = [WRITE_FN, READ_FN, KEYLOG_FN, TCPCONN_CLOSE, UNIXCONN_CLOSE];
+/// `Read` copies the plaintext to `b` with a call to it.
+const MEMMOVE: &str = "runtime.memmove";
+const FUNCTIONS: [&str; 6] = [
+    WRITE_FN,
+    READ_FN,
+    KEYLOG_FN,
+    TCPCONN_CLOSE,
+    UNIXCONN_CLOSE,
+    MEMMOVE,
+];
 
 /// The oldest and newest Go minor versions whose layout the probes know:
 /// 1.17 brought the register ABI; the crypto/tls signatures and the
@@ -109,8 +118,12 @@ pub struct GoTarget {
     keylog_probe: Option<EntryProbe>,
     /// Virtual addresses of every `ret` of `Read`.
     read_rets: Vec<u64>,
-    /// The receiver's and `b.ptr`'s slots, from SP at a `ret`.
-    read_slots: (u32, u32),
+    /// `Read`'s one `call runtime.memmove` (the copy into `b`), if it has one.
+    read_copy: Option<u64>,
+    /// Probe `Read`'s `ret`s even though it has the copy call.
+    use_returns: bool,
+    /// `Read`'s frame: where its receiver and `b.ptr` are spilled.
+    read_frame: Frame,
     tcpconn_hash: Option<u32>,
     unixconn_hash: Option<u32>,
     /// File offsets of the probed addresses, by address.
@@ -193,7 +206,10 @@ impl GoTarget {
             .code(read)
             .ok_or_else(|| layout(format!("{READ_FN} is outside the file")))?;
         let read_rets = returns(code, read.entry).map_err(|e| layout(format!("{READ_FN}: {e}")))?;
-        let read_slots = spill_slots(code, read.entry).ok_or_else(|| {
+        let read_copy = functions
+            .get(MEMMOVE)
+            .and_then(|m| copy_call(code, read.entry, m.entry));
+        let read_frame = read_frame(code, read.entry).ok_or_else(|| {
             layout(format!(
                 "{READ_FN}'s prologue does not store its receiver (RAX) and \
                  b.ptr (RBX) in the caller's argument slots: unknown layout"
@@ -212,6 +228,7 @@ impl GoTarget {
             .into_iter()
             .chain(keylog_probe.map(|k| k.at))
             .chain(read_rets.iter().copied())
+            .chain(read_copy)
         {
             let off = elf
                 .file_offset(va)
@@ -229,7 +246,9 @@ impl GoTarget {
             write_probe,
             keylog_probe,
             read_rets,
-            read_slots,
+            read_copy,
+            use_returns: false,
+            read_frame,
             tcpconn_hash,
             unixconn_hash,
             offsets,
@@ -278,14 +297,30 @@ impl GoTarget {
     pub fn target(&self) -> Result<Target, Error> {
         let mut attach =
             vec![self.entry_uprobe("rc_gotls_write", WRITE_FN, self.write, self.write_probe)];
-        for &r in &self.read_rets {
-            attach.push(self.uprobe(
-                "rc_gotls_read",
-                format!("{READ_FN}+{:#x}", r - self.read.entry),
-                r,
-                0,
-            ));
-        }
+        let f = self.read_frame;
+        let read_slots = match self.read_copy.filter(|_| !self.use_returns) {
+            Some(at) => {
+                attach.push(self.uprobe(
+                    "rc_gotls_read_copy",
+                    format!("{READ_FN}+{:#x}", at - self.read.entry),
+                    at,
+                    0,
+                ));
+                // SP at the call is the entry SP minus the frame.
+                (f.depth + f.conn, f.depth + f.buf)
+            }
+            None => {
+                for &r in &self.read_rets {
+                    attach.push(self.uprobe(
+                        "rc_gotls_read",
+                        format!("{READ_FN}+{:#x}", r - self.read.entry),
+                        r,
+                        0,
+                    ));
+                }
+                (f.conn, f.buf)
+            }
+        };
         let mut notes = Vec::new();
         match (self.keylog, self.keylog_probe) {
             (Some(k), Some(p)) => {
@@ -318,8 +353,8 @@ impl GoTarget {
                 "go_unixconn_hash",
                 Global::U32(self.unixconn_hash.unwrap_or(0)),
             ),
-            ("go_read_conn_sp", Global::U32(self.read_slots.0)),
-            ("go_read_buf_sp", Global::U32(self.read_slots.1)),
+            ("go_read_conn_sp", Global::U32(read_slots.0)),
+            ("go_read_buf_sp", Global::U32(read_slots.1)),
         ];
         Ok(Target {
             module: &MODULE,
@@ -363,7 +398,23 @@ impl GoTarget {
 
     /// The receiver's and `b.ptr`'s slots, from SP at a `ret` of `Read`.
     pub fn read_slots(&self) -> (u32, u32) {
-        self.read_slots
+        (self.read_frame.conn, self.read_frame.buf)
+    }
+
+    /// Offset from `Read`'s entry of its `call runtime.memmove`, where the
+    /// plaintext it returns is probed (one trap: the kernel emulates a
+    /// call, while a `ret` is single-stepped out of line, ~15 µs a hit
+    /// here); `None`: its `ret`s are probed instead.
+    pub fn read_copy_call(&self) -> Option<u64> {
+        self.read_copy
+            .filter(|_| !self.use_returns)
+            .map(|c| c - self.read.entry)
+    }
+
+    /// Probes `Read` at its `ret`s, as for a `Read` without a single copy
+    /// call (to test that way on binaries that have one).
+    pub fn use_return_probes(&mut self) {
+        self.use_returns = true;
     }
 
     /// The type hashes of `*net.TCPConn` and `*net.UnixConn`, from their itabs.
@@ -710,11 +761,22 @@ fn returns(code: &[u8], ip: u64) -> Result<Vec<u64>, String> {
     Ok(rets)
 }
 
-/// Where the prologue stores RAX (the receiver) and RBX (`b.ptr`), as
-/// offsets from the stack pointer at entry, which is the stack pointer at
-/// a `ret`: the caller's argument spill slots (≥ 8, above the return
-/// address). Follows `push` and `sub rsp, N` up to the first call.
-fn spill_slots(code: &[u8], ip: u64) -> Option<(u32, u32)> {
+/// `Read`'s frame after its prologue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Frame {
+    /// Bytes below the entry SP (`push`es and `sub rsp, N`): SP in the body
+    /// is the entry SP minus this.
+    depth: u32,
+    /// Where the prologue stores RAX (the receiver) and RBX (`b.ptr`), as
+    /// offsets from the entry SP, which is SP at a `ret`: the caller's
+    /// argument spill slots (≥ 8, above the return address).
+    conn: u32,
+    buf: u32,
+}
+
+/// `Read`'s frame: follows `push` and `sub rsp, N` and the stores of RAX
+/// and RBX to `[rsp+d]` up to the first call.
+fn read_frame(code: &[u8], ip: u64) -> Option<Frame> {
     let mut depth: u64 = 0; // bytes pushed below the entry SP
     let (mut rax, mut rbx) = (None, None);
     for insn in Decoder::with_ip(64, code, ip, DecoderOptions::NONE)
@@ -753,11 +815,25 @@ fn spill_slots(code: &[u8], ip: u64) -> Option<(u32, u32)> {
             }
             _ => {}
         }
-        if let (Some(a), Some(b)) = (rax, rbx) {
-            return Some((a, b));
+        if let (Some(conn), Some(buf)) = (rax, rbx) {
+            return Some(Frame {
+                depth: u32::try_from(depth).ok()?,
+                conn,
+                buf,
+            });
         }
     }
     None
+}
+
+/// The address of the only `call target` in `code`, if there is exactly one.
+fn copy_call(code: &[u8], ip: u64, target: u64) -> Option<u64> {
+    let mut calls = Decoder::with_ip(64, code, ip, DecoderOptions::NONE)
+        .into_iter()
+        .filter(|i| i.code() == Code::Call_rel32_64 && i.near_branch_target() == target)
+        .map(|i| i.ip());
+    let first = calls.next()?;
+    calls.next().is_none().then_some(first)
 }
 
 /// The type hash in the itab symbol of `typ` for net.Conn (`go.itab.` up
@@ -972,9 +1048,21 @@ mod tests {
         assert!(!EntryProbe::of(&clobber, 0).stack_check);
     }
 
+    /// Only a single call to the target counts.
+    #[test]
+    fn the_copy_call_is_the_only_one() {
+        // call +0 (to 0x1005), nop, call -6 (to 0x1000)
+        let code = [0xe8, 0, 0, 0, 0, 0x90, 0xe8, 0xf5, 0xff, 0xff, 0xff];
+        assert_eq!(copy_call(&code, 0x1000, 0x1005), Some(0x1000));
+        assert_eq!(copy_call(&code, 0x1000, 0x1000), Some(0x1006));
+        assert_eq!(copy_call(&code, 0x1000, 0x2000), None);
+        let twice = [0xe8, 0, 0, 0, 0, 0xe8, 0xfb, 0xff, 0xff, 0xff];
+        assert_eq!(copy_call(&twice, 0x1000, 0x1005), None);
+    }
+
     /// Go 1.19's `Read` prologue (crypto/tls.(*Conn).Read in the test binary).
     #[test]
-    fn spill_slots_follow_the_frame() {
+    fn the_read_frame_is_decoded() {
         let code = [
             0x49, 0x3b, 0x66, 0x10, // cmp rsp, [r14+0x10]
             0x0f, 0x86, 0x00, 0x01, 0x00, 0x00, // jbe
@@ -986,7 +1074,14 @@ mod tests {
             0x48, 0x89, 0x44, 0x24, 0x70, // mov [rsp+0x70], rax
             0xe8, 0, 0, 0, 0, // call
         ];
-        assert_eq!(spill_slots(&code, 0x5aff40), Some((8, 16)));
+        assert_eq!(
+            read_frame(&code, 0x5aff40),
+            Some(Frame {
+                depth: 0x68,
+                conn: 8,
+                buf: 16
+            })
+        );
         // Stored in its own frame only: no slot in the caller's.
         let own = [
             0x48, 0x83, 0xec, 0x68, // sub rsp, 0x68
@@ -994,6 +1089,6 @@ mod tests {
             0x48, 0x89, 0x44, 0x24, 0x08, // mov [rsp+0x8], rax
             0xc3,
         ];
-        assert_eq!(spill_slots(&own, 0), None);
+        assert_eq!(read_frame(&own, 0), None);
     }
 }
