@@ -206,15 +206,16 @@ impl GoTarget {
             .code(read)
             .ok_or_else(|| layout(format!("{READ_FN} is outside the file")))?;
         let read_rets = returns(code, read.entry).map_err(|e| layout(format!("{READ_FN}: {e}")))?;
-        let read_copy = functions
-            .get(MEMMOVE)
-            .and_then(|m| copy_call(code, read.entry, m.entry));
         let read_frame = read_frame(code, read.entry).ok_or_else(|| {
             layout(format!(
                 "{READ_FN}'s prologue does not store its receiver (RAX) and \
                  b.ptr (RBX) in the caller's argument slots: unknown layout"
             ))
         })?;
+        let read_copy = functions.get(MEMMOVE).and_then(|m| {
+            let b_slot = u64::from(read_frame.depth + read_frame.buf);
+            copy_call(code, read.entry, m.entry, b_slot)
+        });
 
         let hash = |itab_type: &str, close: &str| {
             itab_hash_by_symbol(&image, &symbols, itab_type)
@@ -826,14 +827,38 @@ fn read_frame(code: &[u8], ip: u64) -> Option<Frame> {
     None
 }
 
-/// The address of the only `call target` in `code`, if there is exactly one.
-fn copy_call(code: &[u8], ip: u64, target: u64) -> Option<u64> {
-    let mut calls = Decoder::with_ip(64, code, ip, DecoderOptions::NONE)
-        .into_iter()
-        .filter(|i| i.code() == Code::Call_rel32_64 && i.near_branch_target() == target)
-        .map(|i| i.ip());
-    let first = calls.next()?;
-    calls.next().is_none().then_some(first)
+/// The address of `Read`'s copy into `b`: its only `call target`
+/// (runtime.memmove), if the last write of RAX (memmove's destination)
+/// before it loads `b.ptr` from its spill slot (`mov rax, [rsp+slot]`,
+/// `slot` from the SP in the body).
+fn copy_call(code: &[u8], ip: u64, target: u64, b_slot: u64) -> Option<u64> {
+    let mut found = None;
+    let mut rax_is_b = false;
+    for insn in Decoder::with_ip(64, code, ip, DecoderOptions::NONE) {
+        if insn.code() == Code::Call_rel32_64 && insn.near_branch_target() == target {
+            if found.is_some() || !rax_is_b {
+                return None;
+            }
+            found = Some(insn.ip());
+        }
+        // op0 is the destination, but for the comparisons (no write)
+        if insn.op0_kind() == OpKind::Register
+            && matches!(
+                insn.op0_register(),
+                Register::RAX | Register::EAX | Register::AX | Register::AL
+            )
+            && !matches!(
+                insn.mnemonic(),
+                Mnemonic::Cmp | Mnemonic::Test | Mnemonic::Push
+            )
+        {
+            rax_is_b = insn.code() == Code::Mov_r64_rm64
+                && insn.memory_base() == Register::RSP
+                && insn.memory_index() == Register::None
+                && insn.memory_displacement64() == b_slot;
+        }
+    }
+    found
 }
 
 /// The type hash in the itab symbol of `typ` for net.Conn (`go.itab.` up
@@ -1048,16 +1073,38 @@ mod tests {
         assert!(!EntryProbe::of(&clobber, 0).stack_check);
     }
 
-    /// Only a single call to the target counts.
+    /// Only a single call to the target counts, and only when RAX was last
+    /// loaded from `b.ptr`'s slot.
     #[test]
-    fn the_copy_call_is_the_only_one() {
-        // call +0 (to 0x1005), nop, call -6 (to 0x1000)
-        let code = [0xe8, 0, 0, 0, 0, 0x90, 0xe8, 0xf5, 0xff, 0xff, 0xff];
-        assert_eq!(copy_call(&code, 0x1000, 0x1005), Some(0x1000));
-        assert_eq!(copy_call(&code, 0x1000, 0x1000), Some(0x1006));
-        assert_eq!(copy_call(&code, 0x1000, 0x2000), None);
-        let twice = [0xe8, 0, 0, 0, 0, 0xe8, 0xfb, 0xff, 0xff, 0xff];
-        assert_eq!(copy_call(&twice, 0x1000, 0x1005), None);
+    fn the_copy_call_is_the_only_one_into_b() {
+        let load = [0x48, 0x8b, 0x44, 0x24, 0x78]; // mov rax, [rsp+0x78]
+        let call = |from: u64, to: u64| {
+            let rel = (to as i64 - (from as i64 + 5)) as i32;
+            let mut c = vec![0xe8];
+            c.extend(rel.to_le_bytes());
+            c
+        };
+        let mut code = load.to_vec();
+        code.extend(call(0x1005, 0x2000));
+        assert_eq!(copy_call(&code, 0x1000, 0x2000, 0x78), Some(0x1005));
+        assert_eq!(copy_call(&code, 0x1000, 0x2000, 0x70), None, "another slot");
+        assert_eq!(
+            copy_call(&code, 0x1000, 0x3000, 0x78),
+            None,
+            "another target"
+        );
+        let mut compared = load.to_vec();
+        compared.extend([0x48, 0x39, 0xd8]); // cmp rax, rbx
+        compared.extend(call(0x1008, 0x2000));
+        assert_eq!(copy_call(&compared, 0x1000, 0x2000, 0x78), Some(0x1008));
+        let mut clobbered = load.to_vec();
+        clobbered.extend([0x31, 0xc0]); // xor eax, eax
+        clobbered.extend(call(0x1007, 0x2000));
+        assert_eq!(copy_call(&clobbered, 0x1000, 0x2000, 0x78), None);
+        let mut twice = code.clone();
+        twice.extend(load);
+        twice.extend(call(0x100f, 0x2000));
+        assert_eq!(copy_call(&twice, 0x1000, 0x2000, 0x78), None);
     }
 
     /// Go 1.19's `Read` prologue (crypto/tls.(*Conn).Read in the test binary).
