@@ -21,6 +21,8 @@ pub enum Command {
     Tls(TlsArgs),
     /// Capture GnuTLS (libgnutls.so.30) plaintext and secrets.
     Gnutls(GnutlsArgs),
+    /// Capture Go crypto/tls plaintext and key logs from a Go program.
+    Gotls(GotlsArgs),
     /// Capture NSS/NSPR (libnspr4.so) TLS plaintext (no key log: NSS gives no secrets).
     Nss(NssArgs),
     /// Capture the queries a MariaDB server (mariadbd) runs: the SQL, the
@@ -41,6 +43,7 @@ impl Command {
         match self {
             Command::Tls(a) => ("tls", a.capture.request(a.libssl), a.capture),
             Command::Gnutls(a) => ("gnutls", a.capture.request(a.gnutls), a.capture),
+            Command::Gotls(a) => ("gotls", a.capture.request(a.elfpath), a.capture),
             Command::Nss(a) => ("nss", a.capture.request(a.nspr), a.capture),
             Command::Mysqld(a) => ("mysqld", a.capture.request(a.mysqld), a.capture),
             Command::Postgres(a) => ("postgres", a.capture.request(a.postgres), a.capture),
@@ -92,6 +95,16 @@ pub struct GnutlsArgs {
     /// libgnutls.so.30 to probe (default: the one of --pid, else the system's).
     #[arg(long, value_name = "PATH")]
     pub gnutls: Option<PathBuf>,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+}
+
+/// `rcapture gotls`: Go crypto/tls.
+#[derive(Debug, Args)]
+pub struct GotlsArgs {
+    /// The Go executable to probe (default: the one of --pid, /proc/PID/exe).
+    #[arg(long, value_name = "PATH")]
+    pub elfpath: Option<PathBuf>,
     #[command(flatten)]
     pub capture: CaptureArgs,
 }

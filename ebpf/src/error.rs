@@ -90,6 +90,16 @@ pub enum Error {
         /// The file searched.
         path: PathBuf,
     },
+    /// A module that probes an executable was given neither its path nor a process.
+    #[error("module {module}: no target: give {what} with {flag} PATH or a process with --pid N")]
+    NoTarget {
+        /// The module.
+        module: &'static str,
+        /// What it probes, e.g. "the Go binary".
+        what: &'static str,
+        /// The flag that names it.
+        flag: &'static str,
+    },
     /// A target whose layout the module does not know: a hooked function
     /// is missing or has another signature in this version.
     #[error("module {module}: {path} (version {version}): {what}")]

@@ -159,6 +159,7 @@ pub enum Global {
 pub static MODULES: &[&ModuleDesc] = &[
     &crate::target::openssl::MODULE,
     &crate::target::gnutls::MODULE,
+    &crate::target::gotls::MODULE,
     &crate::target::nss::MODULE,
     &crate::target::mysqld::MODULE,
     &crate::target::postgres::MODULE,

@@ -189,6 +189,8 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
 
 pub const KIND_TLS_DATA: u16 = 1;
 pub const KIND_MASTER_SECRET: u16 = 2;
+pub const KIND_GOTLS_DATA: u16 = 5;
+pub const KIND_GOTLS_KEY: u16 = 6;
 pub const KIND_MYSQL_QUERY: u16 = 8;
 pub const KIND_PG_QUERY: u16 = 9;
 pub const F_FIRST: u16 = 1;
@@ -321,6 +323,28 @@ pub fn master_secret(b: &[u8]) -> (Hdr, u32, u32, [u8; 32]) {
     assert_eq!(b.len(), 456, "rc_master_secret is 456 bytes");
     let client_random = b[48..80].try_into().expect("32 bytes");
     (hdr(b), u32_at(b, 40), u32_at(b, 44), client_random)
+}
+
+/// `struct rc_gotls_key`: label, client random and secret (their lengths applied).
+#[derive(Debug, Clone)]
+pub struct GoKey {
+    pub label: String,
+    pub client_random: [u8; 32],
+    pub secret: Vec<u8>,
+}
+
+pub fn gotls_key(b: &[u8]) -> GoKey {
+    assert_eq!(b.len(), 176, "rc_gotls_key is 176 bytes");
+    let (label_len, secret_len) = (u32_at(b, 40) as usize, u32_at(b, 44) as usize);
+    assert!(
+        label_len <= 32 && secret_len <= 64,
+        "{label_len} {secret_len}"
+    );
+    GoKey {
+        label: String::from_utf8_lossy(&b[48..48 + label_len]).into_owned(),
+        client_random: b[80..112].try_into().expect("32 bytes"),
+        secret: b[112..112 + secret_len].to_vec(),
+    }
 }
 
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {

@@ -7,6 +7,7 @@ mod access;
 mod bash;
 mod ecaptureq;
 mod gnutls;
+mod gotls;
 mod modes;
 mod mysqld;
 mod nss;

@@ -8,8 +8,10 @@
 //! - `cargo run --release --` → the built binary (same program, no rebuild);
 //! - no `--listen` → `--listen 127.0.0.1:0` (the default port may be busy);
 //! - `--pid N` → a live Python process that has libssl.so.3 and
-//!   libgnutls.so.30 mapped;
+//!   libgnutls.so.30 mapped (for `rcapture gotls`: a live Go process,
+//!   the test program of tests/support/gotls);
 //! - `--libssl PATH` that does not exist here → that process's libssl.so.3;
+//! - `--elfpath PATH` that does not exist here → that Go program;
 //! - `--forward URL` → the same path and query on a local collector that
 //!   answers every request 200;
 //! - `--keylogfile`, `--event-file`, `--pcapfile` → files of the same name in a temp dir.
@@ -274,23 +276,57 @@ fn ssl_process() -> (Proc, PathBuf) {
     (Proc(child), lib)
 }
 
+/// A Go process (the gotls test program, waiting on stdin) and its binary.
+fn go_process() -> (Proc, PathBuf) {
+    let exe = rcapture_testsupport::gobuild::gotls_test_prog(
+        rcapture_testsupport::gobuild::GoVariant::Plain,
+    );
+    let mut child = Command::new(&exe)
+        .args(["-wait", "-addr", "127.0.0.1:0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the Go test program");
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    (Proc(child), exe)
+}
+
+/// The processes and files the substitutions point to.
+struct Local<'a> {
+    dir: &'a TempDir,
+    pid: u32,
+    libssl: &'a Path,
+    go_pid: u32,
+    go_exe: &'a Path,
+    port: u16,
+}
+
 /// The command with its values made local (see the module docs).
-fn substitute(argv: &[String], dir: &TempDir, pid: u32, libssl: &Path, port: u16) -> Vec<String> {
+fn substitute(argv: &[String], l: &Local<'_>) -> Vec<String> {
     let mut out = Vec::with_capacity(argv.len() + 2);
+    let go = argv.first().is_some_and(|a| a == "gotls");
     let mut it = argv.iter();
     while let Some(a) = it.next() {
         out.push(a.clone());
         let v = match a.as_str() {
-            "--pid" | "--keylogfile" | "--event-file" | "--pcapfile" | "--forward" | "--libssl" => {
+            "--pid" | "--keylogfile" | "--event-file" | "--pcapfile" | "--forward" | "--libssl"
+            | "--elfpath" => {
                 it.next()
             }
             _ => None,
         };
         let Some(v) = v else { continue };
+        let port = l.port;
         out.push(match a.as_str() {
-            "--pid" => pid.to_string(),
-            "--libssl" if Path::new(v).exists() => v.clone(),
-            "--libssl" => libssl.display().to_string(),
+            "--pid" if go => l.go_pid.to_string(),
+            "--pid" => l.pid.to_string(),
+            "--libssl" | "--elfpath" if Path::new(v).exists() => v.clone(),
+            "--libssl" => l.libssl.display().to_string(),
+            "--elfpath" => l.go_exe.display().to_string(),
             "--forward" => {
                 let rest = v.split_once("://").map_or(v.as_str(), |(_, r)| r);
                 let path = rest.find('/').map_or("/", |i| &rest[i..]);
@@ -298,7 +334,7 @@ fn substitute(argv: &[String], dir: &TempDir, pid: u32, libssl: &Path, port: u16
             }
             _ => {
                 let name = Path::new(v).file_name().expect("a file name");
-                dir.path(&name.to_string_lossy()).display().to_string()
+                l.dir.path(&name.to_string_lossy()).display().to_string()
             }
         });
     }
@@ -359,13 +395,20 @@ fn readme_commands_run() {
         return;
     };
     let dir = TempDir::new("readme");
-    let (_python, libssl) = ssl_process();
-    let pid = _python.0.id();
-    let port = collector();
+    let (python, libssl) = ssl_process();
+    let (go, go_exe) = go_process();
+    let local = Local {
+        dir: &dir,
+        pid: python.0.id(),
+        libssl: &libssl,
+        go_pid: go.0.id(),
+        go_exe: &go_exe,
+        port: collector(),
+    };
     let mut failed = Vec::new();
     let found = all_commands();
     for f in &found {
-        let argv = substitute(&f.argv, &dir, pid, &libssl, port);
+        let argv = substitute(&f.argv, &local);
         let t = Instant::now();
         match short_run(&argv) {
             Ok(()) => eprintln!(

@@ -6,6 +6,7 @@
 //! - [`alloc::CountingAlloc`]: the system allocator with a counting hook;
 //! - [`control::NoControl`]: a `Control` for servers without probes;
 //! - [`promtool`]: `promtool check metrics` on an exposition;
+//! - [`gobuild`]: the Go test programs of `tests/support/gotls/`, built with `go`;
 //! - [`db`]: throw-away MariaDB and PostgreSQL servers;
 //! - [`browser`]: the web viewer's browser tests (node + playwright-core + chromium).
 
@@ -14,4 +15,5 @@ pub mod browser;
 pub mod control;
 pub mod db;
 pub mod event;
+pub mod gobuild;
 pub mod promtool;

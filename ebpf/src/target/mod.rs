@@ -4,6 +4,7 @@
 pub mod bash;
 pub mod conn;
 pub mod gnutls;
+pub mod gotls;
 pub mod mysqld;
 pub mod nss;
 pub mod openssl;
