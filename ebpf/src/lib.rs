@@ -36,7 +36,7 @@ pub use capture::{Capture, CaptureOptions, LoadWarning, ModuleInfo};
 pub use error::Error;
 pub use maps::{Counters, Filter};
 pub use ring::CpuRing;
+pub use target::conn::{Interface, MAX_SNAP_LEN, PacketCapture, packet_target};
 pub use target::gotls::{Function, FunctionSource, GoTarget};
 pub use target::nss::NssTarget;
-pub use target::conn::{Interface, MAX_SNAP_LEN, PacketCapture, packet_target};
 pub use target::openssl::OpensslTarget;

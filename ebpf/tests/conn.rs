@@ -12,7 +12,7 @@ use rcapture_core::tuple::endpoints;
 use rcapture_ebpf::module::{self, TargetRequest};
 use rcapture_ebpf::pktfilter::PacketFilter;
 use rcapture_ebpf::{
-    Capture, CaptureOptions, Interface, MAX_SNAP_LEN, PacketCapture, packet_target,
+    Capture, CaptureOptions, CpuRing, Interface, MAX_SNAP_LEN, PacketCapture, packet_target,
 };
 
 use crate::testutil::{drain, require_bpf};

@@ -67,7 +67,15 @@ fn pcap_ledger(stderr: &[String]) -> (u64, u64, u64) {
 
 /// `rcapture tls -m pcap --pcapfile FILE -i lo` and `extra` flags.
 fn start_pcap(file: &Path, extra: &[&str]) -> Rcapture {
-    let mut args = vec!["tls", "-m", "pcap", "--pcapfile", file.to_str().unwrap(), "-i", "lo"];
+    let mut args = vec![
+        "tls",
+        "-m",
+        "pcap",
+        "--pcapfile",
+        file.to_str().unwrap(),
+        "-i",
+        "lo",
+    ];
     args.extend_from_slice(extra);
     Rcapture::start(&args)
 }
@@ -187,7 +195,11 @@ fn curl_connect_and_close_events() {
     );
     assert_eq!(conn(curl_pid, "close"), connects, "curl's close:\n{out}");
     let back = format!("{remote}->{local}");
-    assert_eq!(conn(server_pid, "accept"), [back.clone()], "{out}");
+    assert_eq!(
+        conn(server_pid, "accept"),
+        std::slice::from_ref(&back),
+        "{out}"
+    );
     assert_eq!(conn(server_pid, "close"), [back], "{out}");
     let h = b
         .iter()

@@ -314,9 +314,7 @@ fn substitute(argv: &[String], l: &Local<'_>) -> Vec<String> {
         out.push(a.clone());
         let v = match a.as_str() {
             "--pid" | "--keylogfile" | "--event-file" | "--pcapfile" | "--forward" | "--libssl"
-            | "--elfpath" => {
-                it.next()
-            }
+            | "--elfpath" => it.next(),
             _ => None,
         };
         let Some(v) = v else { continue };

@@ -158,7 +158,7 @@ mod tests {
         }
         let readline = t.globals.iter().find(|g| g.0 == "readline_addr");
         assert_eq!(
-            readline.map(|g| g.1),
+            readline.map(|g| g.1.clone()),
             elf.symbol("readline").map(Global::U64)
         );
     }

@@ -477,7 +477,10 @@ mod tests {
     }
 
     fn global(t: &Target, name: &str) -> Option<Global> {
-        t.globals.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+        t.globals
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
     }
 
     fn probed(t: &Target) -> Vec<(&'static str, String, bool)> {
@@ -485,7 +488,7 @@ mod tests {
             .iter()
             .filter_map(|a| match &a.point {
                 AttachPoint::Uprobe { symbol, ret, .. } => Some((a.program, symbol.clone(), *ret)),
-                AttachPoint::RawTracepoint(_) => None,
+                _ => None,
             })
             .collect()
     }
