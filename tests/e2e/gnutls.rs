@@ -181,7 +181,9 @@ impl Client {
     /// Sends `line` and waits for the server's echo.
     fn echo(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().unwrap();
-        writeln!(stdin, "{line}").unwrap();
+        // One write(2): gnutls-cli sends what one read of stdin returns, so
+        // a line written in two parts could go out as two records.
+        stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
         stdin.flush().unwrap();
         self.wait_for(line);
     }
