@@ -8,6 +8,7 @@ pub mod gotls;
 pub mod mysqld;
 pub mod nss;
 pub mod openssl;
+mod openssl_layouts;
 pub mod postgres;
 
 use std::collections::HashMap;
