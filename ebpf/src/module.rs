@@ -30,6 +30,9 @@ pub struct ModuleDesc {
     pub routes: &'static [&'static str],
     /// The command-line flag that names its target file, for error messages.
     pub path_flag: &'static str,
+    /// Why its programs skip calls, one name per entry of the object's
+    /// per-CPU `rc_skipped` map (`u64` counts; empty: the object has none).
+    pub skipped: &'static [&'static str],
     /// Finds and checks the target and resolves every attach point.
     pub resolve: fn(&TargetRequest) -> Result<Target, Error>,
 }

@@ -69,7 +69,8 @@ const volatile __u32 bio_num_off = 0;
  * target/openssl.rs. */
 #define RC_SSL_HEAD 0x1c0
 
-/* Why a call or a secret was skipped (rc_ssl_skipped, per CPU). */
+/* Why a call or a secret was skipped (rc_skipped, per CPU; the names are
+ * MODULE.skipped in target/openssl.rs). */
 enum rc_ssl_skip {
 	RC_SKIP_NOT_CONNECTION = 0, /* 3.2+: a QUIC object, not an SSL_CONNECTION */
 	RC_SKIP_BAD_SECRET = 1,     /* the secrets failed the sanity checks */
@@ -81,11 +82,11 @@ struct {
 	__uint(max_entries, RC_SKIP_MAX);
 	__type(key, __u32);
 	__type(value, __u64);
-} rc_ssl_skipped SEC(".maps");
+} rc_skipped SEC(".maps");
 
 static __always_inline void count_skip(__u32 why)
 {
-	__u64 *n = bpf_map_lookup_elem(&rc_ssl_skipped, &why);
+	__u64 *n = bpf_map_lookup_elem(&rc_skipped, &why);
 
 	if (n)
 		(*n)++;

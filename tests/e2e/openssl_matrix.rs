@@ -6,15 +6,17 @@
 //! version on the start-up line, the marker in both directions with the
 //! right pid (client: SSL_write/SSL_read, server: SSL_read_ex/SSL_write_ex)
 //! and fd, secrets equal to the client's own key-log callback, and a key log
-//! with which tshark decrypts a capture of the session. A copy of the
+//! with which tshark decrypts a capture of the session; from 3.2, QUIC
+//! connection objects skipped and counted in `/status`. A copy of the
 //! system's libssl whose libcrypto says 9.9.9: plaintext only, a note naming
 //! the version, no secrets.
 
-use crate::server::marker;
+use crate::server::{http, marker};
 use crate::testutil::{
     Rcapture, TempDir, blocks, bpf_available, capture_loopback, make_cert, run_ok, spawn_with_port,
     support,
 };
+use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -185,6 +187,14 @@ fn plaintext_and_secrets(b: &Build, exe: &Path, dir: &TempDir, tlsver: &str) {
     let m = marker(&format!("ossl-{}-{tlsver}", b.version));
     let (server, client, theirs, proto) = session(exe, dir, tlsver, &m, &[], |_| {});
     assert_eq!(proto, format!("TLSv{tlsver}"));
+    let tls = tls_status(&rc);
+    assert_eq!(tls["version"], b.version.as_str(), "{tls}");
+    assert_eq!(tls["target"], libssl, "{tls}");
+    assert_eq!(
+        tls["skipped"],
+        json!({"not_a_tls_connection": 0, "secrets_failed_checks": 0}),
+        "{tls}"
+    );
     let out = rc.stop();
     let all = blocks(&out);
     let find = |pid: u32, what: &str, text: &str| {
@@ -279,6 +289,41 @@ fn keylog_decrypts(b: &Build, exe: &Path, dir: &TempDir, tlsver: &str) {
     }
 }
 
+/// The `tls` module of `/status`.
+fn tls_status(rc: &Rcapture) -> Value {
+    let (code, body) = http(rc.addr.as_deref().unwrap(), "GET", "/status", "");
+    assert_eq!(code, 200, "{body}");
+    let st: Value = serde_json::from_str(&body).unwrap();
+    st["data"]["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "tls")
+        .cloned()
+        .unwrap_or_else(|| panic!("no tls module: {st}"))
+}
+
+/// 3.2+: `SSL_write` and `SSL_write_ex` on a QUIC connection object are
+/// skipped before anything is recorded, and counted in `/status`.
+fn quic_objects_are_skipped(b: &Build, exe: &Path) {
+    let rc = Rcapture::start(&["tls", "--libssl", b.libssl.to_str().unwrap()]);
+    let m = marker("ossl-quic");
+    let (pid, line) = run_ok(Command::new(exe).args(["quic", &m]));
+    assert_eq!(line, "quic 2\n");
+    let tls = tls_status(&rc);
+    assert_eq!(
+        tls["skipped"],
+        json!({"not_a_tls_connection": 2, "secrets_failed_checks": 0}),
+        "OpenSSL {}: {tls}",
+        b.version
+    );
+    let out = rc.stop();
+    assert!(
+        !blocks(&out).iter().any(|x| x.pid() == pid),
+        "nothing recorded for QUIC objects:\n{out}"
+    );
+}
+
 fn matrix_case(test: &str, build: impl FnOnce() -> Build) {
     let Some(_serial) = bpf_available(test) else {
         return;
@@ -290,6 +335,10 @@ fn matrix_case(test: &str, build: impl FnOnce() -> Build) {
         plaintext_and_secrets(&b, &exe, &dir, tlsver);
         keylog_decrypts(&b, &exe, &dir, tlsver);
     }
+    let release = rcapture_ebpf::Release::parse(&b.version).unwrap();
+    if release >= rcapture_ebpf::Release::parse("3.2.0").unwrap() {
+        quic_objects_are_skipped(&b, &exe);
+    }
 }
 
 #[test]
@@ -300,6 +349,16 @@ fn openssl_system_30() {
 #[test]
 fn openssl_1_1_1w() {
     matrix_case("openssl_1_1_1w", || cached_build("1.1.1w"));
+}
+
+#[test]
+fn openssl_3_2_1() {
+    matrix_case("openssl_3_2_1", || cached_build("3.2.1"));
+}
+
+#[test]
+fn openssl_3_4_1() {
+    matrix_case("openssl_3_4_1", || cached_build("3.4.1"));
 }
 
 #[test]
@@ -364,6 +423,8 @@ fn openssl_unknown_version_is_plaintext_only() {
     let m = marker("ossl-999");
     let env = [("LD_LIBRARY_PATH", libdir.as_path())];
     let (server, client, _, _) = session(&exe, &dir, "1.3", &m, &env, |_| {});
+    let tls = tls_status(&rc);
+    assert_eq!(tls["version"], "9.9.9", "{tls}");
     let out = rc.stop();
     let all = blocks(&out);
     for (pid, what, text) in [

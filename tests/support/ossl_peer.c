@@ -8,6 +8,9 @@
  *       "RESPONSE MARKER\n" with SSL_write_ex, prints the protocol version
  *   ossl_peer client PORT TLSVER MARKER       sends "REQUEST MARKER\n" with
  *       SSL_write, reads the answer with SSL_read, prints it
+ *   ossl_peer quic MARKER                     (3.2+) SSL_write and
+ *       SSL_write_ex of MARKER on a QUIC connection object that has no
+ *       network BIO (the calls fail at once): prints `quic 2`
  *
  * TLSVER is 1.2 or 1.3 (both the minimum and the maximum version). The
  * client also prints its own key log (SSL_CTX_set_keylog_callback) to
@@ -144,12 +147,46 @@ static int client(int port, const char *tlsver, const char *marker)
 	return 0;
 }
 
+#if OPENSSL_VERSION_NUMBER >= 0x30200000L && !defined(OPENSSL_NO_QUIC)
+#include <openssl/quic.h>
+
+/* An SSL * that is a QUIC connection (not an SSL_CONNECTION): the probes
+ * must skip it, and count it. */
+static int quic(const char *marker)
+{
+	SSL_CTX *ctx = SSL_CTX_new(OSSL_QUIC_client_method());
+	size_t written = 0;
+	SSL *ssl;
+	int calls = 0;
+
+	if (!ctx || !(ssl = SSL_new(ctx)))
+		die("QUIC SSL_new");
+	if (SSL_write(ssl, marker, (int)strlen(marker)) <= 0)
+		calls++;
+	if (SSL_write_ex(ssl, marker, strlen(marker), &written) != 1)
+		calls++;
+	printf("quic %d\n", calls);
+	SSL_free(ssl);
+	SSL_CTX_free(ctx);
+	return 0;
+}
+#else
+static int quic(const char *marker)
+{
+	(void)marker;
+	fprintf(stderr, "ossl_peer: no QUIC in this OpenSSL\n");
+	return 3;
+}
+#endif
+
 int main(int argc, char **argv)
 {
 	if (argc == 6 && strcmp(argv[1], "server") == 0)
 		return server(argv[2], argv[3], argv[4], argv[5]);
 	if (argc == 5 && strcmp(argv[1], "client") == 0)
 		return client(atoi(argv[2]), argv[3], argv[4]);
-	fprintf(stderr, "usage: ossl_peer server CERT KEY TLSVER MARKER | client PORT TLSVER MARKER\n");
+	if (argc == 3 && strcmp(argv[1], "quic") == 0)
+		return quic(argv[2]);
+	fprintf(stderr, "usage: ossl_peer server CERT KEY TLSVER MARKER | client PORT TLSVER MARKER | quic MARKER\n");
 	return 2;
 }

@@ -18,6 +18,7 @@ pub static MODULE: ModuleDesc = ModuleDesc {
     kinds: &[RecordKind::Bash],
     routes: &["/bash"],
     path_flag: "--bashpath",
+    skipped: &[],
     resolve,
 };
 

@@ -18,6 +18,7 @@ pub static MODULE: ModuleDesc = ModuleDesc {
     kinds: &[RecordKind::Conn, RecordKind::Packet],
     routes: &[],
     path_flag: "--modules",
+    skipped: &[],
     resolve,
 };
 

@@ -17,6 +17,7 @@ pub static MODULE: ModuleDesc = ModuleDesc {
     kinds: &[RecordKind::GnutlsData, RecordKind::GnutlsSecret],
     routes: &["/gnutls"],
     path_flag: "--gnutls",
+    skipped: &[],
     resolve,
 };
 

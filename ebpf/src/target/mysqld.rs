@@ -18,6 +18,7 @@ pub static MODULE: ModuleDesc = ModuleDesc {
     kinds: &[RecordKind::MysqlQuery],
     routes: &["/mysqld"],
     path_flag: "--mysqld",
+    skipped: &[],
     resolve,
 };
 

@@ -21,6 +21,7 @@ pub static MODULE: ModuleDesc = ModuleDesc {
     kinds: &[RecordKind::NssData],
     routes: &["/nss", "/nspr"],
     path_flag: "--nspr",
+    skipped: &[],
     resolve,
 };
 

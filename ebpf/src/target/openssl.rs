@@ -20,6 +20,12 @@ pub static MODULE: ModuleDesc = ModuleDesc {
     kinds: &[RecordKind::TlsData, RecordKind::MasterSecret],
     routes: &["/tls", "/openssl"],
     path_flag: "--libssl",
+    skipped: &[
+        // RC_SKIP_NOT_CONNECTION: 3.2+ QUIC objects
+        "not_a_tls_connection",
+        // RC_SKIP_BAD_SECRET: session, cipher or version not OpenSSL's
+        "secrets_failed_checks",
+    ],
     resolve,
 };
 

@@ -18,6 +18,7 @@ pub static MODULE: ModuleDesc = ModuleDesc {
     kinds: &[RecordKind::PgQuery],
     routes: &["/postgres"],
     path_flag: "--postgres",
+    skipped: &[],
     resolve,
 };
 
