@@ -9,7 +9,8 @@
 //! with which tshark decrypts a capture of the session; from 3.2, QUIC
 //! connection objects skipped and counted in `/status`. A copy of the
 //! system's libssl whose libcrypto says 9.9.9: plaintext only, a note naming
-//! the version, no secrets.
+//! the version, no secrets. The system's OpenSSL linked statically into
+//! an executable.
 
 use crate::server::{http, marker};
 use crate::testutil::{
@@ -369,6 +370,47 @@ fn openssl_3_5_5() {
 #[test]
 fn openssl_4_0_3() {
     matrix_case("openssl_4_0_3", || cached_build("4.0.3"));
+}
+
+/// ossl_peer with the system's OpenSSL linked in statically (libssl-dev's
+/// `libssl.a`, `libcrypto.a`): `--libssl EXE` probes the executable, its
+/// version read from the executable itself (here only the provider table's
+/// `3.0.x` is left: the linker drops the full version text), layout E,
+/// plaintext and secrets as for the shared library.
+#[test]
+fn openssl_static_executable() {
+    let Some(_serial) = bpf_available("openssl_static_executable") else {
+        return;
+    };
+    let sys = system_build();
+    let dir = TempDir::new("ossl-static");
+    std::fs::create_dir_all(dir.path("static")).unwrap();
+    // the same name as the shared one's: comm is checked
+    let exe = dir.path("static").join("ossl_peer");
+    let static_lib = |name: &str| sys.lib.join(name);
+    run_ok(
+        Command::new("cc")
+            .args(["-O1", "-Wall", "-Werror", "-o"])
+            .arg(&exe)
+            .arg(support("ossl_peer.c"))
+            .arg(static_lib("libssl.a"))
+            .arg(static_lib("libcrypto.a"))
+            .args(["-lpthread", "-ldl"]),
+    );
+    let (_, ldd) = run_ok(Command::new("ldd").arg(&exe));
+    assert!(!ldd.contains("libssl"), "linked statically: {ldd}");
+    let t = rcapture_ebpf::OpensslTarget::inspect(exe.clone()).unwrap();
+    assert_eq!(t.version_file(), exe.as_path());
+    assert_eq!(t.layout_family(), Some("E"));
+    let b = Build {
+        version: sys.version.clone(),
+        include: sys.include.clone(),
+        lib: sys.lib.clone(),
+        libssl: exe.clone(),
+    };
+    for tlsver in ["1.2", "1.3"] {
+        plaintext_and_secrets(&b, &exe, &dir, tlsver);
+    }
 }
 
 /// A copy of the system's libssl.so.3 next to a libcrypto.so.3 whose

@@ -348,7 +348,16 @@ impl OpensslTarget {
             .into_iter()
             .filter(|s| elf.symbol(s).is_some())
             .collect();
-        let (flavor, version_file) = match flavor_in(&elf) {
+        let links_libcrypto = elf.needed().iter().any(|n| n.starts_with("libcrypto"));
+        let found = flavor_in(&elf).or_else(|| {
+            // An executable with OpenSSL 3.x linked in whose version text
+            // the linker left out.
+            (!links_libcrypto)
+                .then(|| provider_version(elf.bytes()))
+                .flatten()
+                .map(Flavor::OpenSsl)
+        });
+        let (flavor, version_file) = match found {
             Some(f) => (f, libssl.clone()),
             None => {
                 // A shared 3.x/4.x libssl has no version text: its libcrypto has.
@@ -480,6 +489,21 @@ fn find_next_to(libssl: &Path, name: &str) -> Option<PathBuf> {
     candidate.exists().then_some(candidate)
 }
 
+/// The release in the provider core's parameter table (`"openssl-version"`
+/// then `OPENSSL_VERSION_STR`, adjacent in `.rodata`): in every OpenSSL 3.x
+/// and 4.x program, also where the linker left the full version text out of
+/// a static executable (it is only in `OpenSSL_version`'s object file).
+pub(crate) fn provider_version(bytes: &[u8]) -> Option<Release> {
+    memchr::memmem::find_iter(bytes, b"\0openssl-version\0").find_map(|at| {
+        let rest = &bytes[at + b"\0openssl-version\0".len()..];
+        let start = rest.iter().position(|&b| b != 0).filter(|&n| n < 16)?;
+        let rest = &rest[start..];
+        let text = &rest[..rest.iter().position(|&b| b == 0)?];
+        let r = Release::parse(std::str::from_utf8(text).ok()?)?;
+        (r.major >= 3).then_some(r)
+    })
+}
+
 /// The first `OpenSSL X.Y.Z` (Z may carry a letter suffix) followed by one
 /// or two spaces and a digit (the release date: `OpenSSL 3.5.5 27 Jan 2026`,
 /// `OpenSSL 1.1.1w  11 Sep 2023`) in a binary. BoringSSL's `OpenSSL 1.1.1
@@ -520,6 +544,19 @@ mod tests {
             openssl_version(b"OpenSSL 1.1.1 (compatible; BoringSSL)\0"),
             None
         );
+    }
+
+    #[test]
+    fn provider_version_is_found() {
+        let blob = b"OSSL_provider_init\0openssl-version\x003.0.19\0provider-name\0";
+        assert_eq!(provider_version(blob), Release::parse("3.0.19"));
+        let padded = b"x\0openssl-version\0\0\0\x004.0.3\0";
+        assert_eq!(provider_version(padded), Release::parse("4.0.3"));
+        assert_eq!(
+            provider_version(b"\0openssl-version\0provider-name\0"),
+            None
+        );
+        assert_eq!(provider_version(b"\0openssl-version\x001.1.1\0"), None);
     }
 
     #[test]
