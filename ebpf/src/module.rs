@@ -62,6 +62,10 @@ pub struct TargetRequest {
     pub path: Option<PathBuf>,
     /// Only this process (its own copy of the library is probed).
     pub pid: Option<u32>,
+    /// Function addresses (virtual, as `nm` lists them) given on the command
+    /// line for a stripped target (`--ssl-offsets SYMBOL=ADDR`): they stand
+    /// in for, or replace, the ELF's own symbols.
+    pub symbols: Vec<(String, u64)>,
 }
 
 /// A resolved target: ready to load and attach.

@@ -10,7 +10,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=$here/../src/target/openssl_layouts.rs
-RELEASES=(1.1.1w 3.0.8 3.1.4 3.2.1 3.3.2 3.4.1 3.5.0 3.5.5 3.6.3 4.0.3)
+RELEASES=(1.1.1a 1.1.1b 1.1.1c 1.1.1d 1.1.1i 1.1.1j 1.1.1w 3.0.8 3.1.4 3.2.1 3.3.2 3.4.1 3.5.0 3.5.5 3.6.3 4.0.3)
 FIELDS=(type_check conn_type version rbio wbio hand_state s3_ptr s3 client_random
         handshake_secret handshake_traffic_hash client_app_traffic_secret
         server_app_traffic_secret exporter_master_secret session

@@ -3,7 +3,11 @@
  * crypto/bio, and bio_local.h refuses to come after openssl/bio.h: hence a
  * translation unit of its own).
  */
+#if __has_include("bio_local.h")
 #include "bio_local.h"
+#else
+#include "bio_lcl.h" /* 1.1.1a, 1.1.1b */
+#endif
 #include <stddef.h>
 #include <stdio.h>
 

@@ -5,7 +5,11 @@
  */
 #include <stddef.h>
 #include <stdio.h>
+#if __has_include("ssl_local.h")
 #include "ssl_local.h"
+#else
+#include "ssl_locl.h" /* 1.1.1a, 1.1.1b */
+#endif
 
 #if OPENSSL_VERSION_NUMBER >= 0x30200000L
 /* 3.2+: an SSL * of a TLS connection is an SSL_CONNECTION, its first member

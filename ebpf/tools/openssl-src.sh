@@ -8,6 +8,12 @@ set -euo pipefail
 # OpenSSL release -> openssl-src crate version (the releases the crate ships).
 crate_of() {
   case "$1" in
+    1.1.1a) echo 111.1.1+1.1.1a ;;
+    1.1.1b) echo 111.2.1+1.1.1b ;;
+    1.1.1c) echo 111.5.0+1.1.1c ;;
+    1.1.1d) echo 111.6.1+1.1.1d ;;
+    1.1.1i) echo 111.13.0+1.1.1i ;;
+    1.1.1j) echo 111.14.0+1.1.1j ;;
     1.1.1w) echo 111.28.2+1.1.1w ;;
     3.0.8) echo 300.0.13+3.0.8 ;;
     3.1.4) echo 300.1.6+3.1.4 ;;

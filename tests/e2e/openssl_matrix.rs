@@ -31,6 +31,8 @@ struct Build {
     lib: PathBuf,
     /// The libssl rcapture is given.
     libssl: PathBuf,
+    /// More rcapture flags (`--ssl-offsets …`).
+    flags: Vec<String>,
 }
 
 /// Builds (or finds in the cache) OpenSSL `version` as shared libraries.
@@ -63,6 +65,7 @@ fn cached_build(version: &str) -> Build {
         include: root.join("include"),
         lib: root.join("lib"),
         libssl,
+        flags: Vec::new(),
     }
 }
 
@@ -74,6 +77,7 @@ fn system_build() -> Build {
         include: PathBuf::from("/usr/include"),
         lib: t.libssl().parent().unwrap().to_path_buf(),
         libssl: t.libssl().to_path_buf(),
+        flags: Vec::new(),
     }
 }
 
@@ -170,7 +174,9 @@ fn labels(tlsver: &str) -> &'static [&'static str] {
 /// secrets equal to the client's own key log.
 fn plaintext_and_secrets(b: &Build, exe: &Path, dir: &TempDir, tlsver: &str) {
     let libssl = b.libssl.to_str().unwrap();
-    let rc = Rcapture::start(&["tls", "--libssl", libssl]);
+    let mut args = vec!["tls", "--libssl", libssl];
+    args.extend(b.flags.iter().map(String::as_str));
+    let rc = Rcapture::start(&args);
     let probing = format!(
         "rcapture: module tls: probing {libssl} (version {}) with ",
         b.version
@@ -358,6 +364,11 @@ fn openssl_3_2_1() {
 }
 
 #[test]
+fn openssl_3_3_2() {
+    matrix_case("openssl_3_3_2", || cached_build("3.3.2"));
+}
+
+#[test]
 fn openssl_3_4_1() {
     matrix_case("openssl_3_4_1", || cached_build("3.4.1"));
 }
@@ -376,7 +387,9 @@ fn openssl_4_0_3() {
 /// `libssl.a`, `libcrypto.a`): `--libssl EXE` probes the executable, its
 /// version read from the executable itself (here only the provider table's
 /// `3.0.x` is left: the linker drops the full version text), layout E,
-/// plaintext and secrets as for the shared library.
+/// plaintext and secrets as for the shared library. Stripped: refused
+/// without addresses (no SSL_write symbol left), captured the same with
+/// `--ssl-offsets` (the addresses `nm` gives for the unstripped build).
 #[test]
 fn openssl_static_executable() {
     let Some(_serial) = bpf_available("openssl_static_executable") else {
@@ -407,9 +420,57 @@ fn openssl_static_executable() {
         include: sys.include.clone(),
         lib: sys.lib.clone(),
         libssl: exe.clone(),
+        flags: Vec::new(),
     };
     for tlsver in ["1.2", "1.3"] {
         plaintext_and_secrets(&b, &exe, &dir, tlsver);
+    }
+
+    // Stripped: refused without addresses, captured with --ssl-offsets.
+    std::fs::create_dir_all(dir.path("stripped")).unwrap();
+    let stripped = dir.path("stripped").join("ossl_peer");
+    run_ok(Command::new("strip").arg("-o").arg(&stripped).arg(&exe));
+    let out = Command::new(env!("CARGO_BIN_EXE_rcapture"))
+        .args(["tls", "--libssl"])
+        .arg(&stripped)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(&format!(
+                "symbol SSL_write not found in {} (module tls)",
+                stripped.display()
+            )),
+        "{err}"
+    );
+    let (_, symbols) = run_ok(Command::new("nm").arg(&exe));
+    let addr = |name: &str| {
+        symbols
+            .lines()
+            .find_map(|l| {
+                let mut w = l.split_whitespace();
+                let (a, kind, n) = (w.next()?, w.next()?, w.next()?);
+                (n == name && kind == "T").then(|| a.to_owned())
+            })
+            .unwrap_or_else(|| panic!("{name} in nm {}", exe.display()))
+    };
+    let offsets = [
+        "SSL_write",
+        "SSL_write_ex",
+        "SSL_read",
+        "SSL_read_ex",
+        "SSL_set_fd",
+    ]
+    .map(|s| format!("{s}=0x{}", addr(s)))
+    .join(",");
+    let b = Build {
+        libssl: stripped.clone(),
+        flags: vec!["--ssl-offsets".into(), offsets],
+        ..b
+    };
+    for tlsver in ["1.2", "1.3"] {
+        plaintext_and_secrets(&b, &stripped, &dir, tlsver);
     }
 }
 

@@ -197,6 +197,7 @@ mod tests {
         let Err(err) = resolve(&TargetRequest {
             path: None,
             pid: Some(me),
+            symbols: Vec::new(),
         }) else {
             panic!("the test binary is not bash");
         };

@@ -239,6 +239,7 @@ mod tests {
         let req = TargetRequest {
             path: Some("/x".into()),
             pid: None,
+            symbols: Vec::new(),
         };
         let e = resolve(&req).unwrap_err().to_string();
         assert!(e.contains("takes no file"), "{e}");

@@ -565,6 +565,7 @@ mod tests {
         let err = resolve(&TargetRequest {
             path: Some(libssl.clone()),
             pid: None,
+            symbols: Vec::new(),
         })
         .expect_err("libssl is not GnuTLS");
         assert_eq!(

@@ -86,6 +86,14 @@ impl Elf {
         &self.needed
     }
 
+    /// Adds (or replaces) symbols: addresses given for a stripped file.
+    pub(crate) fn with_symbols(mut self, given: &[(String, u64)]) -> Self {
+        for (name, addr) in given {
+            self.symbols.insert(name.clone(), *addr);
+        }
+        self
+    }
+
     /// A defined symbol's value (its virtual address).
     pub(crate) fn symbol(&self, name: &str) -> Option<u64> {
         self.symbols.get(name).copied()

@@ -276,6 +276,7 @@ mod tests {
         let req = TargetRequest {
             path: Some(PathBuf::from("/nonexistent/libnspr4.so")),
             pid: None,
+            symbols: Vec::new(),
         };
         let err = NssTarget::discover(&req).expect_err("no such file");
         assert!(

@@ -30,7 +30,7 @@ pub static MODULE: ModuleDesc = ModuleDesc {
 };
 
 fn resolve(req: &TargetRequest) -> Result<Target, Error> {
-    OpensslTarget::discover(req.path.as_deref(), req.pid)?.target()
+    OpensslTarget::discover_with(req.path.as_deref(), req.pid, &req.symbols)?.target()
 }
 
 /// (program, hooked function, return probe): entry and return of the I/O calls.
@@ -210,6 +210,9 @@ impl fmt::Display for Release {
 /// do move fields: 3.2.2→3.2.3→3.2.4, 3.3.1→3.3.2→3.3.3, 3.4.0→3.4.1); a
 /// release outside every range has no known layout.
 const FAMILIES: &[(&str, &str, &str, &str)] = &[
+    ("A", "1.1.1a", "1.1.1a", "1.1.1a"),
+    ("B", "1.1.1b", "1.1.1c", "1.1.1b"),
+    ("C", "1.1.1d", "1.1.1i", "1.1.1i"),
     ("D", "1.1.1j", "1.1.1w", "1.1.1w"),
     ("E", "3.0.0", "3.0.99", "3.0.8"),
     ("E", "3.1.0", "3.1.99", "3.1.4"),
@@ -286,6 +289,8 @@ pub struct OpensslTarget {
     version_file: PathBuf,
     flavor: Flavor,
     optional_symbols: Vec<&'static str>,
+    /// Addresses given for a stripped file (`--ssl-offsets`).
+    given: Vec<(String, u64)>,
 }
 
 impl OpensslTarget {
@@ -296,6 +301,17 @@ impl OpensslTarget {
     /// `libssl.so.3` from `ldconfig -p`. Then reads the version and checks
     /// that `SSL_write`, `SSL_write_ex`, `SSL_read` and `SSL_read_ex` exist.
     pub fn discover(explicit: Option<&Path>, pid: Option<u32>) -> Result<Self, Error> {
+        Self::discover_with(explicit, pid, &[])
+    }
+
+    /// [`Self::discover`] with function addresses for a stripped file
+    /// (`--ssl-offsets SYMBOL=ADDR`, virtual addresses): only the functions
+    /// the module probes may be named.
+    pub fn discover_with(
+        explicit: Option<&Path>,
+        pid: Option<u32>,
+        given: &[(String, u64)],
+    ) -> Result<Self, Error> {
         let not_found = |searched: String| Error::LibraryNotFound {
             module: MODULE.name,
             library: LIBSSL_PREFIX.to_owned(),
@@ -328,12 +344,29 @@ impl OpensslTarget {
             (None, None) => ldconfig_lookup(LIBSSL)?
                 .ok_or_else(|| not_found(format!("`ldconfig -p` for {LIBSSL}")))?,
         };
-        Self::inspect(path)
+        Self::inspect_with(path, given)
     }
 
     /// Checks a given libssl path (version and symbols).
     pub fn inspect(libssl: PathBuf) -> Result<Self, Error> {
-        let elf = Elf::read(MODULE.name, &libssl)?;
+        Self::inspect_with(libssl, &[])
+    }
+
+    fn inspect_with(libssl: PathBuf, given: &[(String, u64)]) -> Result<Self, Error> {
+        if let Some((name, _)) = given.iter().find(|(n, _)| {
+            !REQUIRED_SYMBOLS.contains(&n.as_str()) && !OPTIONAL_SYMBOLS.contains(&n.as_str())
+        }) {
+            return Err(Error::Unsupported {
+                module: MODULE.name,
+                path: libssl,
+                reason: format!(
+                    "--ssl-offsets names {name}, which is not probed (only {}, {})",
+                    REQUIRED_SYMBOLS.join(", "),
+                    OPTIONAL_SYMBOLS.join(", ")
+                ),
+            });
+        }
+        let elf = Elf::read(MODULE.name, &libssl)?.with_symbols(given);
         if let Some(symbol) = REQUIRED_SYMBOLS
             .into_iter()
             .find(|s| elf.symbol(s).is_none())
@@ -375,6 +408,7 @@ impl OpensslTarget {
             version_file,
             flavor,
             optional_symbols,
+            given: given.to_vec(),
         })
     }
 
@@ -382,7 +416,7 @@ impl OpensslTarget {
     /// `SSL_set_fd`/`_rfd`/`_wfd` where exported, and the socket syscalls;
     /// the layout's offsets as globals, or none (plaintext only) with a note.
     pub fn target(&self) -> Result<Target, Error> {
-        let elf = Elf::read(MODULE.name, &self.libssl)?;
+        let elf = Elf::read(MODULE.name, &self.libssl)?.with_symbols(&self.given);
         let mut attach = Vec::new();
         for (program, symbol, ret) in IO_PROBES {
             attach.push(elf.uprobe(&MODULE, program, symbol, ret)?);
@@ -591,6 +625,13 @@ mod tests {
             }
             let (f, l) = layout_of(Release::parse(first).unwrap()).unwrap();
             assert_eq!((f, l), (*family, layout));
+            // A range's ends, where generated too, have its layout: the
+            // family boundaries hold for the sources.
+            for end in [first, last] {
+                if let Some((_, l)) = LAYOUTS.iter().find(|(vs, _)| vs.contains(end)) {
+                    assert_eq!(l, layout, "{end} in family {family}");
+                }
+            }
         }
         // Distinct families have distinct layouts.
         for (i, (f, l)) in by_family.iter().enumerate() {
@@ -599,7 +640,8 @@ mod tests {
             }
         }
         assert_eq!(layout_of(Release::parse("9.9.9").unwrap()), None);
-        assert_eq!(layout_of(Release::parse("1.1.1i").unwrap()), None);
+        assert_eq!(layout_of(Release::parse("1.1.1").unwrap()), None);
+        assert_eq!(layout_of(Release::parse("1.1.1i").unwrap()).unwrap().0, "C");
         assert_eq!(layout_of(Release::parse("3.0.22").unwrap()).unwrap().0, "E");
         assert_eq!(layout_of(Release::parse("3.2.3").unwrap()).unwrap().0, "G");
         assert_eq!(layout_of(Release::parse("3.4.1").unwrap()).unwrap().0, "H");
