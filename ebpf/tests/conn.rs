@@ -47,9 +47,26 @@ fn load_conn() -> (Capture, Vec<CpuRing>) {
 #[test]
 fn connect_accept_close_of_this_process() {
     let Some(_guard) = require_bpf() else { return };
+    connect_accept_close_on("127.0.0.1:0");
+}
+
+/// The same over IPv6 loopback: the tuple is the IPv6 one
+/// (`[::1]:PORT`), not a mapped or empty address.
+#[test]
+fn connect_accept_close_over_ipv6() {
+    let Some(_guard) = require_bpf() else { return };
+    if TcpListener::bind("[::1]:0").is_err() {
+        panic!("no IPv6 loopback on this machine: ::1 cannot be bound");
+    }
+    connect_accept_close_on("[::1]:0");
+}
+
+/// Connect, accept, one write and both closes on `bind`'s address family:
+/// each event with this process's pid, the right fd and the tuple.
+fn connect_accept_close_on(bind: &str) {
     let (mut probes, mut rings) = load_conn();
 
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = TcpListener::bind(bind).unwrap();
     let server = listener.local_addr().unwrap();
     let mut client = TcpStream::connect(server).unwrap();
     let client_fd = client.as_raw_fd() as u32;

@@ -753,9 +753,10 @@ fn full_decode(body: &[u8], format: ForwardFormat, first: u64, n: u64) -> Result
                 let payload = base64::engine::general_purpose::STANDARD
                     .decode(v["payload"].as_str().unwrap_or("?"))
                     .map_err(|e| format!("payload: {e}"))?;
-                if v.as_object().map_or(0, |o| o.len()) != 17 {
+                // WIRE.md's NDJSON fields, `status` (Event field 17) included.
+                if v.as_object().map_or(0, |o| o.len()) != 18 || v.get("status").is_none() {
                     return Err(format!(
-                        "{} keys, want 17: {v}",
+                        "{} keys, want 18 with status: {v}",
                         v.as_object().map_or(0, |o| o.len())
                     ));
                 }

@@ -216,6 +216,32 @@ impl Dumpcap {
     }
 }
 
+/// tshark's plaintext of the first two TLS streams on `port` in `pcap`,
+/// with `keylog` as its key file, or none (the file's own secrets).
+fn tshark_follow(pcap: &Path, port: u16, keylog: Option<&Path>) -> String {
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r").arg(pcap);
+    if let Some(k) = keylog {
+        cmd.arg("-o")
+            .arg(format!("tls.keylog_file:{}", k.display()));
+    }
+    cmd.args(["-d", &format!("tcp.port=={port},tls"), "-q"])
+        .args(["-z", "follow,tls,ascii,0", "-z", "follow,tls,ascii,1"]);
+    run_ok(&mut cmd).1
+}
+
+/// Each marker's request header and answer are in tshark's plaintext.
+fn assert_decrypted(follow: &str, markers: &[&String], how: &str) {
+    for m in markers {
+        for text in [format!("X-Marker: {m}"), format!("pong {m} BODY {m}")] {
+            assert!(
+                follow.contains(&text),
+                "tshark did not decrypt {text:?} {how}:\n{follow}"
+            );
+        }
+    }
+}
+
 /// A TLS 1.3 and a TLS 1.2 session captured by dumpcap while rcapture
 /// writes the key log: tshark decrypts both with it.
 fn keylog_decrypts(v: GoVariant) {
@@ -250,24 +276,12 @@ fn keylog_decrypts(v: GoVariant) {
             v.name()
         );
     }
-    let (_, follow) = run_ok(
-        Command::new("tshark")
-            .arg("-r")
-            .arg(&pcap)
-            .arg("-o")
-            .arg(format!("tls.keylog_file:{}", keylog.display()))
-            .args(["-d", &format!("tcp.port=={port},tls"), "-q"])
-            .args(["-z", "follow,tls,ascii,0", "-z", "follow,tls,ascii,1"]),
+    let follow = tshark_follow(&pcap, port, Some(&keylog));
+    assert_decrypted(
+        &follow,
+        &[&m13, &m12],
+        &format!("{}: with the key log (keys:\n{keys})", v.name()),
     );
-    for m in [&m13, &m12] {
-        for text in [format!("X-Marker: {m}"), format!("pong {m} BODY {m}")] {
-            assert!(
-                follow.contains(&text),
-                "{}: tshark did not decrypt {text:?} with the key log:\n{follow}\nkeys:\n{keys}",
-                v.name()
-            );
-        }
-    }
 }
 
 /// 10 000 requests through the traced program: it exits 0 with every
@@ -436,4 +450,54 @@ fn gotls_pid_alone_finds_the_binary() {
     );
     assert!(all.iter().all(|b| b.pid() == pid), "only pid {pid}:\n{out}");
     assert!(!out.contains(&other), "{out}");
+}
+
+/// `-m pcap` with the Go module: the pcapng carries the Go program's
+/// secrets as Decryption Secrets Blocks, so tshark decrypts its TLS 1.3
+/// and TLS 1.2 sessions from the file alone (no key file), and the
+/// packets name the Go process.
+#[test]
+fn gotls_pcap_decrypts_without_a_key_file() {
+    let Some(_serial) = bpf_available("gotls_pcap_decrypts_without_a_key_file") else {
+        return;
+    };
+    let exe = gobuild::gotls_test_prog(GoVariant::Plain);
+    let dir = TempDir::new("gopcap");
+    let pcap = dir.path("go.pcapng");
+    let port = free_port();
+    let filter = format!("tcp port {port}");
+    let rc = start(
+        &exe,
+        &[
+            "-m",
+            "pcap",
+            "--pcapfile",
+            pcap.to_str().unwrap(),
+            "-i",
+            "lo",
+            "--pcap-filter",
+            &filter,
+        ],
+    );
+    let (m13, m12) = (marker("p13"), marker("p12"));
+    let r13 = run_prog(&exe, port, &m13, 1, "1.3");
+    run_prog(&exe, port, &m12, 1, "1.2");
+    let (_, stderr) = rc.stop_with_stderr();
+    assert!(
+        stderr.iter().any(|l| l.starts_with("rcapture: pcapng ")),
+        "{stderr:#?}"
+    );
+    let follow = tshark_follow(&pcap, port, None);
+    assert_decrypted(&follow, &[&m13, &m12], "from the pcapng alone");
+    let (_, comments) = run_ok(Command::new("tshark").arg("-r").arg(&pcap).args([
+        "-T",
+        "fields",
+        "-e",
+        "frame.comment",
+    ]));
+    assert!(
+        comments.contains(&format!("pid={} comm=", r13.pid())),
+        "packets name the Go process {}: {comments}",
+        r13.pid()
+    );
 }

@@ -4,6 +4,7 @@
 //! packet events reach a WebSocket client that asks for them (and only
 //! it), and 10 000 packets at full speed are all written or counted.
 
+use crate::outputs::{collected, forward_json, start_collector};
 use crate::server::{WsClient, compile_schemas, http, marker};
 use crate::testutil::{Rcapture, TempDir, blocks, bpf_available, python_server, run_ok};
 use serde_json::Value;
@@ -212,7 +213,8 @@ fn curl_connect_and_close_events() {
 
 /// With -m pcap, a WebSocket client asking for `types=packet,conn` gets
 /// curl's packets (its process named) and connection events; one with no
-/// filter gets the TLS data but no packet.
+/// filter gets the TLS data but no packet; the forwarder with
+/// `--forward-types packet` gets the packets and no TLS data.
 #[test]
 fn packet_events_reach_the_websocket_client_that_asks() {
     let Some(_serial) = bpf_available("packet_events_reach_the_websocket_client_that_asks") else {
@@ -224,7 +226,14 @@ fn packet_events_reach_the_websocket_client_that_asks() {
     };
     let (_srv, port) = python_server(&dir, false);
     let file = dir.path("ws.pcapng");
-    let rc = start_pcap(&file, &[]);
+    let collected_path = dir.path("collector.jsonl");
+    let (_collector, url) = start_collector(&collected_path);
+    // Only the server's port: the packet events sent to the WebSocket
+    // clients and the collector over lo are not captured again.
+    let filter = format!("tcp port {port}");
+    let mut forward = forward_json(&url).to_vec();
+    forward.extend(["--forward-types", "packet", "--pcap-filter", &filter]);
+    let rc = start_pcap(&file, &forward);
     let addr = rc.addr.clone().expect("announced address");
     let asks = WsClient::start(
         "asks",
@@ -315,6 +324,22 @@ fn packet_events_reach_the_websocket_client_that_asks() {
     assert!(
         plain_got.iter().chain(&plain_rest).all(|e| !is_packet(e)),
         "a client without types=packet got a packet"
+    );
+    // The forwarder, asked for packets only: curl's packets, no TLS data.
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut fwd = collected(&collected_path);
+    while fwd.iter().filter(|e| is_packet(e)).count() < 4 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(200));
+        fwd = collected(&collected_path);
+    }
+    assert!(
+        fwd.iter().filter(|e| is_packet(e)).count() >= 4,
+        "curl's packets at the collector: {fwd:#?}"
+    );
+    assert!(
+        fwd.iter()
+            .all(|e| !e["uuid"].as_str().unwrap_or("").starts_with("sock:")),
+        "--forward-types packet holds back TLS data: {fwd:#?}"
     );
     let (_, stderr) = rc.stop_with_stderr();
     let (written, offered, _) = pcap_ledger(&stderr);

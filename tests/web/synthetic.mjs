@@ -27,6 +27,9 @@ async function save(page, button, file) {
 async function kinds(browser, report, errors) {
   const page = await open(browser, cfg.url, errors);
   await live(page);
+  // Packet events come only to a client that asks for them.
+  await page.check('#f-packets');
+  await until('the server confirms the packet types', async () => (await page.textContent('#f-server')).includes('packet'));
   console.log('ready');
   await until(`${cfg.count} rows`, async () => (await counters(page)).held >= cfg.count);
   report.rows = [];
@@ -60,7 +63,7 @@ async function kinds(browser, report, errors) {
   await page.fill('#f-text', '');
   await page.press('#f-text', 'Enter');
   await page.selectOption('#f-module', 'bash');
-  await until('the server confirms the module filter', async () => (await page.textContent('#f-server')) === 'server filter: modules=bash');
+  await until('the server confirms the module filter', async () => (await page.textContent('#f-server')).startsWith('server filter: modules=bash '));
   await until('the module filter drawn', async () => (await drawn(page)).length < cfg.count);
   report.module_filter = await drawn(page);
   await page.selectOption('#f-module', '');

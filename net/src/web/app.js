@@ -397,7 +397,7 @@
   };
 
   /** The page's filter: module and pids (also sent to the server), text. */
-  const filter = { module: '', pids: new Set(), text: '', needle: EMPTY };
+  const filter = { module: '', pids: new Set(), packets: false, text: '', needle: EMPTY };
 
   function passes(e) {
     if (filter.module && e.module !== filter.module) return false;
@@ -596,6 +596,8 @@
     const ws = state.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) return;
     const f = { modules: filter.module ? [filter.module] : [], pids: [...filter.pids] };
+    // The server sends packet events only to a client whose types name them.
+    if (filter.packets) f.types = ['data', 'masterkey', 'conn', 'packet', 'bash', 'query'];
     ws.send(JSON.stringify({ op: 'subscribe', filter: f }));
   }
 
@@ -1344,8 +1346,10 @@
     }
     const text = $('f-text').value.trim().toLowerCase();
     const changedServer = filter.module !== $('f-module').value
+      || filter.packets !== $('f-packets').checked
       || pids.size !== filter.pids.size || [...pids].some((p) => !filter.pids.has(p));
     filter.module = $('f-module').value;
+    filter.packets = $('f-packets').checked;
     filter.pids = pids;
     filter.text = text;
     filter.needle = new TextEncoder().encode(text);
@@ -1422,6 +1426,7 @@
     $('pause').addEventListener('click', () => setPaused(!state.paused));
     $('clear').addEventListener('click', clearAll);
     $('f-module').addEventListener('change', applyFilter);
+    $('f-packets').addEventListener('change', applyFilter);
     const later = debounce(applyFilter, 300);
     $('f-pid').addEventListener('input', later);
     $('f-text').addEventListener('input', later);

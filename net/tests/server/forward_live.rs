@@ -112,6 +112,11 @@ fn event_forward_is_enabled_changed_and_disabled_live() {
         .recv_timeout(Duration::from_secs(10))
         .expect("a protobuf batch");
     assert_eq!(ctype, "application/x-protobuf");
+    // The collector hands the batch over before it answers: the forwarder
+    // counts it once it has read the answer.
+    srv.wait_counters("forward.sent_events == 6", |c| {
+        c["forward"]["sent_events"] == 6
+    });
 
     // A bad object changes nothing and names the field.
     let r = srv.post("/config", r#"{"event_forward": {"batch_size": "many"}}"#);
