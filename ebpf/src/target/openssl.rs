@@ -371,6 +371,15 @@ impl OpensslTarget {
             .into_iter()
             .find(|s| elf.symbol(s).is_none())
         {
+            if elf.symbol("SSL_write").is_some() && flavor_in(&elf) == Some(Flavor::BoringSsl) {
+                return Err(Error::Unsupported {
+                    module: MODULE.name,
+                    path: libssl,
+                    reason: format!(
+                        "this is BoringSSL (it has no {symbol}): BoringSSL is recognised but not captured yet"
+                    ),
+                });
+            }
             return Err(Error::ModuleSymbol {
                 module: MODULE.name,
                 symbol: symbol.into(),
@@ -714,6 +723,37 @@ mod tests {
         let err = OpensslTarget::inspect(nss).expect_err("NSS is not OpenSSL");
         assert!(
             err.to_string().starts_with("symbol SSL_write not found"),
+            "{err}"
+        );
+    }
+
+    /// A shared library with BoringSSL's exports (and no `SSL_write_ex`)
+    /// is named as BoringSSL in the refusal.
+    #[test]
+    fn boringssl_is_recognised_and_refused_by_name() {
+        let dir = std::env::temp_dir().join(format!("rcapture-boring-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (src, lib) = (dir.join("boring.c"), dir.join("libssl.so"));
+        std::fs::write(
+            &src,
+            "int SSL_write(void *s, const void *b, int n) { return n; }\n\
+             int SSL_read(void *s, void *b, int n) { return n; }\n\
+             int BORINGSSL_self_test(void) { return 1; }\n",
+        )
+        .unwrap();
+        let st = std::process::Command::new("cc")
+            .args(["-shared", "-fPIC", "-o"])
+            .arg(&lib)
+            .arg(&src)
+            .status()
+            .expect("cc");
+        assert!(st.success());
+        let err = OpensslTarget::inspect(lib.clone()).expect_err("BoringSSL is not captured");
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(
+            err.to_string().contains(
+                "this is BoringSSL (it has no SSL_write_ex): BoringSSL is recognised but not captured yet"
+            ),
             "{err}"
         );
     }
