@@ -41,7 +41,11 @@ impl Command {
     /// target, and the common flags.
     pub fn into_parts(self) -> (&'static str, TargetRequest, CaptureArgs) {
         match self {
-            Command::Tls(a) => ("tls", a.capture.request(a.libssl), a.capture),
+            Command::Tls(a) => {
+                let mut req = a.capture.request(a.libssl);
+                req.symbols = a.ssl_offsets;
+                ("tls", req, a.capture)
+            }
             Command::Gnutls(a) => ("gnutls", a.capture.request(a.gnutls), a.capture),
             Command::Gotls(a) => ("gotls", a.capture.request(a.elfpath), a.capture),
             Command::Nss(a) => ("nss", a.capture.request(a.nspr), a.capture),
@@ -82,11 +86,31 @@ pub enum OutputMode {
 /// `rcapture tls`: OpenSSL.
 #[derive(Debug, Args)]
 pub struct TlsArgs {
-    /// libssl.so.3 to probe (default: the one of --pid, else the system's).
+    /// libssl (.so.1.1, .so.3, .so.4) or an executable with OpenSSL linked
+    /// in, to probe (default: the one of --pid, else the system's libssl.so.3).
     #[arg(long, value_name = "PATH")]
     pub libssl: Option<PathBuf>,
+    /// Addresses of OpenSSL functions in a stripped --libssl (as `nm` lists
+    /// them in an unstripped build): SSL_write, SSL_write_ex, SSL_read,
+    /// SSL_read_ex, SSL_set_fd, SSL_set_rfd, SSL_set_wfd; comma-separated.
+    #[arg(long = "ssl-offsets", value_name = "SYMBOL=ADDR", value_delimiter = ',', value_parser = parse_symbol_addr)]
+    pub ssl_offsets: Vec<(String, u64)>,
     #[command(flatten)]
     pub capture: CaptureArgs,
+}
+
+/// `SYMBOL=ADDR`, ADDR in hex (`0x7c330` or `7c330`).
+fn parse_symbol_addr(s: &str) -> Result<(String, u64), String> {
+    let (name, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected SYMBOL=ADDR"))?;
+    let hex = addr.strip_prefix("0x").unwrap_or(addr);
+    let addr =
+        u64::from_str_radix(hex, 16).map_err(|_| format!("`{s}`: {addr} is not a hex address"))?;
+    if name.is_empty() {
+        return Err(format!("`{s}`: no symbol name"));
+    }
+    Ok((name.to_owned(), addr))
 }
 
 /// `rcapture gnutls`: GnuTLS.
@@ -227,6 +251,7 @@ impl CaptureArgs {
         TargetRequest {
             path,
             pid: self.pid,
+            symbols: Vec::new(),
         }
     }
 }
@@ -545,7 +570,8 @@ mod tests {
             req,
             TargetRequest {
                 path: Some(PathBuf::from("/opt/lib/libgnutls.so.30")),
-                pid: Some(42)
+                pid: Some(42),
+                symbols: Vec::new(),
             }
         );
         assert_eq!(capture.mode, OutputMode::Keylog);
@@ -614,6 +640,35 @@ mod tests {
 
     /// `rcapture nss` and `rcapture bash` name their modules; `--nspr` and
     /// `--bashpath` are their target files and the common flags come along.
+    /// `--ssl-offsets` gives the tls request its symbol addresses.
+    #[test]
+    fn ssl_offsets_are_parsed_into_the_request() {
+        let cli = Cli::try_parse_from([
+            "rcapture",
+            "tls",
+            "--libssl",
+            "/opt/app",
+            "--ssl-offsets",
+            "SSL_write=0x7c330,SSL_read=7be70",
+        ])
+        .unwrap();
+        let (module, req, _) = cli.command.into_parts();
+        assert_eq!(module, "tls");
+        assert_eq!(
+            req.symbols,
+            [
+                ("SSL_write".to_owned(), 0x7c330),
+                ("SSL_read".to_owned(), 0x7be70)
+            ]
+        );
+        for bad in ["SSL_write", "SSL_write=zz", "=0x10"] {
+            assert!(
+                Cli::try_parse_from(["rcapture", "tls", "--ssl-offsets", bad]).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
     #[test]
     fn subcommands_take_their_target_and_the_common_flags() {
         for (sub, flag, path) in [

@@ -49,6 +49,7 @@ impl Control for CaptureControl {
                 target: m.path.display().to_string(),
                 version: m.version,
                 routes: m.routes,
+                skipped: m.skipped,
             })
             .collect()
     }

@@ -24,6 +24,7 @@ use crate::{Counters, CpuRing, Error, Filter, sys};
 const RINGS_MAP: &str = "rc_rings";
 const FILTER_MAP: &str = "rc_filter";
 const COUNTERS_MAP: &str = "rc_counters";
+const SKIPPED_MAP: &str = "rc_skipped";
 const MAX_RING_BYTES: usize = 1 << 30;
 const WAKEUP_BYTES: usize = 64 * 1024;
 
@@ -107,6 +108,9 @@ pub struct ModuleInfo {
     pub attached: bool,
     /// Notes of its target.
     pub notes: Vec<String>,
+    /// Calls its programs skipped, by reason ([`ModuleDesc::skipped`]),
+    /// summed over CPUs.
+    pub skipped: Vec<(&'static str, u64)>,
 }
 
 /// One attachment, owned apart from its program so that all of them can be
@@ -132,6 +136,27 @@ struct Loaded {
     _rings_outer: ArrayOfMaps<MapData, MapData>,
     filter: Array<MapData, MapValue<Filter>>,
     counters: PerCpuArray<MapData, MapValue<Counters>>,
+    /// `rc_skipped`, for a module that names skip reasons.
+    skipped: Option<PerCpuArray<MapData, u64>>,
+}
+
+impl Loaded {
+    /// Each skip reason with its count over all CPUs (0 if the map cannot be read).
+    fn skipped(&self) -> Vec<(&'static str, u64)> {
+        let Some(map) = &self.skipped else {
+            return Vec::new();
+        };
+        (0u32..)
+            .zip(self.desc.skipped)
+            .map(|(i, name)| {
+                let n = map
+                    .get(&i, 0)
+                    .map(|per_cpu| per_cpu.iter().sum())
+                    .unwrap_or(0);
+                (*name, n)
+            })
+            .collect()
+    }
 }
 
 /// The loaded and attached modules with their shared rings.
@@ -226,6 +251,11 @@ impl Capture {
                 .set(0, MapValue(initial), 0)
                 .map_err(map_err(FILTER_MAP))?;
             let counters = take_map(&mut ebpf, module, COUNTERS_MAP)?;
+            let skipped = if t.module.skipped.is_empty() {
+                None
+            } else {
+                Some(take_map(&mut ebpf, module, SKIPPED_MAP)?)
+            };
             let links = attach_all(&mut ebpf, t, opts.pid, &mut warnings)?;
             modules.push(Loaded {
                 desc: t.module,
@@ -238,6 +268,7 @@ impl Capture {
                 _rings_outer: rings_outer,
                 filter,
                 counters,
+                skipped,
             });
         }
         let mut rings = Vec::with_capacity(ring_data.len());
@@ -281,6 +312,7 @@ impl Capture {
                 probes: m.probe_count,
                 attached: m.ebpf.is_some(),
                 notes: m.notes.clone(),
+                skipped: m.skipped(),
             })
             .collect()
     }

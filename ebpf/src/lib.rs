@@ -39,4 +39,4 @@ pub use ring::CpuRing;
 pub use target::conn::{Interface, MAX_SNAP_LEN, PacketCapture, packet_target};
 pub use target::gotls::{Function, FunctionSource, GoTarget};
 pub use target::nss::NssTarget;
-pub use target::openssl::OpensslTarget;
+pub use target::openssl::{Flavor, OpensslTarget, Release};

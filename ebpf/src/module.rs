@@ -30,6 +30,9 @@ pub struct ModuleDesc {
     pub routes: &'static [&'static str],
     /// The command-line flag that names its target file, for error messages.
     pub path_flag: &'static str,
+    /// Why its programs skip calls, one name per entry of the object's
+    /// per-CPU `rc_skipped` map (`u64` counts; empty: the object has none).
+    pub skipped: &'static [&'static str],
     /// Finds and checks the target and resolves every attach point.
     pub resolve: fn(&TargetRequest) -> Result<Target, Error>,
 }
@@ -59,6 +62,10 @@ pub struct TargetRequest {
     pub path: Option<PathBuf>,
     /// Only this process (its own copy of the library is probed).
     pub pid: Option<u32>,
+    /// Function addresses (virtual, as `nm` lists them) given on the command
+    /// line for a stripped target (`--ssl-offsets SYMBOL=ADDR`): they stand
+    /// in for, or replace, the ELF's own symbols.
+    pub symbols: Vec<(String, u64)>,
 }
 
 /// A resolved target: ready to load and attach.

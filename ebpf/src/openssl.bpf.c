@@ -17,8 +17,13 @@
  *    only): the fd of the socket syscall a thread makes inside a TLS call
  *    (custom BIOs, e.g. curl's, hide the fd from the SSL object).
  *
- * Offsets are those of OpenSSL 3.0.x (shared/spec/OPENSSL-3.0.md); user space
- * refuses any other version before attaching.
+ * Offsets are load-time globals set by user space from the layout table
+ * generated from each release's own headers (target/openssl_layouts.rs):
+ * OpenSSL 1.1.1 (s3 behind a pointer), 3.0/3.1, and 3.2+ (SSL * is an
+ * SSL_CONNECTION whose base header's `type` tells TLS connections from QUIC
+ * objects, which are skipped and counted). With no known layout
+ * (`layout_known` = 0) no SSL field is read: plaintext only, the fd from
+ * SSL_set_fd or the socket syscalls.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -30,27 +35,62 @@
 #include "rc_common.bpf.h"
 #include "rc_calls.bpf.h"
 
-/* OpenSSL 3.0.x layout. */
-#define SSL_VERSION_OFF 0x0
-#define SSL_RBIO_OFF 0x10
-#define SSL_WBIO_OFF 0x18
-#define SSL_HAND_STATE_OFF 0x5c
-#define SSL_CLIENT_RANDOM_OFF 0x160
-#define SSL_HANDSHAKE_SECRET_OFF 0x584
-#define SSL_HANDSHAKE_TRAFFIC_HASH_OFF 0x704
-#define SSL_CLIENT_APP_TRAFFIC_SECRET_OFF 0x744
-#define SSL_SERVER_APP_TRAFFIC_SECRET_OFF 0x784
-#define SSL_EXPORTER_MASTER_SECRET_OFF 0x7c4
-#define SSL_SESSION_OFF 0x918
-#define SESSION_MASTER_KEY_LENGTH_OFF 0x8
-#define SESSION_MASTER_KEY_OFF 0x50
-#define SESSION_CIPHER_OFF 0x2f8
-#define CIPHER_ID_OFF 0x18
-#define BIO_METHOD_OFF 0x8
-#define BIO_NUM_OFF 0x38
+/* The layout (user space checks that every head field lies in RC_SSL_HEAD). */
+const volatile __u32 layout_known = 0;
+const volatile __u32 type_check = 0; /* 3.2+: int type at SSL*+0 must be conn_type */
+const volatile __u32 conn_type = 0;
+const volatile __u32 version_off = 0;
+const volatile __u32 rbio_off = 0;
+const volatile __u32 wbio_off = 0;
+const volatile __u32 hand_state_off = 0;
+const volatile __u32 s3_ptr = 0;            /* 1.1.1: s3 is a pointer */
+const volatile __u32 s3_off = 0;
+const volatile __u32 client_random_off = 0; /* in s3 */
+const volatile __u32 handshake_secret_off = 0;
+const volatile __u32 handshake_traffic_hash_off = 0;
+const volatile __u32 client_app_traffic_secret_off = 0;
+const volatile __u32 server_app_traffic_secret_off = 0;
+const volatile __u32 exporter_master_secret_off = 0;
+const volatile __u32 session_off = 0;
+const volatile __u32 session_master_key_length_off = 0;
+const volatile __u32 session_master_key_off = 0;
+const volatile __u32 session_cipher_off = 0;
+const volatile __u32 cipher_id_off = 0;
+const volatile __u32 bio_method_off = 0;
+const volatile __u32 bio_num_off = 0;
+
 #define BIO_TYPE_FD 0x504
 #define BIO_TYPE_SOCKET 0x505
 #define TLS_ST_OK 1
+
+/* The bytes of an SSL read at every entry, from offset 0, in one user read
+ * (each costs ~100 ns here, whatever its size): type, version, rbio, wbio,
+ * hand_state, s3 (1.1.1: its pointer). Must match RC_SSL_HEAD in
+ * target/openssl.rs. */
+#define RC_SSL_HEAD 0x1c0
+
+/* Why a call or a secret was skipped (rc_skipped, per CPU; the names are
+ * MODULE.skipped in target/openssl.rs). */
+enum rc_ssl_skip {
+	RC_SKIP_NOT_CONNECTION = 0, /* 3.2+: a QUIC object, not an SSL_CONNECTION */
+	RC_SKIP_BAD_SECRET = 1,     /* the secrets failed the sanity checks */
+	RC_SKIP_MAX = 2,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, RC_SKIP_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} rc_skipped SEC(".maps");
+
+static __always_inline void count_skip(__u32 why)
+{
+	__u64 *n = bpf_map_lookup_elem(&rc_skipped, &why);
+
+	if (n)
+		(*n)++;
+}
 
 /*
  * Per SSL pointer: the fd learnt from SSL_set_fd or a syscall (for calls that
@@ -96,53 +136,66 @@ static __always_inline __s32 bio_num_fd(__u64 bio)
 
 	if (!bio)
 		return -1;
-	if (bpf_probe_read_user(&method, sizeof(method), (void *)(bio + BIO_METHOD_OFF)) || !method)
+	if (bpf_probe_read_user(&method, sizeof(method), (void *)(bio + bio_method_off)) || !method)
 		return -1;
 	if (bpf_probe_read_user(&type, sizeof(type), (void *)method))
 		return -1;
 	if (type != BIO_TYPE_SOCKET && type != BIO_TYPE_FD)
 		return -1;
-	if (bpf_probe_read_user(&num, sizeof(num), (void *)(bio + BIO_NUM_OFF)))
+	if (bpf_probe_read_user(&num, sizeof(num), (void *)(bio + bio_num_off)))
 		return -1;
 	return num < 0 ? -1 : num;
 }
 
-/* Sends the secrets of ssl (handshake complete, client_random cr); true if sent. */
-static __always_inline bool emit_secret(__u64 ssl, __u64 pid_tgid, const __u8 *cr)
+/* A TLS/DTLS protocol version as OpenSSL stores it. */
+static __always_inline bool version_plausible(__s32 v)
+{
+	return (v >= 0x0300 && v <= 0x0304) || v == 0xfeff || v == 0xfefd;
+}
+
+/*
+ * Sends the secrets of ssl (handshake complete, protocol version, client_random
+ * cr); true if sent. A session, cipher or version that does not look like
+ * OpenSSL's (another layout than the one loaded) sends nothing: counted.
+ */
+static __always_inline bool emit_secret(__u64 ssl, __u64 pid_tgid, __s32 version, const __u8 *cr)
 {
 	struct rc_master_secret *ms;
 	__u64 session = 0, cipher = 0, mkl = 0;
-	__u32 zero = 0;
+	__u32 zero = 0, cipher_id = 0;
 
-	if (bpf_probe_read_user(&session, sizeof(session), (void *)(ssl + SSL_SESSION_OFF)) ||
+	if (bpf_probe_read_user(&session, sizeof(session), (void *)(ssl + session_off)) ||
 	    !session)
 		return false;
+	if (!version_plausible(version) ||
+	    bpf_probe_read_user(&cipher, sizeof(cipher), (void *)(session + session_cipher_off)) ||
+	    !cipher ||
+	    bpf_probe_read_user(&cipher_id, sizeof(cipher_id), (void *)(cipher + cipher_id_off)) ||
+	    (cipher_id >> 24) != 0x03) {
+		count_skip(RC_SKIP_BAD_SECRET);
+		return false;
+	}
 	ms = bpf_map_lookup_elem(&rc_secret_scratch, &zero);
 	if (!ms)
 		return false;
 	rc_fill_hdr(&ms->hdr, RC_KIND_MASTER_SECRET, pid_tgid);
 	__builtin_memcpy(ms->client_random, cr, sizeof(ms->client_random));
-	ms->version = 0;
-	bpf_probe_read_user(&ms->version, sizeof(ms->version), (void *)(ssl + SSL_VERSION_OFF));
-	ms->cipher_id = 0;
-	if (!bpf_probe_read_user(&cipher, sizeof(cipher), (void *)(session + SESSION_CIPHER_OFF)) &&
-	    cipher)
-		bpf_probe_read_user(&ms->cipher_id, sizeof(ms->cipher_id),
-				    (void *)(cipher + CIPHER_ID_OFF));
-	bpf_probe_read_user(&mkl, sizeof(mkl), (void *)(session + SESSION_MASTER_KEY_LENGTH_OFF));
+	ms->version = version;
+	ms->cipher_id = cipher_id;
+	bpf_probe_read_user(&mkl, sizeof(mkl), (void *)(session + session_master_key_length_off));
 	ms->master_key_len = mkl > sizeof(ms->master_key) ? sizeof(ms->master_key) : (__u32)mkl;
 	bpf_probe_read_user(ms->master_key, sizeof(ms->master_key),
-			    (void *)(session + SESSION_MASTER_KEY_OFF));
+			    (void *)(session + session_master_key_off));
 	bpf_probe_read_user(ms->handshake_secret, sizeof(ms->handshake_secret),
-			    (void *)(ssl + SSL_HANDSHAKE_SECRET_OFF));
+			    (void *)(ssl + handshake_secret_off));
 	bpf_probe_read_user(ms->handshake_traffic_hash, sizeof(ms->handshake_traffic_hash),
-			    (void *)(ssl + SSL_HANDSHAKE_TRAFFIC_HASH_OFF));
+			    (void *)(ssl + handshake_traffic_hash_off));
 	bpf_probe_read_user(ms->client_app_traffic_secret, sizeof(ms->client_app_traffic_secret),
-			    (void *)(ssl + SSL_CLIENT_APP_TRAFFIC_SECRET_OFF));
+			    (void *)(ssl + client_app_traffic_secret_off));
 	bpf_probe_read_user(ms->server_app_traffic_secret, sizeof(ms->server_app_traffic_secret),
-			    (void *)(ssl + SSL_SERVER_APP_TRAFFIC_SECRET_OFF));
+			    (void *)(ssl + server_app_traffic_secret_off));
 	bpf_probe_read_user(ms->exporter_master_secret, sizeof(ms->exporter_master_secret),
-			    (void *)(ssl + SSL_EXPORTER_MASTER_SECRET_OFF));
+			    (void *)(ssl + exporter_master_secret_off));
 	__builtin_memset(ms->_pad, 0, sizeof(ms->_pad));
 	/* not marked if lost: retried at the next call */
 	return rc_output(rc_ring(), ms, sizeof(*ms), 0);
@@ -168,14 +221,9 @@ static __always_inline struct rc_ssl_state *ssl_state_get(__u64 ssl)
 	return bpf_map_lookup_elem(&rc_ssl, &ssl);
 }
 
-/* The bytes of an SSL read at every entry: from rbio to the end of
- * client_random, in one user read (each costs ~100 ns here, whatever its
- * size). */
-#define SSL_HEAD_OFF SSL_RBIO_OFF
-#define SSL_HEAD_LEN (SSL_CLIENT_RANDOM_OFF + 32 - SSL_HEAD_OFF)
-
 struct rc_ssl_head {
-	__u8 b[SSL_HEAD_LEN];
+	__u8 b[RC_SSL_HEAD];
+	__u8 cr[32]; /* client_random read through the s3 pointer (1.1.1) */
 };
 
 struct {
@@ -185,6 +233,37 @@ struct {
 	__type(value, struct rc_ssl_head);
 } rc_head_scratch SEC(".maps");
 
+static __always_inline __s32 head_s32(const struct rc_ssl_head *h, __u32 off)
+{
+	if (off > RC_SSL_HEAD - sizeof(__s32))
+		return 0;
+	return *(const __s32 *)(h->b + off);
+}
+
+static __always_inline __u64 head_u64(const struct rc_ssl_head *h, __u32 off)
+{
+	if (off > RC_SSL_HEAD - sizeof(__u64))
+		return 0;
+	return *(const __u64 *)(h->b + off);
+}
+
+/* The connection's client_random (in the head, or read through s3), NULL if unreadable. */
+static __always_inline const __u8 *head_client_random(struct rc_ssl_head *h)
+{
+	__u32 off = s3_off + client_random_off;
+	__u64 s3;
+
+	if (!s3_ptr) {
+		if (off > RC_SSL_HEAD - sizeof(h->cr))
+			return NULL;
+		return h->b + off;
+	}
+	s3 = head_u64(h, s3_off);
+	if (!s3 || bpf_probe_read_user(h->cr, sizeof(h->cr), (void *)(s3 + client_random_off)))
+		return NULL;
+	return h->cr;
+}
+
 static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr, __u8 direction)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -192,10 +271,10 @@ static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr, __u8 di
 	struct rc_ssl_state *st = NULL;
 	struct rc_ssl_head *head;
 	struct rc_call *call;
-	__u32 bio_off = direction == RC_DIR_SEND ? SSL_WBIO_OFF : SSL_RBIO_OFF;
+	__u32 bio_off = direction == RC_DIR_SEND ? wbio_off : rbio_off;
 	__u32 di = direction == RC_DIR_SEND ? 1 : 0;
 	const __u8 *cr;
-	__u64 bio;
+	__u64 bio = 0;
 	__s32 fd;
 	bool known = false;
 
@@ -203,30 +282,37 @@ static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr, __u8 di
 		return 0;
 	if (!rc_filter_pass(pid_tgid))
 		return 0;
-	head = bpf_map_lookup_elem(&rc_head_scratch, &zero);
-	if (!head)
-		return 0;
-	if (bpf_probe_read_user(head->b, sizeof(head->b), (void *)(ssl + SSL_HEAD_OFF)))
-		__builtin_memset(head->b, 0, sizeof(head->b));
-	cr = head->b + (SSL_CLIENT_RANDOM_OFF - SSL_HEAD_OFF);
-	bio = *(__u64 *)(head->b + (bio_off - SSL_HEAD_OFF));
-
-	/* Secrets, once per (SSL *, client_random) after the handshake. */
-	if (*(__s32 *)(head->b + (SSL_HAND_STATE_OFF - SSL_HEAD_OFF)) == TLS_ST_OK) {
-		st = bpf_map_lookup_elem(&rc_ssl, &ssl);
-		if (st && st->conn_valid && st->tgid == tgid && cr_equal(st->client_random, cr)) {
-			known = true;
-		} else if (emit_secret(ssl, pid_tgid, cr)) {
-			if (!st)
-				st = ssl_state_get(ssl);
-			if (st) {
-				__builtin_memcpy(st->client_random, cr, sizeof(st->client_random));
-				st->tgid = tgid;
-				st->bio_valid[0] = 0;
-				st->bio_valid[1] = 0;
-				st->sock_valid = 0;
-				st->conn_valid = 1;
+	if (layout_known) {
+		head = bpf_map_lookup_elem(&rc_head_scratch, &zero);
+		if (!head)
+			return 0;
+		if (bpf_probe_read_user(head->b, sizeof(head->b), (void *)ssl))
+			__builtin_memset(head->b, 0, sizeof(head->b));
+		if (type_check && head_s32(head, 0) != (__s32)conn_type) {
+			count_skip(RC_SKIP_NOT_CONNECTION);
+			return 0;
+		}
+		bio = head_u64(head, bio_off);
+		cr = head_client_random(head);
+		/* Secrets, once per (SSL *, client_random) after the handshake. */
+		if (cr && head_s32(head, hand_state_off) == TLS_ST_OK) {
+			st = bpf_map_lookup_elem(&rc_ssl, &ssl);
+			if (st && st->conn_valid && st->tgid == tgid &&
+			    cr_equal(st->client_random, cr)) {
 				known = true;
+			} else if (emit_secret(ssl, pid_tgid, head_s32(head, version_off), cr)) {
+				if (!st)
+					st = ssl_state_get(ssl);
+				if (st) {
+					__builtin_memcpy(st->client_random, cr,
+							 sizeof(st->client_random));
+					st->tgid = tgid;
+					st->bio_valid[0] = 0;
+					st->bio_valid[1] = 0;
+					st->sock_valid = 0;
+					st->conn_valid = 1;
+					known = true;
+				}
 			}
 		}
 	}

@@ -23,6 +23,7 @@ fn load(server_pid: u32, max_payload: u32) -> Capture {
     let target = (desc.resolve)(&TargetRequest {
         path: None,
         pid: Some(server_pid),
+        symbols: Vec::new(),
     })
     .unwrap_or_else(|e| panic!("resolving mariadbd: {e}"));
     let opts = CaptureOptions {

@@ -325,6 +325,7 @@ fn status(ctx: &ApiContext<'_>) -> Value {
             "probes": m.probes,
             "attached": m.attached,
             "routes": m.routes,
+            "skipped": m.skipped.iter().map(|(k, n)| (k.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
         })).collect::<Vec<_>>(),
         "counters": {
             "captured": c.captured,

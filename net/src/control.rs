@@ -17,6 +17,8 @@ pub struct ModuleStatus {
     pub version: String,
     /// API routes that configure it (e.g. `/gnutls`).
     pub routes: &'static [&'static str],
+    /// Calls its probes skipped, by reason (e.g. `not_a_tls_connection`).
+    pub skipped: Vec<(&'static str, u64)>,
 }
 
 /// Counters of the capture side (summed over workers and CPUs).

@@ -11,6 +11,7 @@ mod gotls;
 mod modes;
 mod mysqld;
 mod nss;
+mod openssl_matrix;
 mod outputs;
 mod overflow;
 mod pcap;

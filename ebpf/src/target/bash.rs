@@ -18,6 +18,7 @@ pub static MODULE: ModuleDesc = ModuleDesc {
     kinds: &[RecordKind::Bash],
     routes: &["/bash"],
     path_flag: "--bashpath",
+    skipped: &[],
     resolve,
 };
 
@@ -196,6 +197,7 @@ mod tests {
         let Err(err) = resolve(&TargetRequest {
             path: None,
             pid: Some(me),
+            symbols: Vec::new(),
         }) else {
             panic!("the test binary is not bash");
         };

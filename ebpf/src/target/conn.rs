@@ -18,6 +18,7 @@ pub static MODULE: ModuleDesc = ModuleDesc {
     kinds: &[RecordKind::Conn, RecordKind::Packet],
     routes: &[],
     path_flag: "--modules",
+    skipped: &[],
     resolve,
 };
 
@@ -238,6 +239,7 @@ mod tests {
         let req = TargetRequest {
             path: Some("/x".into()),
             pid: None,
+            symbols: Vec::new(),
         };
         let e = resolve(&req).unwrap_err().to_string();
         assert!(e.contains("takes no file"), "{e}");

@@ -17,6 +17,7 @@ pub static MODULE: ModuleDesc = ModuleDesc {
     kinds: &[RecordKind::GnutlsData, RecordKind::GnutlsSecret],
     routes: &["/gnutls"],
     path_flag: "--gnutls",
+    skipped: &[],
     resolve,
 };
 
@@ -564,6 +565,7 @@ mod tests {
         let err = resolve(&TargetRequest {
             path: Some(libssl.clone()),
             pid: None,
+            symbols: Vec::new(),
         })
         .expect_err("libssl is not GnuTLS");
         assert_eq!(

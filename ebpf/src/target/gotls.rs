@@ -28,6 +28,7 @@ pub static MODULE: ModuleDesc = ModuleDesc {
     kinds: &[RecordKind::GotlsData, RecordKind::GotlsKey],
     routes: &["/gotls"],
     path_flag: "--elfpath",
+    skipped: &[],
     resolve,
 };
 

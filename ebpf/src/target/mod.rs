@@ -8,6 +8,7 @@ pub mod gotls;
 pub mod mysqld;
 pub mod nss;
 pub mod openssl;
+mod openssl_layouts;
 pub mod postgres;
 
 use std::collections::HashMap;
@@ -83,6 +84,14 @@ impl Elf {
     /// The DT_NEEDED names.
     pub(crate) fn needed(&self) -> &[String] {
         &self.needed
+    }
+
+    /// Adds (or replaces) symbols: addresses given for a stripped file.
+    pub(crate) fn with_symbols(mut self, given: &[(String, u64)]) -> Self {
+        for (name, addr) in given {
+            self.symbols.insert(name.clone(), *addr);
+        }
+        self
     }
 
     /// A defined symbol's value (its virtual address).

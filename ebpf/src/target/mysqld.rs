@@ -18,6 +18,7 @@ pub static MODULE: ModuleDesc = ModuleDesc {
     kinds: &[RecordKind::MysqlQuery],
     routes: &["/mysqld"],
     path_flag: "--mysqld",
+    skipped: &[],
     resolve,
 };
 
@@ -191,6 +192,7 @@ mod tests {
         let t = resolve(&TargetRequest {
             path: Some(path.to_path_buf()),
             pid: None,
+            symbols: Vec::new(),
         })
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(t.version.ends_with("-MariaDB"), "{t:?}");
@@ -213,6 +215,7 @@ mod tests {
         let err = resolve(&TargetRequest {
             path: Some(path.to_path_buf()),
             pid: None,
+            symbols: Vec::new(),
         })
         .expect_err("bash has no dispatch_command");
         let msg = err.to_string();

@@ -21,6 +21,7 @@ pub static MODULE: ModuleDesc = ModuleDesc {
     kinds: &[RecordKind::NssData],
     routes: &["/nss", "/nspr"],
     path_flag: "--nspr",
+    skipped: &[],
     resolve,
 };
 
@@ -275,6 +276,7 @@ mod tests {
         let req = TargetRequest {
             path: Some(PathBuf::from("/nonexistent/libnspr4.so")),
             pid: None,
+            symbols: Vec::new(),
         };
         let err = NssTarget::discover(&req).expect_err("no such file");
         assert!(

@@ -1,78 +1,385 @@
-//! The `tls` module (OpenSSL 3.0, `libssl.so.3`): finding the libssl to
-//! probe and refusing layouts the probes do not know.
+//! The `tls` module (OpenSSL 1.1.1 – 4.0: `libssl.so.1.1`, `.so.3`, `.so.4`,
+//! or a statically linked executable): finding the libssl to probe, reading
+//! its version from the ELF and choosing the struct layout the probes read.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use rcapture_core::records::RecordKind;
 
-use super::{Elf, find_library, ldconfig_lookup, read_file};
+use super::openssl_layouts::LAYOUTS;
+use super::{Elf, exe_of, ldconfig_lookup, mapped_by};
 use crate::Error;
-use crate::module::{Attach, AttachPoint, ModuleDesc, Target, TargetRequest};
+use crate::module::{Attach, AttachPoint, Global, ModuleDesc, Target, TargetRequest};
 
 /// The OpenSSL module.
 pub static MODULE: ModuleDesc = ModuleDesc {
     name: "tls",
-    about: "OpenSSL 3.0 (libssl.so.3) plaintext and secrets",
+    about: "OpenSSL 1.1.1 - 4.0 (libssl) plaintext and secrets",
     object: include_bytes!("../../obj/openssl.bpf.o"),
     kinds: &[RecordKind::TlsData, RecordKind::MasterSecret],
     routes: &["/tls", "/openssl"],
     path_flag: "--libssl",
+    skipped: &[
+        // RC_SKIP_NOT_CONNECTION: 3.2+ QUIC objects
+        "not_a_tls_connection",
+        // RC_SKIP_BAD_SECRET: session, cipher or version not OpenSSL's
+        "secrets_failed_checks",
+    ],
     resolve,
 };
 
 fn resolve(req: &TargetRequest) -> Result<Target, Error> {
-    OpensslTarget::discover(req.path.as_deref(), req.pid)?.target()
+    OpensslTarget::discover_with(req.path.as_deref(), req.pid, &req.symbols)?.target()
 }
 
-/// (program, hooked function): entry and return of the four I/O calls.
+/// (program, hooked function, return probe): entry and return of the I/O calls.
 const IO_PROBES: [(&str, &str, bool); 8] = [
-    ("rc_ssl_write_entry", REQUIRED_SYMBOLS[0], false),
-    ("rc_ssl_write_return", REQUIRED_SYMBOLS[0], true),
-    ("rc_ssl_write_ex_entry", REQUIRED_SYMBOLS[1], false),
-    ("rc_ssl_write_ex_return", REQUIRED_SYMBOLS[1], true),
-    ("rc_ssl_read_entry", REQUIRED_SYMBOLS[2], false),
-    ("rc_ssl_read_return", REQUIRED_SYMBOLS[2], true),
-    ("rc_ssl_read_ex_entry", REQUIRED_SYMBOLS[3], false),
-    ("rc_ssl_read_ex_return", REQUIRED_SYMBOLS[3], true),
+    ("rc_ssl_write_entry", "SSL_write", false),
+    ("rc_ssl_write_return", "SSL_write", true),
+    ("rc_ssl_write_ex_entry", "SSL_write_ex", false),
+    ("rc_ssl_write_ex_return", "SSL_write_ex", true),
+    ("rc_ssl_read_entry", "SSL_read", false),
+    ("rc_ssl_read_return", "SSL_read", true),
+    ("rc_ssl_read_ex_entry", "SSL_read_ex", false),
+    ("rc_ssl_read_ex_return", "SSL_read_ex", true),
 ];
 
-/// The functions whose entry and return are probed; all must exist.
+/// The functions whose entry and return are probed; all must exist (every
+/// OpenSSL from 1.1.1 on has them; BoringSSL lacks the `_ex` pair).
 pub(crate) const REQUIRED_SYMBOLS: [&str; 4] =
     ["SSL_write", "SSL_write_ex", "SSL_read", "SSL_read_ex"];
 /// fd sources probed when present.
 pub(crate) const OPTIONAL_SYMBOLS: [&str; 3] = ["SSL_set_fd", "SSL_set_rfd", "SSL_set_wfd"];
 
+/// The system's libssl when neither a path nor a process is given.
 const LIBSSL: &str = "libssl.so.3";
+/// What a shared libssl's file name starts with (`libssl.so.1.1`, `.so.3`,
+/// `.so.4`, BoringSSL's unversioned `libssl.so`; not NSS's `libssl3.so`).
+const LIBSSL_PREFIX: &str = "libssl.so";
 
-/// A libssl.so.3 whose OpenSSL version (3.0.x) and symbols were checked.
+/// The bytes the entry probe reads from `SSL*` + 0 at every call
+/// (`RC_SSL_HEAD` in openssl.bpf.c): every field it reads there must lie in them.
+const RC_SSL_HEAD: u32 = 0x1c0;
+
+/// The struct offsets the probes read for one OpenSSL layout (bytes). The
+/// values are generated (`ebpf/tools/gen-openssl-offsets.sh` →
+/// `openssl_layouts.rs`) with offsetof against each release's headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Layout {
+    /// 1: `SSL*` is an `SSL_CONNECTION` whose base header starts with `int type` (3.2+).
+    pub type_check: u32,
+    /// The `type` of a TLS/DTLS connection (`SSL_TYPE_SSL_CONNECTION`).
+    pub conn_type: u32,
+    pub version: u32,
+    pub rbio: u32,
+    pub wbio: u32,
+    /// `statem.hand_state`.
+    pub hand_state: u32,
+    /// 1: `s3` is a pointer (1.1.1); 0: embedded (3.x, 4.x).
+    pub s3_ptr: u32,
+    pub s3: u32,
+    /// `client_random` inside `s3`.
+    pub client_random: u32,
+    pub handshake_secret: u32,
+    pub handshake_traffic_hash: u32,
+    pub client_app_traffic_secret: u32,
+    pub server_app_traffic_secret: u32,
+    pub exporter_master_secret: u32,
+    pub session: u32,
+    pub session_master_key_length: u32,
+    pub session_master_key: u32,
+    pub session_cipher: u32,
+    pub cipher_id: u32,
+    pub bio_method: u32,
+    pub bio_num: u32,
+    /// `bio_method_st.type` (the probes assume 0).
+    pub bio_method_type: u32,
+}
+
+impl Layout {
+    /// The globals of openssl.bpf.c for this layout.
+    fn globals(&self) -> Vec<(&'static str, Global)> {
+        [
+            ("layout_known", 1),
+            ("type_check", self.type_check),
+            ("conn_type", self.conn_type),
+            ("version_off", self.version),
+            ("rbio_off", self.rbio),
+            ("wbio_off", self.wbio),
+            ("hand_state_off", self.hand_state),
+            ("s3_ptr", self.s3_ptr),
+            ("s3_off", self.s3),
+            ("client_random_off", self.client_random),
+            ("handshake_secret_off", self.handshake_secret),
+            ("handshake_traffic_hash_off", self.handshake_traffic_hash),
+            (
+                "client_app_traffic_secret_off",
+                self.client_app_traffic_secret,
+            ),
+            (
+                "server_app_traffic_secret_off",
+                self.server_app_traffic_secret,
+            ),
+            ("exporter_master_secret_off", self.exporter_master_secret),
+            ("session_off", self.session),
+            (
+                "session_master_key_length_off",
+                self.session_master_key_length,
+            ),
+            ("session_master_key_off", self.session_master_key),
+            ("session_cipher_off", self.session_cipher),
+            ("cipher_id_off", self.cipher_id),
+            ("bio_method_off", self.bio_method),
+            ("bio_num_off", self.bio_num),
+        ]
+        .into_iter()
+        .map(|(n, v)| (n, Global::U32(v)))
+        .collect()
+    }
+
+    /// Whether every field read from the head of `SSL*` lies in the
+    /// `RC_SSL_HEAD` bytes the probe reads, and what the probes assume holds.
+    fn fits_probes(&self) -> bool {
+        let in_head = |off: u32, len: u32| off.checked_add(len).is_some_and(|e| e <= RC_SSL_HEAD);
+        let random = if self.s3_ptr == 1 {
+            in_head(self.s3, 8)
+        } else {
+            in_head(self.s3 + self.client_random, 32)
+        };
+        in_head(self.version, 4)
+            && in_head(self.rbio, 8)
+            && in_head(self.wbio, 8)
+            && in_head(self.hand_state, 4)
+            && random
+            && self.bio_method_type == 0
+    }
+}
+
+/// An OpenSSL release number: `3.5.5`, `1.1.1w`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Release {
+    major: u32,
+    minor: u32,
+    patch: u32,
+    /// The 1.x letter (`b'w'`), 0 without one.
+    letter: u8,
+}
+
+impl Release {
+    /// Parses `X.Y.Z` with an optional lower-case letter (`1.1.1w`).
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut parts = s.split('.');
+        let num = |p: &str| {
+            (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| p.parse().ok())
+                .flatten()
+        };
+        let major = num(parts.next()?)?;
+        let minor = num(parts.next()?)?;
+        let last = parts.next()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        let (digits, letter) = match last.as_bytes().last()? {
+            b'a'..=b'z' => (&last[..last.len() - 1], last.as_bytes()[last.len() - 1]),
+            _ => (last, 0),
+        };
+        Some(Self {
+            major,
+            minor,
+            patch: num(digits)?,
+            letter,
+        })
+    }
+}
+
+impl fmt::Display for Release {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)?;
+        if self.letter != 0 {
+            write!(f, "{}", self.letter as char)?;
+        }
+        Ok(())
+    }
+}
+
+/// Which releases share which layout: (family, first, last, the release
+/// whose headers the layout was generated from). The families and their
+/// boundaries are those of `shared/spec/OPENSSL-VERSIONS.md` (patch releases
+/// do move fields: 3.2.2→3.2.3→3.2.4, 3.3.1→3.3.2→3.3.3, 3.4.0→3.4.1); a
+/// release outside every range has no known layout.
+const FAMILIES: &[(&str, &str, &str, &str)] = &[
+    ("A", "1.1.1a", "1.1.1a", "1.1.1a"),
+    ("B", "1.1.1b", "1.1.1c", "1.1.1b"),
+    ("C", "1.1.1d", "1.1.1i", "1.1.1i"),
+    ("D", "1.1.1j", "1.1.1w", "1.1.1w"),
+    ("E", "3.0.0", "3.0.99", "3.0.8"),
+    ("E", "3.1.0", "3.1.99", "3.1.4"),
+    ("F", "3.2.0", "3.2.2", "3.2.1"),
+    ("G", "3.2.3", "3.2.3", "3.3.2"),
+    ("H", "3.2.4", "3.2.6", "3.4.1"),
+    ("F", "3.3.0", "3.3.1", "3.2.1"),
+    ("G", "3.3.2", "3.3.2", "3.3.2"),
+    ("H", "3.3.3", "3.3.7", "3.4.1"),
+    ("G", "3.4.0", "3.4.0", "3.3.2"),
+    ("H", "3.4.1", "3.4.6", "3.4.1"),
+    ("I", "3.5.0", "3.5.5", "3.5.5"),
+    ("I", "3.6.0", "3.6.3", "3.6.3"),
+    ("I", "4.0.0", "4.0.3", "4.0.3"),
+];
+
+/// The layout of `release`: its family and the generated offsets.
+pub(crate) fn layout_of(release: Release) -> Option<(&'static str, &'static Layout)> {
+    FAMILIES.iter().find_map(|(family, first, last, from)| {
+        let (first, last) = (Release::parse(first)?, Release::parse(last)?);
+        (first..=last).contains(&release).then_some(())?;
+        let (_, layout) = LAYOUTS.iter().find(|(vs, _)| vs.contains(from))?;
+        Some((*family, layout))
+    })
+}
+
+/// The releases with a known layout, for messages.
+fn known_releases() -> String {
+    FAMILIES
+        .iter()
+        .map(|(_, first, last, _)| {
+            if first == last {
+                first.to_string()
+            } else if last.ends_with(".99") {
+                format!("{}.x", &first[..first.len() - 2])
+            } else {
+                format!("{first}-{last}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What the ELF says the TLS library is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flavor {
+    /// OpenSSL of this release.
+    OpenSsl(Release),
+    /// BoringSSL (it carries no release number).
+    BoringSsl,
+}
+
+/// Exports only BoringSSL has.
+const BORINGSSL_SYMBOLS: [&str; 2] = ["BORINGSSL_self_test", "SSL_CTX_set_custom_verify"];
+
+/// The flavor and version in one ELF's bytes and symbols, if they say.
+fn flavor_in(elf: &Elf) -> Option<Flavor> {
+    if BORINGSSL_SYMBOLS.iter().any(|s| elf.symbol(s).is_some()) {
+        return Some(Flavor::BoringSsl);
+    }
+    if let Some(v) = openssl_version(elf.bytes()).and_then(|v| Release::parse(&v)) {
+        return Some(Flavor::OpenSsl(v));
+    }
+    memchr::memmem::find(elf.bytes(), b"BoringSSL").map(|_| Flavor::BoringSsl)
+}
+
+/// A libssl (or an executable with OpenSSL linked in) whose version was
+/// read and whose symbols were checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpensslTarget {
     libssl: PathBuf,
-    libcrypto: PathBuf,
-    version: String,
+    /// The file the version was read from (libssl itself for 1.1.1 and
+    /// static executables, else its libcrypto).
+    version_file: PathBuf,
+    flavor: Flavor,
     optional_symbols: Vec<&'static str>,
+    /// Addresses given for a stripped file (`--ssl-offsets`).
+    given: Vec<(String, u64)>,
 }
 
 impl OpensslTarget {
-    /// Finds libssl: `explicit` if given; else the libssl.so.3 mapped by
-    /// process `pid` (through `/proc/PID/root`, so containers work); else
-    /// the system one from `ldconfig -p`. Then checks that it is OpenSSL 3.0.x
-    /// and exports `SSL_write`, `SSL_write_ex`, `SSL_read` and `SSL_read_ex`.
+    /// Finds libssl: `explicit` if given (a shared libssl or an executable
+    /// with OpenSSL linked in); else the `libssl.so*` mapped by process
+    /// `pid` (through `/proc/PID/root`, so containers work), or its
+    /// executable if that exports `SSL_write`; else the system's
+    /// `libssl.so.3` from `ldconfig -p`. Then reads the version and checks
+    /// that `SSL_write`, `SSL_write_ex`, `SSL_read` and `SSL_read_ex` exist.
     pub fn discover(explicit: Option<&Path>, pid: Option<u32>) -> Result<Self, Error> {
-        let req = TargetRequest {
-            path: explicit.map(Path::to_path_buf),
-            pid,
+        Self::discover_with(explicit, pid, &[])
+    }
+
+    /// [`Self::discover`] with function addresses for a stripped file
+    /// (`--ssl-offsets SYMBOL=ADDR`, virtual addresses): only the functions
+    /// the module probes may be named.
+    pub fn discover_with(
+        explicit: Option<&Path>,
+        pid: Option<u32>,
+        given: &[(String, u64)],
+    ) -> Result<Self, Error> {
+        let not_found = |searched: String| Error::LibraryNotFound {
+            module: MODULE.name,
+            library: LIBSSL_PREFIX.to_owned(),
+            searched,
+            flag: MODULE.path_flag,
         };
-        Self::inspect(find_library(&MODULE, LIBSSL, &req)?)
+        let path = match (explicit, pid) {
+            (Some(path), _) if !path.exists() => {
+                return Err(Error::Unsupported {
+                    module: MODULE.name,
+                    path: path.to_path_buf(),
+                    reason: format!("no such file (given with {})", MODULE.path_flag),
+                });
+            }
+            (Some(path), _) => path.to_path_buf(),
+            (None, Some(pid)) => match mapped_by(pid, LIBSSL_PREFIX)? {
+                Some(lib) => lib,
+                None => {
+                    let exe = exe_of(pid)?;
+                    let linked_in =
+                        Elf::read(MODULE.name, &exe).is_ok_and(|e| e.symbol("SSL_write").is_some());
+                    if !linked_in {
+                        return Err(not_found(format!(
+                            "/proc/{pid}/maps (the process maps no libssl.so*, and its executable exports no SSL_write)"
+                        )));
+                    }
+                    exe
+                }
+            },
+            (None, None) => ldconfig_lookup(LIBSSL)?
+                .ok_or_else(|| not_found(format!("`ldconfig -p` for {LIBSSL}")))?,
+        };
+        Self::inspect_with(path, given)
     }
 
     /// Checks a given libssl path (version and symbols).
     pub fn inspect(libssl: PathBuf) -> Result<Self, Error> {
-        let elf = Elf::read(MODULE.name, &libssl)?;
+        Self::inspect_with(libssl, &[])
+    }
+
+    fn inspect_with(libssl: PathBuf, given: &[(String, u64)]) -> Result<Self, Error> {
+        if let Some((name, _)) = given.iter().find(|(n, _)| {
+            !REQUIRED_SYMBOLS.contains(&n.as_str()) && !OPTIONAL_SYMBOLS.contains(&n.as_str())
+        }) {
+            return Err(Error::Unsupported {
+                module: MODULE.name,
+                path: libssl,
+                reason: format!(
+                    "--ssl-offsets names {name}, which is not probed (only {}, {})",
+                    REQUIRED_SYMBOLS.join(", "),
+                    OPTIONAL_SYMBOLS.join(", ")
+                ),
+            });
+        }
+        let elf = Elf::read(MODULE.name, &libssl)?.with_symbols(given);
         if let Some(symbol) = REQUIRED_SYMBOLS
             .into_iter()
             .find(|s| elf.symbol(s).is_none())
         {
+            if elf.symbol("SSL_write").is_some() && flavor_in(&elf) == Some(Flavor::BoringSsl) {
+                return Err(Error::Unsupported {
+                    module: MODULE.name,
+                    path: libssl,
+                    reason: format!(
+                        "this is BoringSSL (it has no {symbol}): BoringSSL is recognised but not captured yet"
+                    ),
+                });
+            }
             return Err(Error::ModuleSymbol {
                 module: MODULE.name,
                 symbol: symbol.into(),
@@ -83,47 +390,42 @@ impl OpensslTarget {
             .into_iter()
             .filter(|s| elf.symbol(s).is_some())
             .collect();
-
-        let needed = elf
-            .needed()
-            .iter()
-            .find(|n| n.starts_with("libcrypto"))
-            .cloned()
-            .ok_or_else(|| Error::LibcryptoNotFound {
-                name: "libcrypto (no DT_NEEDED entry)".into(),
-                libssl: libssl.clone(),
-            })?;
-        let libcrypto = find_next_to(&libssl, &needed)
-            .or_else(|| ldconfig_lookup(&needed).ok().flatten())
-            .ok_or_else(|| Error::LibcryptoNotFound {
-                name: needed.clone(),
-                libssl: libssl.clone(),
-            })?;
-        let version =
-            openssl_version(&read_file(&libcrypto)?).ok_or_else(|| Error::VersionNotFound {
-                module: MODULE.name,
-                path: libcrypto.clone(),
-            })?;
-        if !version.starts_with("3.0.") {
-            return Err(Error::UnsupportedVersion {
-                module: MODULE.name,
-                found: version,
-                path: libcrypto,
-                supported: "the OpenSSL 3.0.x layout",
-            });
-        }
+        let links_libcrypto = elf.needed().iter().any(|n| n.starts_with("libcrypto"));
+        let found = flavor_in(&elf).or_else(|| {
+            // An executable with OpenSSL 3.x linked in whose version text
+            // the linker left out.
+            (!links_libcrypto)
+                .then(|| provider_version(elf.bytes()))
+                .flatten()
+                .map(Flavor::OpenSsl)
+        });
+        let (flavor, version_file) = match found {
+            Some(f) => (f, libssl.clone()),
+            None => {
+                // A shared 3.x/4.x libssl has no version text: its libcrypto has.
+                let libcrypto = libcrypto_of(&elf)?;
+                let crypto = Elf::read(MODULE.name, &libcrypto)?;
+                let flavor = flavor_in(&crypto).ok_or_else(|| Error::VersionNotFound {
+                    module: MODULE.name,
+                    path: libcrypto.clone(),
+                })?;
+                (flavor, libcrypto)
+            }
+        };
         Ok(Self {
             libssl,
-            libcrypto,
-            version,
+            version_file,
+            flavor,
             optional_symbols,
+            given: given.to_vec(),
         })
     }
 
     /// Every attach point: the four I/O calls (entry and return),
-    /// `SSL_set_fd`/`_rfd`/`_wfd` where exported, and the socket syscalls.
+    /// `SSL_set_fd`/`_rfd`/`_wfd` where exported, and the socket syscalls;
+    /// the layout's offsets as globals, or none (plaintext only) with a note.
     pub fn target(&self) -> Result<Target, Error> {
-        let elf = Elf::read(MODULE.name, &self.libssl)?;
+        let elf = Elf::read(MODULE.name, &self.libssl)?.with_symbols(&self.given);
         let mut attach = Vec::new();
         for (program, symbol, ret) in IO_PROBES {
             attach.push(elf.uprobe(&MODULE, program, symbol, ret)?);
@@ -136,14 +438,44 @@ impl OpensslTarget {
             point: AttachPoint::RawTracepoint("sys_enter"),
             required: true,
         });
+        let mut notes = Vec::new();
+        let globals = match self.layout() {
+            Ok((_, layout)) => layout.globals(),
+            Err(why) => {
+                notes.push(format!(
+                    "no key log: {why}; plaintext only, the fd from SSL_set_fd or the socket calls"
+                ));
+                Vec::new()
+            }
+        };
         Ok(Target {
             module: &MODULE,
             path: self.libssl.clone(),
-            version: self.version.clone(),
+            version: self.version(),
             attach,
-            globals: Vec::new(),
-            notes: Vec::new(),
+            globals,
+            notes,
         })
+    }
+
+    /// The layout family and offsets, or why there are none.
+    fn layout(&self) -> Result<(&'static str, &'static Layout), String> {
+        let from = self.version_file.display();
+        match self.flavor {
+            Flavor::BoringSsl => Err(format!(
+                "BoringSSL (recognised in {from}): its struct layout is not known to the probes"
+            )),
+            Flavor::OpenSsl(r) => match layout_of(r) {
+                Some((family, layout)) if layout.fits_probes() => Ok((family, layout)),
+                Some((family, _)) => Err(format!(
+                    "OpenSSL {r} (from {from}): layout {family} does not fit the probes"
+                )),
+                None => Err(format!(
+                    "OpenSSL {r} (from {from}) has no known struct layout (known: {})",
+                    known_releases()
+                )),
+            },
+        }
     }
 
     /// The libssl the probes attach to.
@@ -151,15 +483,48 @@ impl OpensslTarget {
         &self.libssl
     }
 
-    /// The libcrypto whose version string was read.
-    pub fn libcrypto(&self) -> &Path {
-        &self.libcrypto
+    /// The file whose version string was read (libssl itself or its libcrypto).
+    pub fn version_file(&self) -> &Path {
+        &self.version_file
     }
 
-    /// The OpenSSL version, e.g. `3.0.22`.
-    pub fn version(&self) -> &str {
-        &self.version
+    /// What the library is.
+    pub fn flavor(&self) -> &Flavor {
+        &self.flavor
     }
+
+    /// The version as shown at start-up and in `/status`: `3.0.22`,
+    /// `1.1.1w`, `BoringSSL`.
+    pub fn version(&self) -> String {
+        match &self.flavor {
+            Flavor::OpenSsl(r) => r.to_string(),
+            Flavor::BoringSsl => "BoringSSL".into(),
+        }
+    }
+
+    /// The layout family (`D`, `E`, … of OPENSSL-VERSIONS.md), if known.
+    pub fn layout_family(&self) -> Option<&'static str> {
+        self.layout().ok().map(|(f, _)| f)
+    }
+}
+
+/// The libcrypto a shared libssl needs: next to it, else `ldconfig -p`'s.
+fn libcrypto_of(libssl: &Elf) -> Result<PathBuf, Error> {
+    let needed = libssl
+        .needed()
+        .iter()
+        .find(|n| n.starts_with("libcrypto"))
+        .cloned()
+        .ok_or_else(|| Error::VersionNotFound {
+            module: MODULE.name,
+            path: libssl.path().to_path_buf(),
+        })?;
+    find_next_to(libssl.path(), &needed)
+        .or_else(|| ldconfig_lookup(&needed).ok().flatten())
+        .ok_or_else(|| Error::LibcryptoNotFound {
+            name: needed,
+            libssl: libssl.path().to_path_buf(),
+        })
 }
 
 fn find_next_to(libssl: &Path, name: &str) -> Option<PathBuf> {
@@ -167,7 +532,25 @@ fn find_next_to(libssl: &Path, name: &str) -> Option<PathBuf> {
     candidate.exists().then_some(candidate)
 }
 
-/// The first `OpenSSL X.Y.Z` (Z may carry a letter suffix) in a binary.
+/// The release in the provider core's parameter table (`"openssl-version"`
+/// then `OPENSSL_VERSION_STR`, adjacent in `.rodata`): in every OpenSSL 3.x
+/// and 4.x program, also where the linker left the full version text out of
+/// a static executable (it is only in `OpenSSL_version`'s object file).
+pub(crate) fn provider_version(bytes: &[u8]) -> Option<Release> {
+    memchr::memmem::find_iter(bytes, b"\0openssl-version\0").find_map(|at| {
+        let rest = &bytes[at + b"\0openssl-version\0".len()..];
+        let start = rest.iter().position(|&b| b != 0).filter(|&n| n < 16)?;
+        let rest = &rest[start..];
+        let text = &rest[..rest.iter().position(|&b| b == 0)?];
+        let r = Release::parse(std::str::from_utf8(text).ok()?)?;
+        (r.major >= 3).then_some(r)
+    })
+}
+
+/// The first `OpenSSL X.Y.Z` (Z may carry a letter suffix) followed by one
+/// or two spaces and a digit (the release date: `OpenSSL 3.5.5 27 Jan 2026`,
+/// `OpenSSL 1.1.1w  11 Sep 2023`) in a binary. BoringSSL's `OpenSSL 1.1.1
+/// (compatible; BoringSSL)` is no match.
 pub(crate) fn openssl_version(bytes: &[u8]) -> Option<String> {
     memchr::memmem::find_iter(bytes, b"OpenSSL ").find_map(|at| {
         let rest = &bytes[at + b"OpenSSL ".len()..];
@@ -175,16 +558,13 @@ pub(crate) fn openssl_version(bytes: &[u8]) -> Option<String> {
             .iter()
             .position(|b| !(b.is_ascii_alphanumeric() || *b == b'.'))
             .unwrap_or(rest.len());
+        let after = &rest[end..];
+        let dated = match after {
+            [b' ', b' ', d, ..] | [b' ', d, ..] => d.is_ascii_digit(),
+            _ => false,
+        };
         let candidate = std::str::from_utf8(&rest[..end]).ok()?;
-        let mut parts = candidate.split('.');
-        let numeric =
-            |p: Option<&str>| p.is_some_and(|p| p.starts_with(|c: char| c.is_ascii_digit()));
-        let (a, b, c) = (parts.next(), parts.next(), parts.next());
-        (a.is_some_and(|a| a.bytes().all(|c| c.is_ascii_digit()) && !a.is_empty())
-            && numeric(b)
-            && numeric(c)
-            && parts.next().is_none())
-        .then(|| candidate.to_owned())
+        (dated && Release::parse(candidate).is_some()).then(|| candidate.to_owned())
     })
 }
 
@@ -198,10 +578,138 @@ mod tests {
         let blob = b"\0OpenSSL \0xx OpenSSL 3.0.22 25 Aug 2026\0";
         assert_eq!(openssl_version(blob).as_deref(), Some("3.0.22"));
         assert_eq!(
-            openssl_version(b"OpenSSL 1.1.1w  11 Sep").as_deref(),
+            openssl_version(b"OpenSSL 1.1.1w  11 Sep 2023").as_deref(),
             Some("1.1.1w")
         );
         assert_eq!(openssl_version(b"OpenSSL library"), None);
+        // BoringSSL's compatibility text is no OpenSSL release.
+        assert_eq!(
+            openssl_version(b"OpenSSL 1.1.1 (compatible; BoringSSL)\0"),
+            None
+        );
+    }
+
+    #[test]
+    fn provider_version_is_found() {
+        let blob = b"OSSL_provider_init\0openssl-version\x003.0.19\0provider-name\0";
+        assert_eq!(provider_version(blob), Release::parse("3.0.19"));
+        let padded = b"x\0openssl-version\0\0\0\x004.0.3\0";
+        assert_eq!(provider_version(padded), Release::parse("4.0.3"));
+        assert_eq!(
+            provider_version(b"\0openssl-version\0provider-name\0"),
+            None
+        );
+        assert_eq!(provider_version(b"\0openssl-version\x001.1.1\0"), None);
+    }
+
+    #[test]
+    fn releases_parse_and_order() {
+        let r = |s| Release::parse(s).unwrap_or_else(|| panic!("{s}"));
+        assert_eq!(r("1.1.1w").to_string(), "1.1.1w");
+        assert_eq!(r("3.10.2").to_string(), "3.10.2");
+        assert!(r("1.1.1j") < r("1.1.1w") && r("1.1.1") < r("1.1.1a"));
+        assert!(r("3.2.10") > r("3.2.9") && r("4.0.0") > r("3.6.3"));
+        for bad in ["3.5", "3.5.5.1", "x.1.2", "3..1", "3.5.W"] {
+            assert_eq!(Release::parse(bad), None, "{bad}");
+        }
+    }
+
+    /// Every family's generated layout exists, fits the probes, and
+    /// releases of one family share one layout.
+    #[test]
+    fn families_map_to_generated_layouts() {
+        let mut by_family: Vec<(&str, &Layout)> = Vec::new();
+        for (family, first, last, from) in FAMILIES {
+            for v in [first, last, from] {
+                assert!(Release::parse(v).is_some(), "{v}");
+            }
+            let (_, layout) = LAYOUTS
+                .iter()
+                .find(|(vs, _)| vs.contains(from))
+                .unwrap_or_else(|| panic!("{from} is not generated"));
+            assert!(layout.fits_probes(), "{from}: {layout:?}");
+            match by_family.iter().find(|(f, _)| f == family) {
+                Some((_, l)) => assert_eq!(*l, layout, "family {family} ({from})"),
+                None => by_family.push((family, layout)),
+            }
+            let (f, l) = layout_of(Release::parse(first).unwrap()).unwrap();
+            assert_eq!((f, l), (*family, layout));
+            // A range's ends, where generated too, have its layout: the
+            // family boundaries hold for the sources.
+            for end in [first, last] {
+                if let Some((_, l)) = LAYOUTS.iter().find(|(vs, _)| vs.contains(end)) {
+                    assert_eq!(l, layout, "{end} in family {family}");
+                }
+            }
+        }
+        // Distinct families have distinct layouts.
+        for (i, (f, l)) in by_family.iter().enumerate() {
+            for (g, m) in &by_family[i + 1..] {
+                assert_ne!(l, m, "families {f} and {g}");
+            }
+        }
+        assert_eq!(layout_of(Release::parse("9.9.9").unwrap()), None);
+        assert_eq!(layout_of(Release::parse("1.1.1").unwrap()), None);
+        assert_eq!(layout_of(Release::parse("1.1.1i").unwrap()).unwrap().0, "C");
+        assert_eq!(layout_of(Release::parse("3.0.22").unwrap()).unwrap().0, "E");
+        assert_eq!(layout_of(Release::parse("3.2.3").unwrap()).unwrap().0, "G");
+        assert_eq!(layout_of(Release::parse("3.4.1").unwrap()).unwrap().0, "H");
+    }
+
+    /// The generated 3.0 layout is the one measured on Debian's 3.0 build by
+    /// disassembly and live reads (shared/spec/OPENSSL-3.0.md), and 3.5's has
+    /// the offsets checked at run time there (OPENSSL-VERSIONS.md).
+    #[test]
+    fn generated_layouts_match_the_measured_ones() {
+        let (_, e) = layout_of(Release::parse("3.0.22").unwrap()).unwrap();
+        assert_eq!(
+            (
+                e.version,
+                e.rbio,
+                e.wbio,
+                e.hand_state,
+                e.s3 + e.client_random
+            ),
+            (0x0, 0x10, 0x18, 0x5c, 0x160)
+        );
+        assert_eq!(
+            (
+                e.handshake_secret,
+                e.handshake_traffic_hash,
+                e.client_app_traffic_secret,
+                e.server_app_traffic_secret,
+                e.exporter_master_secret,
+                e.session
+            ),
+            (0x584, 0x704, 0x744, 0x784, 0x7c4, 0x918)
+        );
+        assert_eq!(
+            (
+                e.session_master_key_length,
+                e.session_master_key,
+                e.session_cipher,
+                e.cipher_id,
+                e.bio_method,
+                e.bio_num
+            ),
+            (0x8, 0x50, 0x2f8, 0x18, 0x8, 0x38)
+        );
+        assert_eq!((e.type_check, e.s3_ptr), (0, 0));
+        let (_, i) = layout_of(Release::parse("3.5.5").unwrap()).unwrap();
+        assert_eq!(
+            (i.type_check, i.version, i.rbio, i.wbio, i.hand_state, i.s3),
+            (1, 0x48, 0x50, 0x58, 0xac, 0x160)
+        );
+        assert_eq!(
+            (i.s3 + i.client_random, i.handshake_secret, i.session),
+            (0x188, 0x5bc, 0x900)
+        );
+        let (_, d) = layout_of(Release::parse("1.1.1w").unwrap()).unwrap();
+        assert_eq!(
+            (d.s3_ptr, d.s3, d.client_random, d.session, d.session_cipher),
+            (1, 0xa8, 0xb8, 0x510, 0x1f0)
+        );
+        assert_eq!((d.bio_method, d.bio_num), (0x0, 0x30));
     }
 
     #[test]
@@ -219,12 +727,104 @@ mod tests {
         );
     }
 
-    /// The supported system (Debian 12, `libssl3`) has an OpenSSL 3.0
-    /// libssl.so.3 that discovery finds: not finding it is a failure.
+    /// A shared library with BoringSSL's exports (and no `SSL_write_ex`)
+    /// is named as BoringSSL in the refusal.
     #[test]
-    fn system_libssl_is_openssl_30() {
+    fn boringssl_is_recognised_and_refused_by_name() {
+        let dir = std::env::temp_dir().join(format!("rcapture-boring-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (src, lib) = (dir.join("boring.c"), dir.join("libssl.so"));
+        std::fs::write(
+            &src,
+            "int SSL_write(void *s, const void *b, int n) { return n; }\n\
+             int SSL_read(void *s, void *b, int n) { return n; }\n\
+             int BORINGSSL_self_test(void) { return 1; }\n",
+        )
+        .unwrap();
+        let st = std::process::Command::new("cc")
+            .args(["-shared", "-fPIC", "-o"])
+            .arg(&lib)
+            .arg(&src)
+            .status()
+            .expect("cc");
+        assert!(st.success());
+        let err = OpensslTarget::inspect(lib.clone()).expect_err("BoringSSL is not captured");
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(
+            err.to_string().contains(
+                "this is BoringSSL (it has no SSL_write_ex): BoringSSL is recognised but not captured yet"
+            ),
+            "{err}"
+        );
+    }
+
+    fn global(t: &Target, name: &str) -> Option<Global> {
+        t.globals
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// The supported system (Debian 12, `libssl3`) has an OpenSSL 3.0
+    /// libssl.so.3 that discovery finds, its version read from libcrypto,
+    /// with layout E: not finding it is a failure.
+    #[test]
+    fn system_libssl_is_openssl_30_with_its_layout() {
         let t = OpensslTarget::discover(None, None)
             .unwrap_or_else(|e| panic!("discovering the system's libssl.so.3: {e}"));
         assert!(t.version().starts_with("3.0."), "{t:?}");
+        assert!(
+            t.version_file()
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("libcrypto.so.3")),
+            "{t:?}"
+        );
+        assert_eq!(t.layout_family(), Some("E"));
+        let target = t.target().unwrap();
+        assert!(target.notes.is_empty(), "{:?}", target.notes);
+        assert_eq!(global(&target, "layout_known"), Some(Global::U32(1)));
+        assert_eq!(global(&target, "session_off"), Some(Global::U32(0x918)));
+    }
+
+    /// A copy of the system's libcrypto whose version text says 9.9.9: the
+    /// target loads with no layout globals (plaintext only) and a note
+    /// naming the version and the file.
+    #[test]
+    fn an_unknown_version_is_plaintext_only_with_a_note() {
+        let sys = OpensslTarget::discover(None, None).expect("system libssl");
+        let dir = std::env::temp_dir().join(format!("rcapture-ossl-999-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let libssl = dir.join("libssl.so.3");
+        std::fs::copy(sys.libssl(), &libssl).unwrap();
+        let mut crypto = std::fs::read(sys.version_file()).unwrap();
+        let text = format!("OpenSSL {} ", sys.version());
+        let at = memchr::memmem::find(&crypto, text.as_bytes()).expect("version text");
+        let patched = format!("OpenSSL {:<w$} ", "9.9.9", w = sys.version().len());
+        crypto[at..at + patched.len()].copy_from_slice(patched.as_bytes());
+        // every occurrence, so no other copy of the text is found first
+        while let Some(at) = memchr::memmem::find(&crypto, text.as_bytes()) {
+            crypto[at..at + patched.len()].copy_from_slice(patched.as_bytes());
+        }
+        std::fs::write(dir.join("libcrypto.so.3"), &crypto).unwrap();
+        let t = OpensslTarget::inspect(libssl.clone()).unwrap();
+        let target = t.target();
+        std::fs::remove_dir_all(&dir).ok();
+        let target = target.unwrap();
+        assert_eq!(t.version(), "9.9.9");
+        assert_eq!(t.layout_family(), None);
+        assert_eq!(
+            global(&target, "layout_known"),
+            None,
+            "{:?}",
+            target.globals
+        );
+        assert!(target.globals.is_empty());
+        let note = target.notes.join("\n");
+        assert!(
+            note.contains("OpenSSL 9.9.9 (from ")
+                && note.contains("libcrypto.so.3) has no known struct layout")
+                && note.contains("plaintext only"),
+            "{note}"
+        );
     }
 }

@@ -18,6 +18,7 @@ pub static MODULE: ModuleDesc = ModuleDesc {
     kinds: &[RecordKind::PgQuery],
     routes: &["/postgres"],
     path_flag: "--postgres",
+    skipped: &[],
     resolve,
 };
 
@@ -116,6 +117,7 @@ mod tests {
         let t = resolve(&TargetRequest {
             path: Some(path),
             pid: None,
+            symbols: Vec::new(),
         })
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(t.version.starts_with(|c: char| c.is_ascii_digit()), "{t:?}");
@@ -127,6 +129,7 @@ mod tests {
         let err = resolve(&TargetRequest {
             path: Some(PathBuf::from("/usr/bin/bash")),
             pid: None,
+            symbols: Vec::new(),
         })
         .expect_err("bash has no pg_parse_query");
         let msg = err.to_string();
