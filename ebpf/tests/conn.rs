@@ -121,13 +121,19 @@ fn close_of_a_process_that_exits_without_close() {
     std::thread::sleep(std::time::Duration::from_millis(100));
     probes.stop_capture().unwrap();
     let records = drain(&mut rings);
-    let theirs: Vec<(u8, u16)> = records
+    // The rings are read one CPU after the other: order by kernel time
+    // (the connect and the close may have run on different CPUs).
+    let mut theirs: Vec<(u64, u8, u16)> = records
         .iter()
         .filter_map(|(_, raw)| match decode(raw).unwrap() {
-            Record::Conn(c) if c.hdr.pid == child_pid => Some((c.event, c.tuple.dport)),
+            Record::Conn(c) if c.hdr.pid == child_pid => {
+                Some((c.hdr.ts_ns, c.event, c.tuple.dport))
+            }
             _ => None,
         })
         .collect();
+    theirs.sort_unstable();
+    let theirs: Vec<(u8, u16)> = theirs.into_iter().map(|(_, e, p)| (e, p)).collect();
     assert_eq!(
         theirs,
         [(CONN_CONNECT, port), (CONN_CLOSE, port)],
