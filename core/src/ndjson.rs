@@ -11,8 +11,9 @@ use base64::engine::general_purpose::STANDARD;
 /// Upper bound of the line length for an event (escaping at most 6× per byte).
 pub fn ndjson_line_max_len(e: &EventFields<'_>) -> usize {
     // 184 bytes of keys, quotes and punctuation, and twelve numbers of at
-    // most 21 bytes each (20 digits of a u64, or a sign and 10 digits).
-    184 + 12 * 21 + 6 * (e.uuid.len() + e.src_ip.len() + e.dst_ip.len() + e.pname.len() + e.module.len())
+    // most 21 bytes each (a u64 has 20 digits, an i64 a sign and 19).
+    184 + 12 * 21
+        + 6 * (e.uuid.len() + e.src_ip.len() + e.dst_ip.len() + e.pname.len() + e.module.len())
         + e.payload.len().div_ceil(3) * 4
 }
 
