@@ -107,10 +107,14 @@ fn bash_lines_statuses_and_exit_are_captured() {
     std::thread::sleep(Duration::from_millis(300));
     let out = rc.stop();
 
-    let mine: Vec<Block> = blocks(&out)
+    let mut mine: Vec<Block> = blocks(&out)
         .into_iter()
         .filter(|b| b.header.contains(" bash pid=") && b.pid() == bash_pid)
         .collect();
+    // One worker per CPU prints its own ring's events: a shell that moved
+    // between CPUs has its events in time order per CPU only. The header
+    // starts with the event's time (RFC 3339, nanoseconds, UTC).
+    mine.sort_by(|a, b| a.header.split(' ').next().cmp(&b.header.split(' ').next()));
     for b in &mine {
         assert_eq!(
             b.field("uid"),
@@ -185,18 +189,24 @@ fn of_pid(
     pid: u32,
     payload: impl Fn(&Value) -> Vec<u8>,
 ) -> Vec<(u64, String, i64)> {
-    events
+    // In time order: each CPU's worker publishes its own ring's events.
+    let mut timed: Vec<(i64, (u64, String, i64))> = events
         .iter()
         .filter(|e| e["pid"] == pid)
         .map(|e| {
             let p = payload(e);
             (
-                e["type"].as_u64().unwrap_or(99),
-                String::from_utf8_lossy(&p).into_owned(),
-                e["status"].as_i64().unwrap_or(-999),
+                e["timestamp"].as_i64().unwrap_or(0),
+                (
+                    e["type"].as_u64().unwrap_or(99),
+                    String::from_utf8_lossy(&p).into_owned(),
+                    e["status"].as_i64().unwrap_or(-999),
+                ),
             )
         })
-        .collect()
+        .collect();
+    timed.sort_by_key(|(t, _)| *t);
+    timed.into_iter().map(|(_, e)| e).collect()
 }
 
 #[test]
