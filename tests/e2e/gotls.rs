@@ -15,18 +15,8 @@ use std::time::Duration;
 use rcapture_testsupport::gobuild::{self, GoVariant};
 use serde_json::Value;
 
+use crate::server::marker;
 use crate::testutil::{Block, Proc, Rcapture, TempDir, blocks, bpf_available, run_ok};
-
-fn marker(tag: &str) -> String {
-    format!(
-        "{tag}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
-    )
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
