@@ -5,6 +5,7 @@
 
 mod access;
 mod bash;
+mod discovery;
 mod ecaptureq;
 mod gnutls;
 mod gotls;

@@ -508,6 +508,13 @@ impl OpensslTarget {
     }
 }
 
+/// Whether the ELF file at `path` defines `SSL_write` (an executable with
+/// OpenSSL or a fork linked in, or a libssl); no other check. An executable
+/// that only imports it from a shared libssl does not.
+pub fn defines_ssl_write(path: &Path) -> bool {
+    Elf::read(MODULE.name, path).is_ok_and(|e| e.symbol("SSL_write").is_some())
+}
+
 /// The libcrypto a shared libssl needs: next to it, else `ldconfig -p`'s.
 fn libcrypto_of(libssl: &Elf) -> Result<PathBuf, Error> {
     let needed = libssl
