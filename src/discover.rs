@@ -329,9 +329,7 @@ impl Finder {
             return None;
         }
         let bytes = fs::read(&link).ok()?;
-        if memchr::memmem::find(&bytes, b"\0SSL_write\0").is_none() {
-            return None;
-        }
+        memchr::memmem::find(&bytes, b"\0SSL_write\0")?;
         drop(bytes);
         // Defined, not only imported from a shared libssl.
         if !rcapture_ebpf::defines_ssl_write(&link) {
@@ -477,6 +475,15 @@ impl Discovery {
             me.finder.aliases.iter().map(|(a, c)| (*a, *c)).collect();
         for (a, c) in known {
             me.finder.mark(&mut me.watch, a, c);
+        }
+        // And the executables already looked at are not reported again.
+        if let Some(w) = me.watch.as_mut() {
+            for id in &me.finder.exes {
+                if let Err(e) = w.exec_known(*id) {
+                    eprintln!("rcapture: warning: module tls: discovery: {e}");
+                    break;
+                }
+            }
         }
         me
     }
