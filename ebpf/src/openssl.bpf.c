@@ -436,6 +436,18 @@ int rc_ssl_write_ex_return(struct pt_regs *ctx)
 	return on_return(ctx, true);
 }
 
+/* 3.3+: SSL_write_ex2(ssl, buf, num, flags, written), and in stripped
+ * executables ssl_write_internal(ssl, buf, num, flags, written): the byte
+ * count comes back through the 5th argument (return: rc_ssl_write_ex_return).
+ * A nested entry (SSL_write_ex jumps to SSL_write_ex2) overwrites the
+ * thread's call with the same arguments; the first return records it. */
+SEC("uprobe")
+int BPF_KPROBE(rc_ssl_write_ex2_entry, void *ssl, const void *buf, size_t num, __u64 flags,
+	       size_t *written)
+{
+	return on_entry((__u64)ssl, (__u64)buf, (__u64)written, RC_DIR_SEND);
+}
+
 SEC("uprobe")
 int BPF_KPROBE(rc_ssl_read_entry, void *ssl, void *buf, int num)
 {
