@@ -5,6 +5,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind};
 use rcapture_core::records::RecordKind;
 
 use super::openssl_layouts::LAYOUTS;
@@ -48,12 +49,14 @@ const IO_PROBES: [(&str, &str, bool); 8] = [
 
 /// 3.3+: `SSL_write_ex2(ssl, buf, num, flags, written)`, probed where
 /// exported, so that an application calling it directly is captured. From
-/// 3.3 on `SSL_write_ex` is `return SSL_write_ex2(...)` (stock 3.5.5: a
-/// direct `jmp`), so both entries fire for an `SSL_write_ex` call; the call
-/// is still recorded once: both entries save the same arguments in the
-/// thread's one call slot (the second overwrites the first), the inner
-/// return (`SSL_write_ex2`'s, first) takes the slot and records the call,
-/// and the outer return finds the slot free and records nothing.
+/// 3.3 on `SSL_write_ex` is `return SSL_write_ex2(...)` (stock 3.3.2 and
+/// 3.5.5: a direct `jmp`): where its code does reach `SSL_write_ex2` that
+/// way, `SSL_write_ex2` is probed instead of `SSL_write_ex` (one entry and
+/// one return per call). Where it does not visibly (inlined, or through the
+/// PLT), both are probed: a nested call is still recorded once (both
+/// entries save the same arguments in the thread's one call slot, the
+/// inner return takes it and records the call, the outer one finds it
+/// free), but a skipped QUIC call is counted at both entries.
 const WRITE_EX2_PROBES: [(&str, &str, bool); 2] = [
     ("rc_ssl_write_ex2_entry", "SSL_write_ex2", false),
     ("rc_ssl_write_ex_return", "SSL_write_ex2", true),
@@ -585,10 +588,14 @@ impl OpensslTarget {
         let mut notes = Vec::new();
         match self.route {
             Route::Symbols => {
+                let ex2 = elf.symbol(WRITE_EX2_PROBES[0].1).is_some();
+                let through_ex2 = ex2 && write_ex_enters_ex2(&elf);
                 for (program, symbol, ret) in IO_PROBES {
-                    attach.push(elf.uprobe(&MODULE, program, symbol, ret)?);
+                    if !(through_ex2 && symbol == "SSL_write_ex") {
+                        attach.push(elf.uprobe(&MODULE, program, symbol, ret)?);
+                    }
                 }
-                if elf.symbol(WRITE_EX2_PROBES[0].1).is_some() {
+                if ex2 {
                     for (program, symbol, ret) in WRITE_EX2_PROBES {
                         attach.push(elf.uprobe(&MODULE, program, symbol, ret)?);
                     }
@@ -699,6 +706,32 @@ impl OpensslTarget {
     pub fn layout_family(&self) -> Option<&'static str> {
         self.layout().ok().map(|(f, _)| f)
     }
+}
+
+/// Whether every `SSL_write_ex` call enters `SSL_write_ex2`: its code
+/// reaches a direct `jmp` or `call` to `SSL_write_ex2` before any
+/// conditional branch or return (3.3+: `return SSL_write_ex2(s, buf, num,
+/// 0, written)`).
+fn write_ex_enters_ex2(elf: &Elf) -> bool {
+    let (Some(ex), Some(ex2)) = (elf.symbol("SSL_write_ex"), elf.symbol("SSL_write_ex2")) else {
+        return false;
+    };
+    let Some(code) = elf.bytes_at(ex, 64) else {
+        return false;
+    };
+    for insn in Decoder::with_ip(64, code, ex, DecoderOptions::NONE) {
+        let near = insn.op_count() == 1 && insn.op0_kind() == OpKind::NearBranch64;
+        match insn.mnemonic() {
+            Mnemonic::Jmp | Mnemonic::Call => return near && insn.near_branch_target() == ex2,
+            Mnemonic::Ret | Mnemonic::Retf | Mnemonic::Int3 | Mnemonic::Ud2 | Mnemonic::INVALID => {
+                return false;
+            }
+            // a conditional branch (jcc, loop, jrcxz)
+            _ if near => return false,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// The libcrypto a shared libssl needs: next to it, else `ldconfig -p`'s.
@@ -1164,6 +1197,33 @@ mod tests {
                     .unwrap_or_else(|| panic!("{v}: no {name} in .symtab"));
                 assert_eq!(got, Ok(want), "OpenSSL {v}: {name}");
             }
+            // 3.3+: SSL_write_ex jumps to SSL_write_ex2, which is probed instead.
+            let probed: Vec<(&str, String)> = OpensslTarget::inspect(lib.clone())
+                .unwrap()
+                .target()
+                .unwrap()
+                .attach
+                .into_iter()
+                .filter_map(|a| match a.point {
+                    AttachPoint::Uprobe { symbol, .. } => Some((a.program, symbol)),
+                    _ => None,
+                })
+                .filter(|(_, s)| s.starts_with("SSL_write_ex"))
+                .collect();
+            let want: Vec<(&str, String)> = if v == "3.2.1" {
+                assert!(!write_ex_enters_ex2(&elf));
+                vec![
+                    ("rc_ssl_write_ex_entry", "SSL_write_ex".into()),
+                    ("rc_ssl_write_ex_return", "SSL_write_ex".into()),
+                ]
+            } else {
+                assert!(write_ex_enters_ex2(&elf), "OpenSSL {v}");
+                vec![
+                    ("rc_ssl_write_ex2_entry", "SSL_write_ex2".into()),
+                    ("rc_ssl_write_ex_return", "SSL_write_ex2".into()),
+                ]
+            };
+            assert_eq!(probed, want, "OpenSSL {v}");
             checked.push(v);
         }
         eprintln!("checked: {checked:?}");
