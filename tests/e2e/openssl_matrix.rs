@@ -555,32 +555,32 @@ fn openssl_static_executable() {
     }
 }
 
-/// ossl_peer linked statically against the cached 3.5.5's `libssl.a` and
+/// ossl_peer linked statically against a cached release's `libssl.a` and
 /// `libcrypto.a`, stripped: captured with no flag (functions found by their
 /// error-site strings, the 5-argument `ssl_write_internal` of 3.3+), at the
-/// addresses `nm` gives for the unstripped build. `ebpf/tools/build-openssl.sh`
-/// installs shared libraries only, so this runs only where a cache also
-/// holds the static ones (skipped, saying so, otherwise; the error-site
-/// search itself is checked against the cached shared 3.5.5's symbols by
-/// the unit test `error_sites_match_the_symbols_of_the_cached_builds`).
-#[test]
-fn openssl_3_5_5_static_stripped() {
-    let Some(_serial) = bpf_available("openssl_3_5_5_static_stripped") else {
+/// addresses `nm` gives for the unstripped build, marker both ways and
+/// secrets. `ebpf/tools/build-openssl.sh` installs shared libraries only, so
+/// this runs only where a cache also holds the static ones (skipped, saying
+/// so, otherwise; the error-site search itself is checked against the cached
+/// shared builds' symbols by the unit test
+/// `error_sites_match_the_symbols_of_the_cached_builds`).
+fn static_stripped_case(test: &str, version: &str) {
+    let Some(_serial) = bpf_available(test) else {
         return;
     };
     let cache = std::env::var_os("RCAPTURE_OPENSSL_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/cache/rcapture/openssl"));
-    let root = cache.join("3.5.5");
+    let root = cache.join(version);
     let (libssl, libcrypto) = (root.join("lib/libssl.a"), root.join("lib/libcrypto.a"));
-    if !root.join(".complete").exists() || !libssl.exists() || !libcrypto.exists() {
+    if !libssl.exists() || !libcrypto.exists() || !root.join("include/openssl/ssl.h").exists() {
         eprintln!(
-            "skipping test openssl_3_5_5_static_stripped - no static 3.5.5 in {} (build-openssl.sh installs shared libraries only)",
+            "skipping test {test} - no static OpenSSL {version} (lib/libssl.a, lib/libcrypto.a, include/) in {} (build-openssl.sh installs shared libraries only)",
             root.display()
         );
         return;
     }
-    let dir = TempDir::new("ossl-355-static");
+    let dir = TempDir::new(test);
     std::fs::create_dir_all(dir.path("static")).unwrap();
     let exe = dir.path("static").join("ossl_peer");
     run_ok(
@@ -598,7 +598,7 @@ fn openssl_3_5_5_static_stripped() {
     run_ok(Command::new("strip").arg("-o").arg(&stripped).arg(&exe));
     let addr = nm_addr(&exe);
     let b = Build {
-        version: "3.5.5".into(),
+        version: version.into(),
         include: root.join("include"),
         lib: root.join("lib"),
         libssl: stripped.clone(),
@@ -612,6 +612,20 @@ fn openssl_3_5_5_static_stripped() {
     for tlsver in ["1.2", "1.3"] {
         plaintext_and_secrets(&b, &stripped, &dir, tlsver);
     }
+    // The server answers with SSL_write_ex2, then SSL_write_ex: once each
+    // (all go through ssl_write_internal); QUIC objects skipped, once per call.
+    write_ex2_is_captured_once(&b, &stripped, &dir);
+    quic_objects_are_skipped(&b, &stripped);
+}
+
+#[test]
+fn openssl_3_5_5_static_stripped() {
+    static_stripped_case("openssl_3_5_5_static_stripped", "3.5.5");
+}
+
+#[test]
+fn openssl_4_0_3_static_stripped() {
+    static_stripped_case("openssl_4_0_3_static_stripped", "4.0.3");
 }
 
 /// The address of each text symbol `nm` lists for `exe`.

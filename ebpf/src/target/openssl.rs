@@ -226,9 +226,7 @@ impl Release {
             letter,
         })
     }
-}
 
-impl Release {
     /// `1.1`, `3.5`.
     fn major_minor(&self) -> String {
         format!("{}.{}", self.major, self.minor)
@@ -622,7 +620,7 @@ impl OpensslTarget {
                 }
                 notes.push(format!(
                     "functions found by their error-site strings (stripped): {READ_INTERNAL} at {read:#x}, \
-                     {WRITE_INTERNAL} at {write:#x} (start from .eh_frame); every SSL_read/SSL_write call goes through them"
+                     {WRITE_INTERNAL} at {write:#x} (function starts from .eh_frame); every SSL_read/SSL_write call goes through them"
                 ));
             }
         }
