@@ -2,8 +2,9 @@
 //! error sites: OpenSSL 3.x / 4.x records `__func__` with every `ERR_raise`
 //! (`ERR_set_debug(OPENSSL_FILE, OPENSSL_LINE, OPENSSL_FUNC)`), so a function
 //! that raises an error references its own name as a NUL-terminated string.
-//! The string is found in `.rodata`, the RIP-relative `lea`s that load its
-//! address in the code, and the function holding them through the `.eh_frame`
+//! The string is found in `.rodata`, the instructions that load its address
+//! in the code (RIP-relative `lea`; `mov $imm32` in code that is not
+//! position-independent), and the function holding them through the `.eh_frame`
 //! FDEs (`strip` keeps `.eh_frame`: unwinding needs it). A function is
 //! accepted only if exactly one FDE holds every reference.
 
@@ -127,11 +128,11 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Per CIE: the FDE pointer encoding and whether FDEs carry augmentation data.
+/// Per CIE: the FDE pointer encoding (what the FDEs' augmentation data
+/// holds is not needed: each entry is skipped by its length).
 #[derive(Clone, Copy)]
 struct Cie {
     fde_enc: u8,
-    z: bool,
 }
 
 fn parse_cie(r: &mut Reader<'_>, va: u64) -> Result<Cie, &'static str> {
@@ -154,12 +155,8 @@ fn parse_cie(r: &mut Reader<'_>, va: u64) -> Result<Cie, &'static str> {
     } else {
         r.uleb().ok_or(SHORT)?;
     }
-    let mut cie = Cie {
-        fde_enc: 0,
-        z: false,
-    };
+    let mut cie = Cie { fde_enc: 0 };
     if aug.first() == Some(&b'z') {
-        cie.z = true;
         let len = usize::try_from(r.uleb().ok_or(SHORT)?).map_err(|_| SHORT)?;
         let start = r.pos;
         let data_va = va + start as u64;
@@ -250,7 +247,6 @@ pub(crate) fn parse_eh_frame(data: &[u8], va: u64) -> Result<Vec<Fde>, EhFrameEr
             let field_va = va + r.pos as u64;
             let start = r.encoded(cie.fde_enc, field_va).map_err(err)?;
             let range = r.encoded(cie.fde_enc & 0x0f, 0).map_err(err)?;
-            let _ = cie.z;
             if range != 0 && start != 0 {
                 fdes.push(Fde {
                     start,
