@@ -559,10 +559,10 @@ fn openssl_static_executable() {
 /// `libcrypto.a`, stripped: captured with no flag (functions found by their
 /// error-site strings, the 5-argument `ssl_write_internal` of 3.3+), at the
 /// addresses `nm` gives for the unstripped build, marker both ways and
-/// secrets. `ebpf/tools/build-openssl.sh` installs shared libraries only, so
-/// this runs only where a cache also holds the static ones (skipped, saying
-/// so, otherwise; the error-site search itself is checked against the cached
-/// shared builds' symbols by the unit test
+/// secrets. `ebpf/tools/build-openssl.sh` installs the static libraries
+/// too, but caches built before it did lack them: skipped then, saying so
+/// (the error-site search itself is checked against the cached shared
+/// builds' symbols by the unit test
 /// `error_sites_match_the_symbols_of_the_cached_builds`).
 fn static_stripped_case(test: &str, version: &str) {
     let Some(_serial) = bpf_available(test) else {
@@ -575,7 +575,7 @@ fn static_stripped_case(test: &str, version: &str) {
     let (libssl, libcrypto) = (root.join("lib/libssl.a"), root.join("lib/libcrypto.a"));
     if !libssl.exists() || !libcrypto.exists() || !root.join("include/openssl/ssl.h").exists() {
         eprintln!(
-            "skipping test {test} - no static OpenSSL {version} (lib/libssl.a, lib/libcrypto.a, include/) in {} (build-openssl.sh installs shared libraries only)",
+            "skipping test {test} - no static OpenSSL {version} (lib/libssl.a, lib/libcrypto.a, include/) in {} (a cache from before build-openssl.sh installed them: remove it to rebuild)",
             root.display()
         );
         return;
