@@ -9,8 +9,11 @@
 //! with which tshark decrypts a capture of the session; from 3.2, QUIC
 //! connection objects skipped and counted in `/status`. A copy of the
 //! system's libssl whose libcrypto says 9.9.9: plaintext only, a note naming
-//! the version, no secrets. The system's OpenSSL linked statically into
-//! an executable.
+//! the version, no secrets. From 3.3, answers written with `SSL_write_ex2`
+//! and with `SSL_write_ex`, each recorded once. The system's OpenSSL (and the
+//! cached 3.5.5 and 4.0.3) linked statically into an executable, also
+//! stripped: found by the error-site strings with no flag (`--libssl` and
+//! `--pid`), and with `--ssl-offsets`.
 
 use crate::server::{http, marker};
 use crate::testutil::{
