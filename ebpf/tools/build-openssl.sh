@@ -5,7 +5,8 @@
 # the static lib/libssl.a and lib/libcrypto.a (built alongside; for the
 # stripped static executables of the matrix test) and include/. A finished
 # build is marked by its `.complete` file and is reused by later runs; an
-# unfinished one is rebuilt.
+# unfinished one, or one cached before the static libraries were kept, is
+# rebuilt.
 #   ebpf/tools/build-openssl.sh 1.1.1w 3.5.5
 # Runs under `nice -n 19` with `make -j2` (RCAPTURE_OPENSSL_JOBS overrides).
 set -euo pipefail
@@ -16,7 +17,7 @@ mkdir -p "$cache"
 
 for v in "$@"; do
   out=$cache/$v
-  if [ -f "$out/.complete" ]; then
+  if [ -f "$out/.complete" ] && [ -f "$out/lib/libssl.a" ]; then
     echo "build-openssl: $v: cached in $out"
     continue
   fi

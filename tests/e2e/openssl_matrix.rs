@@ -563,8 +563,8 @@ fn openssl_static_executable() {
 /// error-site strings, the 5-argument `ssl_write_internal` of 3.3+), at the
 /// addresses `nm` gives for the unstripped build, marker both ways and
 /// secrets. `ebpf/tools/build-openssl.sh` installs the static libraries
-/// too, but caches built before it did lack them: skipped then, saying so
-/// (the error-site search itself is checked against the cached shared
+/// too (and rebuilds a cache from before it did); without them the test
+/// skips, saying so, or fails under `RCAPTURE_REQUIRE_BPF=1` (the error-site search itself is checked against the cached shared
 /// builds' symbols by the unit test
 /// `error_sites_match_the_symbols_of_the_cached_builds`).
 fn static_stripped_case(test: &str, version: &str) {
@@ -577,10 +577,14 @@ fn static_stripped_case(test: &str, version: &str) {
     let root = cache.join(version);
     let (libssl, libcrypto) = (root.join("lib/libssl.a"), root.join("lib/libcrypto.a"));
     if !libssl.exists() || !libcrypto.exists() || !root.join("include/openssl/ssl.h").exists() {
-        eprintln!(
-            "skipping test {test} - no static OpenSSL {version} (lib/libssl.a, lib/libcrypto.a, include/) in {} (a cache from before build-openssl.sh installed them: remove it to rebuild)",
+        let why = format!(
+            "no static OpenSSL {version} (lib/libssl.a, lib/libcrypto.a, include/) in {} (run ebpf/tools/build-openssl.sh {version}: it rebuilds a cache from before it installed them)",
             root.display()
         );
+        if std::env::var("RCAPTURE_REQUIRE_BPF").as_deref() == Ok("1") {
+            panic!("{test}: {why}; RCAPTURE_REQUIRE_BPF=1 forbids skipping");
+        }
+        eprintln!("skipping test {test} - {why}");
         return;
     }
     let dir = TempDir::new(test);
