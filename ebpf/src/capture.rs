@@ -1,7 +1,6 @@
 //! Loading any set of modules on one set of per-CPU ring buffers:
 //! privileges, rings, maps, attachment, detachment.
 
-use std::os::fd::AsFd as _;
 use std::time::SystemTime;
 use std::{fmt, io, num::NonZeroU32, path::PathBuf};
 
@@ -198,8 +197,9 @@ struct Attached {
 pub struct Capture {
     objects: Vec<Loaded>,
     files: Vec<Attached>,
-    /// The rings as created (each object's `rc_rings` gets them).
-    ring_maps: Vec<(u32, MapData)>,
+    /// The rings' map ids by CPU (each object's `rc_rings` gets them; the
+    /// rings handed out and the loaded objects keep them alive).
+    ring_maps: Vec<(u32, u32)>,
     possible_cpus: u32,
     wakeup_bytes: u32,
     max_payload: u32,
@@ -262,26 +262,18 @@ impl Capture {
         let mut rings = Vec::with_capacity(online.len());
         for &cpu in &online {
             let data = create_ring_map(cpu, ring_bytes)?;
-            let name = || format!("rc_ring_{cpu}");
-            let dup = data
-                .fd()
-                .as_fd()
-                .try_clone_to_owned()
-                .map_err(|io_error| Error::Map {
-                    name: name(),
-                    source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
-                        call: "dup",
-                        io_error,
-                    }),
-                })?;
-            let ring = MapData::from_fd(dup)
-                .and_then(|d| RingBuf::try_from(Map::from_map_data(d)?))
-                .map_err(|source| Error::Map {
-                    name: name(),
-                    source,
-                })?;
+            let map_err = |source| Error::Map {
+                name: format!("rc_ring_{cpu}"),
+                source,
+            };
+            // By id: a later object opens it again for as long as it needs
+            // (the ring itself holds one descriptor per ring).
+            let id = data.info().map_err(map_err)?.id();
+            let ring = Map::from_map_data(data)
+                .and_then(RingBuf::try_from)
+                .map_err(map_err)?;
             rings.push(CpuRing::new(cpu, ring));
-            ring_maps.push((cpu, data));
+            ring_maps.push((cpu, id));
         }
         let initial = Filter {
             pid: opts.pid.unwrap_or(0),
@@ -402,9 +394,13 @@ impl Capture {
             .map_err(|source| Error::Load { module, source })?;
         let mut rings_outer: ArrayOfMaps<MapData, MapData> =
             take_map(&mut ebpf, module, RINGS_MAP)?;
-        for (cpu, data) in &self.ring_maps {
+        for (cpu, id) in &self.ring_maps {
+            let data = MapData::from_id(*id).map_err(|source| Error::Map {
+                name: format!("rc_ring_{cpu}"),
+                source,
+            })?;
             rings_outer
-                .set(*cpu, data, 0)
+                .set(*cpu, &data, 0)
                 .map_err(|source| Error::Map {
                     name: format!("{module}: rc_rings[{cpu}]"),
                     source,
@@ -770,6 +766,53 @@ fn attach_one(
                 .map_err(err(&at))?;
             let link = prog.take_link(id).map_err(err(&at))?;
             Ok(ProbeLink::Tc(link))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(path: &str, uprobe: bool) -> Target {
+        let point = if uprobe {
+            AttachPoint::Uprobe {
+                path: PathBuf::from(path),
+                symbol: "f".into(),
+                offset: 0x1000,
+                ret: false,
+                cookie: 0,
+            }
+        } else {
+            AttachPoint::RawTracepoint("sys_enter")
+        };
+        Target {
+            module: &crate::target::openssl::MODULE,
+            path: PathBuf::from(path),
+            version: "3.0.0".into(),
+            attach: vec![Attach {
+                program: "rc_ssl_write_entry",
+                point,
+                required: true,
+            }],
+            globals: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// One file twice, under two names of the same inode, is refused before
+    /// anything is loaded; so is a module without a file twice.
+    #[test]
+    fn a_file_is_probed_once_per_module() {
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let exe = exe.to_str().unwrap();
+        for pair in [
+            [target(exe, true), target(exe, true)],
+            [target(exe, true), target("/proc/self/exe", true)],
+            [target("/a", false), target("/b", false)],
+        ] {
+            let e = Capture::load(&pair, &CaptureOptions::default()).unwrap_err();
+            assert!(matches!(e, Error::DuplicateModule { module: "tls" }), "{e}");
         }
     }
 }
