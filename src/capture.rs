@@ -6,7 +6,7 @@
 
 use crate::cli::{CaptureArgs, OutputMode, ServerArgs};
 use crate::control::CaptureControl;
-use crate::discover::{Discovery, Finder, Found, Shared};
+use crate::discover::{Discovery, Finder, Found, HoldGuard, Shared};
 use crate::forward_args::{event_file_config, forward_config};
 use anyhow::{Context, bail};
 use rcapture_core::event::Clock;
@@ -467,6 +467,17 @@ pub fn run(primary: &str, req: TargetRequest, args: CaptureArgs) -> anyhow::Resu
     let discovery_stop = Arc::new(AtomicBool::new(false));
     let mut discovery_thread = None;
     if let Some(d) = discovered {
+        // Before the watch can stop anything: the guard resumes held
+        // processes should this process die or its discovery thread stall.
+        let guard = match HoldGuard::spawn() {
+            Ok(g) => Some(g),
+            Err(e) => {
+                eprintln!(
+                    "rcapture: warning: module tls: no hold guard ({e}): processes held while rcapture is killed stay stopped until sent SIGCONT"
+                );
+                None
+            }
+        };
         let watch = match LibWatch::load(std::process::id()) {
             Ok(w) => Some(w),
             Err(e) => {
@@ -478,7 +489,7 @@ pub fn run(primary: &str, req: TargetRequest, args: CaptureArgs) -> anyhow::Resu
             }
         };
         let watching = watch.is_some();
-        let disc = Discovery::new(d.finder, watch, Arc::clone(&probes));
+        let disc = Discovery::new(d.finder, watch, Arc::clone(&probes), guard);
         let stop = Arc::clone(&discovery_stop);
         discovery_thread = Some(
             std::thread::Builder::new()

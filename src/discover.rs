@@ -437,6 +437,151 @@ fn sigcont(pid: u32) -> bool {
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGCONT) == 0 }
 }
 
+/// A forked child that resumes the processes the watch stopped if this
+/// process cannot: it is told of every hold and resume through a pipe, and
+/// sends SIGCONT itself to a process still held [`GUARD_TIMEOUT`] after it
+/// was told, and to every process still held when the pipe closes (rcapture
+/// exited, crashed or was killed with SIGKILL). The discovery thread's own
+/// timeout is shorter, so the guard acts only when that thread is stuck or
+/// gone.
+#[derive(Debug)]
+pub struct HoldGuard {
+    /// The pipe's write end (close-on-exec).
+    fd: libc::c_int,
+    child: libc::pid_t,
+}
+
+/// How long the guard lets a process stay held (after the discovery
+/// thread's [`HOLD_TIMEOUT`]).
+pub const GUARD_TIMEOUT: Duration = Duration::from_secs(4);
+/// Processes the guard can track at once (more held at once are only
+/// resumed by the discovery thread).
+const GUARD_SLOTS: usize = 1024;
+const GUARD_HOLD: u32 = 1;
+const GUARD_RESUME: u32 = 2;
+
+impl HoldGuard {
+    /// Forks the guard. Call before the watch can hold anything.
+    pub fn spawn() -> std::io::Result<Self> {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: pipe2 writes two descriptors into the array we own.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let [rfd, wfd] = fds;
+        // SAFETY: the child runs only async-signal-safe calls (close, poll,
+        // read, clock_gettime, kill, _exit) on its own stack copy: no
+        // allocation, no lock, so forking a multi-threaded process is sound.
+        let child = unsafe { libc::fork() };
+        if child < 0 {
+            let e = std::io::Error::last_os_error();
+            // SAFETY: closing the descriptors just created.
+            unsafe {
+                libc::close(rfd);
+                libc::close(wfd);
+            }
+            return Err(e);
+        }
+        if child == 0 {
+            // SAFETY: in the child; see above.
+            unsafe {
+                libc::close(wfd);
+                guard_main(rfd)
+            }
+        }
+        // SAFETY: the parent does not read.
+        unsafe { libc::close(rfd) };
+        Ok(Self { fd: wfd, child })
+    }
+
+    /// The watch stopped `pid`.
+    pub fn hold(&self, pid: u32) {
+        self.send(GUARD_HOLD, pid);
+    }
+
+    /// `pid` was resumed.
+    pub fn resume(&self, pid: u32) {
+        self.send(GUARD_RESUME, pid);
+    }
+
+    fn send(&self, op: u32, pid: u32) {
+        let mut msg = [0u8; 8];
+        msg[..4].copy_from_slice(&op.to_ne_bytes());
+        msg[4..].copy_from_slice(&pid.to_ne_bytes());
+        // SAFETY: writes 8 bytes we own to our pipe; a write of at most
+        // PIPE_BUF bytes is atomic. A full pipe (a stuck guard) or a gone
+        // guard loses the message: the discovery thread still resumes.
+        unsafe { libc::write(self.fd, msg.as_ptr().cast(), msg.len()) };
+    }
+}
+
+impl Drop for HoldGuard {
+    fn drop(&mut self) {
+        // SAFETY: closing our write end makes the guard resume what it still
+        // holds and exit; then it is reaped.
+        unsafe {
+            libc::close(self.fd);
+            libc::waitpid(self.child, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+/// The guard child's loop.
+///
+/// # Safety
+/// Only in the child of [`HoldGuard::spawn`]'s fork, with the pipe's read end.
+unsafe fn guard_main(rfd: libc::c_int) -> ! {
+    let mut pids = [0u32; GUARD_SLOTS];
+    let mut since = [0u64; GUARD_SLOTS];
+    let limit = GUARD_TIMEOUT.as_nanos() as u64;
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: rfd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd on our stack.
+        let ready = unsafe { libc::poll(&mut pfd, 1, 200) };
+        let now = now_mono_ns();
+        if ready > 0 {
+            let mut msg = [0u8; 8];
+            // SAFETY: reads at most 8 bytes into our buffer.
+            let n = unsafe { libc::read(rfd, msg.as_mut_ptr().cast(), msg.len()) };
+            if n <= 0 {
+                break; // the parent is gone (or closed the pipe)
+            }
+            if n == 8 {
+                let op = u32::from_ne_bytes([msg[0], msg[1], msg[2], msg[3]]);
+                let pid = u32::from_ne_bytes([msg[4], msg[5], msg[6], msg[7]]);
+                if op == GUARD_HOLD {
+                    if let Some(i) = pids.iter().position(|&p| p == 0 || p == pid) {
+                        pids[i] = pid;
+                        since[i] = now;
+                    }
+                } else if let Some(i) = pids.iter().position(|&p| p == pid) {
+                    pids[i] = 0;
+                }
+            }
+        }
+        for i in 0..GUARD_SLOTS {
+            if pids[i] != 0 && now.saturating_sub(since[i]) >= limit {
+                // SAFETY: kill(2) with a pid we were told of.
+                unsafe { libc::kill(pids[i] as libc::pid_t, libc::SIGCONT) };
+                pids[i] = 0;
+            }
+        }
+    }
+    for &pid in &pids {
+        if pid != 0 {
+            // SAFETY: as above.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGCONT) };
+        }
+    }
+    // SAFETY: leaves the forked child without running the parent's atexit
+    // handlers or destructors.
+    unsafe { libc::_exit(0) }
+}
+
 /// A process stopped by the watch.
 #[derive(Debug)]
 struct Held {
@@ -451,6 +596,7 @@ pub struct Discovery {
     pub watch: Option<LibWatch>,
     pub probes: Arc<Mutex<Capture>>,
     held: HashMap<u32, Held>,
+    guard: Option<HoldGuard>,
 }
 
 impl std::fmt::Debug for Discovery {
@@ -462,13 +608,19 @@ impl std::fmt::Debug for Discovery {
 }
 
 impl Discovery {
-    pub fn new(finder: Finder, watch: Option<LibWatch>, probes: Arc<Mutex<Capture>>) -> Self {
+    pub fn new(
+        finder: Finder,
+        watch: Option<LibWatch>,
+        probes: Arc<Mutex<Capture>>,
+        guard: Option<HoldGuard>,
+    ) -> Self {
         finder.shared.watching.store(watch.is_some(), Relaxed);
         let mut me = Self {
             finder,
             watch,
             probes,
             held: HashMap::new(),
+            guard,
         };
         // The files attached at start-up: the watch ignores them from now on.
         let known: Vec<(FileId, FileId)> =
@@ -533,6 +685,9 @@ impl Discovery {
             } => {
                 if held {
                     self.finder.shared.held.fetch_add(1, Relaxed);
+                    if let Some(g) = &self.guard {
+                        g.hold(pid);
+                    }
                     self.held.insert(
                         pid,
                         Held {
@@ -610,6 +765,9 @@ impl Discovery {
 
     fn resume(&self, pid: u32, h: &Held, now: u64, timeout: bool) {
         sigcont(pid);
+        if let Some(g) = &self.guard {
+            g.resume(pid);
+        }
         let s = &self.finder.shared;
         if timeout {
             s.timeouts.fetch_add(1, Relaxed);
@@ -771,5 +929,64 @@ mod tests {
         let m = parse_maps(&fs::read_to_string("/proc/self/maps").unwrap());
         let exe = FileId::of(Path::new("/proc/self/exe")).unwrap();
         assert!(m.iter().any(|m| m.file == exe), "{m:#?}");
+    }
+
+    /// The state letter of /proc/PID/stat (`T`: stopped).
+    fn state(pid: u32) -> char {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        after.chars().next().unwrap()
+    }
+
+    fn wait_state(pid: u32, want: char, within: Duration) -> bool {
+        let t = Instant::now();
+        while t.elapsed() < within {
+            if state(pid) == want {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    fn stopped_child() -> std::process::Child {
+        let child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGSTOP) };
+        assert!(wait_state(child.id(), 'T', Duration::from_secs(5)));
+        child
+    }
+
+    /// A process the guard was told is held is resumed when the pipe closes
+    /// (as when rcapture is killed), and one still held after
+    /// GUARD_TIMEOUT is resumed by the guard itself; one reported resumed
+    /// is left alone.
+    #[test]
+    fn the_guard_resumes_what_is_still_held() {
+        let mut a = stopped_child();
+        let mut b = stopped_child();
+        let mut c = stopped_child();
+        let guard = HoldGuard::spawn().unwrap();
+        guard.hold(a.id());
+        guard.hold(c.id());
+        guard.resume(c.id()); // resumed by "the discovery thread": not touched
+        drop(guard);
+        assert!(wait_state(a.id(), 'S', Duration::from_secs(5)), "a resumed");
+        assert_eq!(state(c.id()), 'T', "c was reported resumed");
+
+        let guard = HoldGuard::spawn().unwrap();
+        guard.hold(b.id());
+        assert!(
+            wait_state(b.id(), 'S', GUARD_TIMEOUT + Duration::from_secs(5)),
+            "b resumed after the guard's timeout while the parent lives"
+        );
+        drop(guard);
+        for ch in [&mut a, &mut b, &mut c] {
+            ch.kill().ok();
+            ch.wait().ok();
+        }
     }
 }
