@@ -5,6 +5,7 @@
 
 mod access;
 mod bash;
+mod boringssl;
 mod ecaptureq;
 mod gnutls;
 mod gotls;

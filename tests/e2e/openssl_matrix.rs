@@ -23,16 +23,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// An OpenSSL to test: where its headers and libraries are.
-struct Build {
-    /// `1.1.1w`, `3.5.5`, … (for the system's: what its libcrypto says).
-    version: String,
-    include: PathBuf,
-    lib: PathBuf,
+/// An OpenSSL (or BoringSSL, tests/e2e/boringssl.rs) to test: where its
+/// headers and libraries are.
+pub(crate) struct Build {
+    /// `1.1.1w`, `3.5.5`, … (for the system's: what its libcrypto says;
+    /// `BoringSSL`): the version rcapture must show.
+    pub(crate) version: String,
+    pub(crate) include: PathBuf,
+    pub(crate) lib: PathBuf,
     /// The libssl rcapture is given.
-    libssl: PathBuf,
+    pub(crate) libssl: PathBuf,
     /// More rcapture flags (`--ssl-offsets …`).
-    flags: Vec<String>,
+    pub(crate) flags: Vec<String>,
 }
 
 /// Builds (or finds in the cache) OpenSSL `version` as shared libraries.
@@ -331,7 +333,9 @@ fn quic_objects_are_skipped(b: &Build, exe: &Path) {
     );
 }
 
-fn matrix_case(test: &str, build: impl FnOnce() -> Build) {
+/// Per TLS 1.2 / 1.3: plaintext and secrets, and a key log tshark decrypts
+/// with; from 3.2, QUIC objects skipped.
+pub(crate) fn matrix_case(test: &str, build: impl FnOnce() -> Build) {
     let Some(_serial) = bpf_available(test) else {
         return;
     };
@@ -342,8 +346,9 @@ fn matrix_case(test: &str, build: impl FnOnce() -> Build) {
         plaintext_and_secrets(&b, &exe, &dir, tlsver);
         keylog_decrypts(&b, &exe, &dir, tlsver);
     }
-    let release = rcapture_ebpf::Release::parse(&b.version).unwrap();
-    if release >= rcapture_ebpf::Release::parse("3.2.0").unwrap() {
+    // (BoringSSL has no release number, and no QUIC objects of its own)
+    let release = rcapture_ebpf::Release::parse(&b.version);
+    if release >= rcapture_ebpf::Release::parse("3.2.0") {
         quic_objects_are_skipped(&b, &exe);
     }
 }

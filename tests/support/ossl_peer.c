@@ -1,7 +1,9 @@
 /*
  * ossl_peer.c — a TLS client and server for the OpenSSL version matrix
  * (tests/e2e/openssl_matrix.rs), built against each OpenSSL under test
- * (1.1.1 – 4.0: only API common to all of them).
+ * (1.1.1 – 4.0: only API common to all of them), and for BoringSSL
+ * (tests/e2e/boringssl.rs: OPENSSL_IS_BORINGSSL, which has no
+ * SSL_read_ex/SSL_write_ex: SSL_read/SSL_write instead).
  *
  *   ossl_peer server CERT KEY TLSVER MARKER   prints its port, serves one
  *       connection: reads "REQUEST MARKER\n" with SSL_read_ex, answers
@@ -61,8 +63,16 @@ static size_t read_line(SSL *ssl, char *buf, size_t cap, int ex)
 		size_t n = 0;
 
 		if (ex) {
+#ifdef OPENSSL_IS_BORINGSSL
+			int r = SSL_read(ssl, buf + got, (int)(cap - 1 - got));
+
+			if (r <= 0)
+				die("SSL_read");
+			n = (size_t)r;
+#else
 			if (SSL_read_ex(ssl, buf + got, cap - 1 - got, &n) != 1)
 				die("SSL_read_ex");
+#endif
 		} else {
 			int r = SSL_read(ssl, buf + got, (int)(cap - 1 - got));
 
@@ -106,8 +116,14 @@ static int server(const char *cert, const char *key, const char *tlsver, const c
 	if (strcmp(buf, want) != 0)
 		die("unexpected request");
 	snprintf(buf, sizeof(buf), "RESPONSE %s\n", marker);
+#ifdef OPENSSL_IS_BORINGSSL
+	written = (size_t)SSL_write(ssl, buf, (int)strlen(buf));
+	if (written != strlen(buf))
+		die("SSL_write");
+#else
 	if (SSL_write_ex(ssl, buf, strlen(buf), &written) != 1 || written != strlen(buf))
 		die("SSL_write_ex");
+#endif
 	printf("%s\n", SSL_get_version(ssl));
 	fflush(stdout);
 	SSL_shutdown(ssl);

@@ -8,6 +8,7 @@ pub mod gotls;
 pub mod mysqld;
 pub mod nss;
 pub mod openssl;
+mod boringssl_layout;
 mod openssl_layouts;
 pub mod postgres;
 
