@@ -33,8 +33,18 @@ pub fn master_secret_lines(m: &MasterSecretRecord, out: &mut Vec<u8>) {
     let hash = &m.handshake_traffic_hash[..l];
     if m.hs_form == MS_HS_TRAFFIC {
         // BoringSSL: the handshake traffic secrets themselves.
-        push_line(out, b"CLIENT_HANDSHAKE_TRAFFIC_SECRET", &m.client_random, hs);
-        push_line(out, b"SERVER_HANDSHAKE_TRAFFIC_SECRET", &m.client_random, hash);
+        push_line(
+            out,
+            b"CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+            &m.client_random,
+            hs,
+        );
+        push_line(
+            out,
+            b"SERVER_HANDSHAKE_TRAFFIC_SECRET",
+            &m.client_random,
+            hash,
+        );
     } else {
         let mut derived = [0u8; 48];
         for (label, hkdf_label) in [

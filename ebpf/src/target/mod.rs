@@ -2,13 +2,13 @@
 //! process helpers they share.
 
 pub mod bash;
+mod boringssl_layout;
 pub mod conn;
 pub mod gnutls;
 pub mod gotls;
 pub mod mysqld;
 pub mod nss;
 pub mod openssl;
-mod boringssl_layout;
 mod openssl_layouts;
 pub mod postgres;
 

@@ -152,9 +152,8 @@ impl BoringLayout {
     /// Whether the fields read from the heads of `SSL` and `s3` lie in the
     /// bytes the probe reads, and what the probes assume holds.
     fn fits_probes(&self) -> bool {
-        let within = |head: u32| {
-            move |off: u32, len: u32| off.checked_add(len).is_some_and(|e| e <= head)
-        };
+        let within =
+            |head: u32| move |off: u32, len: u32| off.checked_add(len).is_some_and(|e| e <= head);
         let (ssl, s3) = (within(RC_SSL_HEAD), within(RC_BORING_S3_HEAD));
         let secret = 48 + 1;
         ssl(self.rbio, 8)
@@ -887,7 +886,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rcapture-boring-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let fake = |name: &str, handshake: bool| {
-            let (src, lib) = (dir.join(format!("{name}.c")), dir.join(name).join("libssl.so"));
+            let (src, lib) = (
+                dir.join(format!("{name}.c")),
+                dir.join(name).join("libssl.so"),
+            );
             std::fs::create_dir_all(lib.parent().unwrap()).unwrap();
             let mut c = "int SSL_write(void *s, const void *b, int n) { return n; }\n\
                          int SSL_read(void *s, void *b, int n) { return n; }\n\
