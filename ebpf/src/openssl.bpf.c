@@ -190,6 +190,25 @@ static __always_inline bool version_plausible(__s32 v)
 	return (v >= 0x0300 && v <= 0x0304) || v == 0xfeff || v == 0xfefd;
 }
 
+/* The per-CPU secret record, its header and identity filled in; NULL if none. */
+static __always_inline struct rc_master_secret *secret_record(__u64 pid_tgid, const __u8 *cr,
+							       __u32 version, __u32 cipher_id,
+							       __u8 hs_form)
+{
+	__u32 zero = 0;
+	struct rc_master_secret *ms = bpf_map_lookup_elem(&rc_secret_scratch, &zero);
+
+	if (!ms)
+		return NULL;
+	rc_fill_hdr(&ms->hdr, RC_KIND_MASTER_SECRET, pid_tgid);
+	__builtin_memcpy(ms->client_random, cr, sizeof(ms->client_random));
+	ms->version = version;
+	ms->cipher_id = cipher_id;
+	ms->hs_form = hs_form;
+	__builtin_memset(ms->_pad, 0, sizeof(ms->_pad));
+	return ms;
+}
+
 /*
  * Sends the secrets of ssl (handshake complete, protocol version, client_random
  * cr); true if sent. A session, cipher or version that does not look like
@@ -199,7 +218,7 @@ static __always_inline bool emit_secret(__u64 ssl, __u64 pid_tgid, __s32 version
 {
 	struct rc_master_secret *ms;
 	__u64 session = 0, cipher = 0, mkl = 0;
-	__u32 zero = 0, cipher_id = 0;
+	__u32 cipher_id = 0;
 
 	if (bpf_probe_read_user(&session, sizeof(session), (void *)(ssl + session_off)) ||
 	    !session)
@@ -212,13 +231,9 @@ static __always_inline bool emit_secret(__u64 ssl, __u64 pid_tgid, __s32 version
 		count_skip(RC_SKIP_BAD_SECRET);
 		return false;
 	}
-	ms = bpf_map_lookup_elem(&rc_secret_scratch, &zero);
+	ms = secret_record(pid_tgid, cr, version, cipher_id, RC_MS_HS_DERIVE);
 	if (!ms)
 		return false;
-	rc_fill_hdr(&ms->hdr, RC_KIND_MASTER_SECRET, pid_tgid);
-	__builtin_memcpy(ms->client_random, cr, sizeof(ms->client_random));
-	ms->version = version;
-	ms->cipher_id = cipher_id;
 	bpf_probe_read_user(&mkl, sizeof(mkl), (void *)(session + session_master_key_length_off));
 	ms->master_key_len = mkl > sizeof(ms->master_key) ? sizeof(ms->master_key) : (__u32)mkl;
 	bpf_probe_read_user(ms->master_key, sizeof(ms->master_key),
@@ -233,8 +248,6 @@ static __always_inline bool emit_secret(__u64 ssl, __u64 pid_tgid, __s32 version
 			    (void *)(ssl + server_app_traffic_secret_off));
 	bpf_probe_read_user(ms->exporter_master_secret, sizeof(ms->exporter_master_secret),
 			    (void *)(ssl + exporter_master_secret_off));
-	ms->hs_form = RC_MS_HS_DERIVE;
-	__builtin_memset(ms->_pad, 0, sizeof(ms->_pad));
 	/* not marked if lost: retried at the next call */
 	return rc_output(rc_ring(), ms, sizeof(*ms), 0);
 }
@@ -272,18 +285,18 @@ struct {
 	__type(value, struct rc_ssl_head);
 } rc_head_scratch SEC(".maps");
 
+/* The TYPE at buf + off, 0 unless it lies in buf's first cap bytes. */
+#define RC_LOAD(type, buf, cap, off) \
+	((off) > (cap) - sizeof(type) ? (type)0 : *(const type *)((buf) + (off)))
+
 static __always_inline __s32 head_s32(const struct rc_ssl_head *h, __u32 off)
 {
-	if (off > RC_SSL_HEAD - sizeof(__s32))
-		return 0;
-	return *(const __s32 *)(h->b + off);
+	return RC_LOAD(__s32, h->b, RC_SSL_HEAD, off);
 }
 
 static __always_inline __u64 head_u64(const struct rc_ssl_head *h, __u32 off)
 {
-	if (off > RC_SSL_HEAD - sizeof(__u64))
-		return 0;
-	return *(const __u64 *)(h->b + off);
+	return RC_LOAD(__u64, h->b, RC_SSL_HEAD, off);
 }
 
 /* The connection's client_random (in the head, or read through s3), NULL if unreadable. */
@@ -305,16 +318,12 @@ static __always_inline const __u8 *head_client_random(struct rc_ssl_head *h)
 
 static __always_inline __u64 s3_u64(const struct rc_ssl_head *h, __u32 off)
 {
-	if (off > RC_BORING_S3_HEAD - sizeof(__u64))
-		return 0;
-	return *(const __u64 *)(h->s3 + off);
+	return RC_LOAD(__u64, h->s3, RC_BORING_S3_HEAD, off);
 }
 
 static __always_inline __u16 s3_u16(const struct rc_ssl_head *h, __u32 off)
 {
-	if (off > RC_BORING_S3_HEAD - sizeof(__u16))
-		return 0;
-	return *(const __u16 *)(h->s3 + off);
+	return RC_LOAD(__u16, h->s3, RC_BORING_S3_HEAD, off);
 }
 
 /*
@@ -372,7 +381,7 @@ static __always_inline bool emit_secret_boring(__u64 pid_tgid, const struct rc_s
 	struct rc_master_secret *ms;
 	__u64 session = s3_u64(h, b_established), cipher = 0;
 	__u16 version = s3_u16(h, b_version), id = 0;
-	__u32 zero = 0, want, n1, n2, n3;
+	__u32 want, n1, n2, n3;
 	__u8 hi, server = 0;
 	bool ok;
 
@@ -393,15 +402,9 @@ static __always_inline bool emit_secret_boring(__u64 pid_tgid, const struct rc_s
 		count_skip(RC_SKIP_BAD_SECRET);
 		return false;
 	}
-	ms = bpf_map_lookup_elem(&rc_secret_scratch, &zero);
+	ms = secret_record(pid_tgid, cr, version, 0x03000000 | id, RC_MS_HS_TRAFFIC);
 	if (!ms)
 		return false;
-	rc_fill_hdr(&ms->hdr, RC_KIND_MASTER_SECRET, pid_tgid);
-	__builtin_memcpy(ms->client_random, cr, sizeof(ms->client_random));
-	ms->version = version;
-	ms->cipher_id = 0x03000000 | id;
-	ms->hs_form = RC_MS_HS_TRAFFIC;
-	__builtin_memset(ms->_pad, 0, sizeof(ms->_pad));
 	__builtin_memset(ms->master_key, 0, sizeof(ms->master_key));
 	ms->master_key_len = 0;
 	if (version < 0x0304) {

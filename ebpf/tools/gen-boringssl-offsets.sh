@@ -43,14 +43,4 @@ api=$(awk '$1 == "api_version" { print $2 }' <<<"$lines")
   echo "};"
 } | rustfmt --edition 2024 >"$work/layout.rs"
 
-if [ "${1:-}" = --check ]; then
-  if ! cmp -s "$work/layout.rs" "$out"; then
-    diff -u "$out" "$work/layout.rs" >&2 || true
-    echo "gen-boringssl-offsets: $out is stale (run ebpf/tools/gen-boringssl-offsets.sh)" >&2
-    exit 1
-  fi
-  echo "gen-boringssl-offsets: $out up to date"
-else
-  cp "$work/layout.rs" "$out"
-  echo "gen-boringssl-offsets: wrote $out" >&2
-fi
+"$here/install-generated.sh" "$work/layout.rs" "$out" gen-boringssl-offsets "$@"

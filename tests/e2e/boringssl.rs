@@ -11,26 +11,18 @@
 //! log with which tshark decrypts a capture of the session (and nothing
 //! without).
 
-use crate::openssl_matrix::{Build, matrix_case};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use crate::openssl_matrix::{Build, matrix_case, run_build_script};
 
-/// The cached BoringSSL build (built by the script when missing).
+/// The cached BoringSSL build (built by the script when missing: it needs
+/// cmake, ninja-build and g++).
 fn boringssl_build() -> Build {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("ebpf/tools/build-boringssl.sh");
-    let out = Command::new(&script)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("running ebpf/tools/build-boringssl.sh");
-    assert!(
-        out.status.success(),
-        "no BoringSSL build: run ebpf/tools/build-boringssl.sh (needs cmake, ninja-build, g++): {}",
-        String::from_utf8_lossy(&out.stdout)
+    let root = run_build_script(
+        "build-boringssl.sh",
+        &[],
+        "BoringSSL (needs cmake, ninja-build, g++)",
+        "RCAPTURE_BORINGSSL_CACHE",
+        "/var/cache/rcapture/boringssl",
     );
-    eprint!("{}", String::from_utf8_lossy(&out.stdout));
-    let root = std::env::var_os("RCAPTURE_BORINGSSL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/rcapture/boringssl"));
     let libssl = root.join("lib/libssl.so");
     assert!(
         libssl.exists(),

@@ -37,23 +37,45 @@ pub(crate) struct Build {
     pub(crate) flags: Vec<String>,
 }
 
-/// Builds (or finds in the cache) OpenSSL `version` as shared libraries.
-fn cached_build(version: &str) -> Build {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("ebpf/tools/build-openssl.sh");
-    let out = Command::new(&script)
-        .arg(version)
+/// Runs the build script `ebpf/tools/SCRIPT ARGS` (which builds what its
+/// cache lacks, else says it is cached); fails naming `what` and the script.
+/// Returns the cache directory: `$cache_env`, else `default_cache`.
+pub(crate) fn run_build_script(
+    script: &str,
+    args: &[&str],
+    what: &str,
+    cache_env: &str,
+    default_cache: &str,
+) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("ebpf/tools")
+        .join(script);
+    let out = Command::new(&path)
+        .args(args)
         .stderr(Stdio::inherit())
         .output()
-        .expect("running ebpf/tools/build-openssl.sh");
+        .unwrap_or_else(|e| panic!("running ebpf/tools/{script}: {e}"));
     assert!(
         out.status.success(),
-        "building OpenSSL {version}: {}",
+        "building {what} (run ebpf/tools/{script} {}): {}",
+        args.join(" "),
         String::from_utf8_lossy(&out.stdout)
     );
     eprint!("{}", String::from_utf8_lossy(&out.stdout));
-    let cache = std::env::var_os("RCAPTURE_OPENSSL_CACHE")
+    std::env::var_os(cache_env)
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/rcapture/openssl"));
+        .unwrap_or_else(|| PathBuf::from(default_cache))
+}
+
+/// Builds (or finds in the cache) OpenSSL `version` as shared libraries.
+fn cached_build(version: &str) -> Build {
+    let cache = run_build_script(
+        "build-openssl.sh",
+        &[version],
+        &format!("OpenSSL {version}"),
+        "RCAPTURE_OPENSSL_CACHE",
+        "/var/cache/rcapture/openssl",
+    );
     let root = cache.join(version);
     let soname = if version.starts_with("1.1.") {
         "libssl.so.1.1".to_owned()

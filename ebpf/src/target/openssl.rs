@@ -144,9 +144,8 @@ impl BoringLayout {
             ("bio_method_off", self.bio_method),
             ("bio_num_off", self.bio_num),
         ]
-        .into_iter()
         .map(|(n, v)| (n, Global::U32(v)))
-        .collect()
+        .into()
     }
 
     /// Whether the fields read from the heads of `SSL` and `s3` lie in the
@@ -245,9 +244,8 @@ impl Layout {
             ("bio_method_off", self.bio_method),
             ("bio_num_off", self.bio_num),
         ]
-        .into_iter()
         .map(|(n, v)| (n, Global::U32(v)))
-        .collect()
+        .into()
     }
 
     /// Whether every field read from the head of `SSL*` lies in the
