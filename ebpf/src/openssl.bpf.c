@@ -466,6 +466,33 @@ static __always_inline struct rc_ssl_state *mark_sent(__u64 ssl, struct rc_ssl_s
 	return st;
 }
 
+/*
+ * BoringSSL at an SSL_write/SSL_read entry (the SSL head read): once the
+ * handshake is complete (s3->hs freed, the session established), the
+ * secrets once per (SSL *, client_random). The connection's state entry if
+ * its secrets were sent (its caches usable), else NULL.
+ */
+static __noinline struct rc_ssl_state *boring_entry(__u64 ssl, __u64 pid_tgid,
+						    struct rc_ssl_head *head)
+{
+	__u32 tgid = (__u32)(pid_tgid >> 32);
+	struct rc_ssl_state *st;
+	const __u8 *cr;
+	__u64 s3;
+
+	if (!head)
+		return NULL;
+	cr = boring_read_s3(head, &s3);
+	if (!cr || s3_u64(head, b_hs) || !s3_u64(head, b_established))
+		return NULL;
+	st = bpf_map_lookup_elem(&rc_ssl, &ssl);
+	if (st && st->conn_valid && st->tgid == tgid && cr_equal(st->client_random, cr))
+		return st;
+	if (!emit_secret_boring(pid_tgid, head, cr, 0))
+		return NULL;
+	return mark_sent(ssl, st, cr, tgid);
+}
+
 static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr, __u8 direction)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -476,9 +503,9 @@ static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr, __u8 di
 	__u32 bio_off = direction == RC_DIR_SEND ? wbio_off : rbio_off;
 	__u32 di = direction == RC_DIR_SEND ? 1 : 0;
 	const __u8 *cr;
-	__u64 bio = 0, s3 = 0;
+	__u64 bio = 0;
 	__s32 fd;
-	bool known = false, done;
+	bool known = false;
 
 	if (!ssl)
 		return 0;
@@ -496,24 +523,33 @@ static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr, __u8 di
 		}
 		bio = head_u64(head, bio_off);
 		if (flavor_boring) {
-			cr = boring_read_s3(head, &s3);
-			/* complete: the handshake state is freed, the session set */
-			done = cr && !s3_u64(head, b_hs) && s3_u64(head, b_established);
+			/* a call of its own: the OpenSSL path stays as it was */
+			st = boring_entry(ssl, pid_tgid, head);
+			if (st)
+				known = true;
 		} else {
 			cr = head_client_random(head);
-			done = cr && head_s32(head, hand_state_off) == TLS_ST_OK;
-		}
-		/* Secrets, once per (SSL *, client_random) after the handshake. */
-		if (done) {
-			st = bpf_map_lookup_elem(&rc_ssl, &ssl);
-			if (st && st->conn_valid && st->tgid == tgid &&
-			    cr_equal(st->client_random, cr)) {
-				known = true;
-			} else if (flavor_boring ? emit_secret_boring(pid_tgid, head, cr, 0)
-						 : emit_secret(ssl, pid_tgid, head_s32(head, version_off),
-							       cr)) {
-				st = mark_sent(ssl, st, cr, tgid);
-				known = st != NULL;
+			/* Secrets, once per (SSL *, client_random) after the handshake. */
+			if (cr && head_s32(head, hand_state_off) == TLS_ST_OK) {
+				st = bpf_map_lookup_elem(&rc_ssl, &ssl);
+				if (st && st->conn_valid && st->tgid == tgid &&
+				    cr_equal(st->client_random, cr)) {
+					known = true;
+				} else if (emit_secret(ssl, pid_tgid, head_s32(head, version_off),
+						       cr)) {
+					if (!st)
+						st = ssl_state_get(ssl);
+					if (st) {
+						__builtin_memcpy(st->client_random, cr,
+								 sizeof(st->client_random));
+						st->tgid = tgid;
+						st->bio_valid[0] = 0;
+						st->bio_valid[1] = 0;
+						st->sock_valid = 0;
+						st->conn_valid = 1;
+						known = true;
+					}
+				}
 			}
 		}
 	}
