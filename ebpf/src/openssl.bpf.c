@@ -472,7 +472,7 @@ static __always_inline struct rc_ssl_state *mark_sent(__u64 ssl, struct rc_ssl_s
  * secrets once per (SSL *, client_random). The connection's state entry if
  * its secrets were sent (its caches usable), else NULL.
  */
-static __noinline struct rc_ssl_state *boring_entry(__u64 ssl, __u64 pid_tgid,
+static __always_inline struct rc_ssl_state *boring_entry(__u64 ssl, __u64 pid_tgid,
 						    struct rc_ssl_head *head)
 {
 	__u32 tgid = (__u32)(pid_tgid >> 32);
@@ -523,7 +523,7 @@ static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr, __u8 di
 		}
 		bio = head_u64(head, bio_off);
 		if (flavor_boring) {
-			/* a call of its own: the OpenSSL path stays as it was */
+			/* apart: the OpenSSL block below is as it was */
 			st = boring_entry(ssl, pid_tgid, head);
 			if (st)
 				known = true;
