@@ -523,7 +523,7 @@ static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr, __u8 di
 		}
 		bio = head_u64(head, bio_off);
 		if (flavor_boring) {
-			/* apart: the OpenSSL block below is as it was */
+			/* (for OpenSSL targets this branch is dead code, removed at load) */
 			st = boring_entry(ssl, pid_tgid, head);
 			if (st)
 				known = true;
@@ -537,18 +537,9 @@ static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr, __u8 di
 					known = true;
 				} else if (emit_secret(ssl, pid_tgid, head_s32(head, version_off),
 						       cr)) {
-					if (!st)
-						st = ssl_state_get(ssl);
-					if (st) {
-						__builtin_memcpy(st->client_random, cr,
-								 sizeof(st->client_random));
-						st->tgid = tgid;
-						st->bio_valid[0] = 0;
-						st->bio_valid[1] = 0;
-						st->sock_valid = 0;
-						st->conn_valid = 1;
+					st = mark_sent(ssl, st, cr, tgid);
+					if (st)
 						known = true;
-					}
 				}
 			}
 		}
