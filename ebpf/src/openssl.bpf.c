@@ -7,7 +7,9 @@
  *    arguments are saved at entry keyed by pid_tgid (Debian's build zeroes the
  *    argument registers before `ret`), the bytes actually moved are emitted at
  *    return as struct rc_data records (RC_KIND_TLS_DATA), split into chunks of
- *    at most RC_CHUNK_MAX bytes, up to `max_payload` bytes per call;
+ *    at most RC_CHUNK_MAX bytes, up to `max_payload` bytes per call; 3.3+
+ *    also SSL_write_ex2, and in stripped executables ssl_read_internal and
+ *    ssl_write_internal instead (rc_ssl_write_ex2_entry: 5 arguments);
  *  - at entry, once per (SSL *, client_random) after the handshake: struct
  *    rc_master_secret (RC_KIND_MASTER_SECRET);
  *  - uprobe on SSL_set_fd / SSL_set_rfd / SSL_set_wfd: fd per SSL pointer;
@@ -662,6 +664,18 @@ SEC("uretprobe")
 int rc_ssl_write_ex_return(struct pt_regs *ctx)
 {
 	return on_return(ctx, true);
+}
+
+/* 3.3+: SSL_write_ex2(ssl, buf, num, flags, written), and in stripped
+ * executables ssl_write_internal(ssl, buf, num, flags, written): the byte
+ * count comes back through the 5th argument (return: rc_ssl_write_ex_return).
+ * A nested entry (SSL_write_ex jumps to SSL_write_ex2) overwrites the
+ * thread's call with the same arguments; the first return records it. */
+SEC("uprobe")
+int BPF_KPROBE(rc_ssl_write_ex2_entry, void *ssl, const void *buf, size_t num, __u64 flags,
+	       size_t *written)
+{
+	return on_entry((__u64)ssl, (__u64)buf, (__u64)written, RC_DIR_SEND);
 }
 
 SEC("uprobe")

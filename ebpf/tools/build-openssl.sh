@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Builds OpenSSL VERSION... as shared libraries into a cache outside the
 # clone, once: $RCAPTURE_OPENSSL_CACHE/VERSION (default
-# /var/cache/rcapture/openssl/VERSION) with lib/libssl.so.*, lib/libcrypto.so.*
-# and include/. A finished build is marked by its `.complete` file and is
-# reused by later runs; an unfinished one is rebuilt.
+# /var/cache/rcapture/openssl/VERSION) with lib/libssl.so.*, lib/libcrypto.so.*,
+# the static lib/libssl.a and lib/libcrypto.a (built alongside; for the
+# stripped static executables of the matrix test) and include/. A finished
+# build is marked by its `.complete` file and is reused by later runs; an
+# unfinished one, or one cached before the static libraries were kept, is
+# rebuilt.
 #   ebpf/tools/build-openssl.sh 1.1.1w 3.5.5
 # Runs under `nice -n 19` with `make -j2` (RCAPTURE_OPENSSL_JOBS overrides).
 set -euo pipefail
@@ -14,7 +17,7 @@ mkdir -p "$cache"
 
 for v in "$@"; do
   out=$cache/$v
-  if [ -f "$out/.complete" ]; then
+  if [ -f "$out/.complete" ] && [ -f "$out/lib/libssl.a" ]; then
     echo "build-openssl: $v: cached in $out"
     continue
   fi
@@ -43,7 +46,7 @@ for v in "$@"; do
     nice -n 19 make -j"$jobs" build_libs >make.log 2>&1 || { tail -40 make.log; exit 1; }
   )
   mkdir -p "$out/lib"
-  cp -a "$bld"/libssl.so* "$bld"/libcrypto.so* "$out/lib/"
+  cp -a "$bld"/libssl.so* "$bld"/libcrypto.so* "$bld"/libssl.a "$bld"/libcrypto.a "$out/lib/"
   cp -a "$bld/include" "$out/include"
   rm -rf "$bld"
   t1=$(date +%s)

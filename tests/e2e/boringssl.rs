@@ -35,6 +35,7 @@ fn boringssl_build() -> Build {
         lib: root.join("lib"),
         libssl,
         flags: Vec::new(),
+        note: None,
     }
 }
 

@@ -9,8 +9,11 @@
 //! with which tshark decrypts a capture of the session; from 3.2, QUIC
 //! connection objects skipped and counted in `/status`. A copy of the
 //! system's libssl whose libcrypto says 9.9.9: plaintext only, a note naming
-//! the version, no secrets. The system's OpenSSL linked statically into
-//! an executable.
+//! the version, no secrets. From 3.3, answers written with `SSL_write_ex2`
+//! and with `SSL_write_ex`, each recorded once. The system's OpenSSL (and the
+//! cached 3.5.5 and 4.0.3) linked statically into an executable, also
+//! stripped: found by the error-site strings with no flag (`--libssl` and
+//! `--pid`), and with `--ssl-offsets`.
 
 use crate::server::{http, marker};
 use crate::testutil::{
@@ -25,6 +28,7 @@ use std::time::Duration;
 
 /// An OpenSSL (or BoringSSL, tests/e2e/boringssl.rs) to test: where its
 /// headers and libraries are.
+#[derive(Clone)]
 pub(crate) struct Build {
     /// `1.1.1w`, `3.5.5`, … (for the system's: what its libcrypto says;
     /// `BoringSSL`): the version rcapture must show.
@@ -35,6 +39,9 @@ pub(crate) struct Build {
     pub(crate) libssl: PathBuf,
     /// More rcapture flags (`--ssl-offsets …`).
     pub(crate) flags: Vec<String>,
+    /// The one note rcapture prints for this target (its text starts so),
+    /// if any.
+    pub(crate) note: Option<String>,
 }
 
 /// Runs the build script `ebpf/tools/SCRIPT ARGS` (which builds what its
@@ -90,6 +97,7 @@ fn cached_build(version: &str) -> Build {
         lib: root.join("lib"),
         libssl,
         flags: Vec::new(),
+        note: None,
     }
 }
 
@@ -102,6 +110,7 @@ fn system_build() -> Build {
         lib: t.libssl().parent().unwrap().to_path_buf(),
         libssl: t.libssl().to_path_buf(),
         flags: Vec::new(),
+        note: None,
     }
 }
 
@@ -122,16 +131,18 @@ fn peer(b: &Build, dir: &TempDir) -> PathBuf {
     exe
 }
 
-/// One session: the server started, then `between` (e.g. a packet
-/// capture), then the client; returns (server pid, client pid, the
-/// client's own key log lines, the protocol the server saw).
+/// One session: the server started (`server_extra`: more arguments, e.g.
+/// `ex2`), then `between(port, server pid)` (e.g. a packet capture), then
+/// the client; returns (server pid, client pid, the client's own key log
+/// lines, the protocol the server saw).
 fn session(
     exe: &Path,
     dir: &TempDir,
     tlsver: &str,
     m: &str,
     env: &[(&str, &Path)],
-    between: impl FnOnce(u16),
+    server_extra: &[&str],
+    between: impl FnOnce(u16, u32),
 ) -> (u32, u32, Vec<String>, String) {
     let (cert, key) = make_cert(dir);
     let mut srv_cmd = Command::new(exe);
@@ -140,9 +151,10 @@ fn session(
         .arg(&cert)
         .arg(&key)
         .args([tlsver, m])
+        .args(server_extra)
         .envs(env.iter().map(|(k, v)| (*k, *v)));
     let (mut srv, port) = spawn_with_port(&mut srv_cmd, "ossl_peer server");
-    between(port);
+    between(port, srv.0.id());
     let out = Command::new(exe)
         .arg("client")
         .arg(port.to_string())
@@ -210,13 +222,24 @@ fn plaintext_and_secrets(b: &Build, exe: &Path, dir: &TempDir, tlsver: &str) {
         "{probing}… in {:#?}",
         rc.stderr
     );
-    assert!(
-        !rc.stderr.iter().any(|l| l.contains("note: module tls")),
-        "{:#?}",
-        rc.stderr
-    );
+    let notes: Vec<&String> = rc
+        .stderr
+        .iter()
+        .filter(|l| l.contains("note: module tls"))
+        .collect();
+    match &b.note {
+        None => assert!(notes.is_empty(), "{:#?}", rc.stderr),
+        Some(want) => {
+            let want = format!("rcapture: note: module tls: {want}");
+            assert!(
+                notes.len() == 1 && notes[0].starts_with(&want),
+                "{want}… in {:#?}",
+                rc.stderr
+            );
+        }
+    }
     let m = marker(&format!("ossl-{}-{tlsver}", b.version));
-    let (server, client, theirs, proto) = session(exe, dir, tlsver, &m, &[], |_| {});
+    let (server, client, theirs, proto) = session(exe, dir, tlsver, &m, &[], &[], |_, _| {});
     assert_eq!(proto, format!("TLSv{tlsver}"));
     let tls = tls_status(&rc);
     assert_eq!(tls["version"], b.version.as_str(), "{tls}");
@@ -284,7 +307,7 @@ fn keylog_decrypts(b: &Build, exe: &Path, dir: &TempDir, tlsver: &str) {
     ]);
     let m = marker(&format!("ossl-kl-{}-{tlsver}", b.version));
     let mut cap = None;
-    let (_, _, theirs, _) = session(exe, dir, tlsver, &m, &[], |port| {
+    let (_, _, theirs, _) = session(exe, dir, tlsver, &m, &[], &[], |port, _| {
         cap = Some(capture_loopback("dumpcap", port, &pcap));
     });
     std::thread::sleep(Duration::from_millis(500));
@@ -355,8 +378,40 @@ fn quic_objects_are_skipped(b: &Build, exe: &Path) {
     );
 }
 
+/// 3.3+: the server answers with `SSL_write_ex2` (an application calling it
+/// directly), then, in a second session, with `SSL_write_ex` (which calls
+/// `SSL_write_ex2` in turn: both are probed): each answer is recorded
+/// exactly once.
+fn write_ex2_is_captured_once(b: &Build, exe: &Path, dir: &TempDir) {
+    let rc = Rcapture::start(&["tls", "--libssl", b.libssl.to_str().unwrap()]);
+    let (m2, m1) = (marker("ossl-ex2"), marker("ossl-ex"));
+    let (server2, ..) = session(exe, dir, "1.3", &m2, &[], &["ex2"], |_, _| {});
+    let (server1, ..) = session(exe, dir, "1.3", &m1, &[], &[], |_, _| {});
+    let out = rc.stop();
+    let all = blocks(&out);
+    for (server, m, via) in [
+        (server2, &m2, "SSL_write_ex2"),
+        (server1, &m1, "SSL_write_ex"),
+    ] {
+        let sends: Vec<_> = all
+            .iter()
+            .filter(|x| x.pid() == server && x.what() == "send")
+            .collect();
+        let answers = sends
+            .iter()
+            .filter(|x| x.body.trim_end() == format!("RESPONSE {m}"))
+            .count();
+        assert_eq!(
+            (answers, sends.len()),
+            (1, 1),
+            "OpenSSL {}: the answer written with {via}, once:\n{out}",
+            b.version
+        );
+    }
+}
+
 /// Per TLS 1.2 / 1.3: plaintext and secrets, and a key log tshark decrypts
-/// with; from 3.2, QUIC objects skipped.
+/// with; from 3.2, QUIC objects skipped; from 3.3, SSL_write_ex2.
 pub(crate) fn matrix_case(test: &str, build: impl FnOnce() -> Build) {
     let Some(_serial) = bpf_available(test) else {
         return;
@@ -372,6 +427,9 @@ pub(crate) fn matrix_case(test: &str, build: impl FnOnce() -> Build) {
     let release = rcapture_ebpf::Release::parse(&b.version);
     if release >= rcapture_ebpf::Release::parse("3.2.0") {
         quic_objects_are_skipped(&b, &exe);
+    }
+    if release >= rcapture_ebpf::Release::parse("3.3.0") {
+        write_ex2_is_captured_once(&b, &exe, &dir);
     }
 }
 
@@ -414,9 +472,11 @@ fn openssl_4_0_3() {
 /// `libssl.a`, `libcrypto.a`): `--libssl EXE` probes the executable, its
 /// version read from the executable itself (here only the provider table's
 /// `3.0.x` is left: the linker drops the full version text), layout E,
-/// plaintext and secrets as for the shared library. Stripped: refused
-/// without addresses (no SSL_write symbol left), captured the same with
-/// `--ssl-offsets` (the addresses `nm` gives for the unstripped build).
+/// plaintext and secrets as for the shared library. Stripped (no symbols):
+/// captured the same with no flag, `ssl_read_internal`/`ssl_write_internal`
+/// found by their error-site strings at the addresses `nm` gives for the
+/// unstripped build (the note says so), also with `--pid` of a stripped
+/// server; and with `--ssl-offsets` (the addresses of the public functions).
 #[test]
 fn openssl_static_executable() {
     let Some(_serial) = bpf_available("openssl_static_executable") else {
@@ -448,40 +508,64 @@ fn openssl_static_executable() {
         lib: sys.lib.clone(),
         libssl: exe.clone(),
         flags: Vec::new(),
+        note: None,
     };
     for tlsver in ["1.2", "1.3"] {
         plaintext_and_secrets(&b, &exe, &dir, tlsver);
     }
 
-    // Stripped: refused without addresses, captured with --ssl-offsets.
     std::fs::create_dir_all(dir.path("stripped")).unwrap();
     let stripped = dir.path("stripped").join("ossl_peer");
     run_ok(Command::new("strip").arg("-o").arg(&stripped).arg(&exe));
-    let out = Command::new(env!("CARGO_BIN_EXE_rcapture"))
-        .args(["tls", "--libssl"])
-        .arg(&stripped)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success()
-            && err.contains(&format!(
-                "symbol SSL_write not found in {} (module tls)",
-                stripped.display()
-            )),
-        "{err}"
+    let (_, nm_stripped) = run_ok(Command::new("nm").arg(&stripped).stderr(Stdio::null()));
+    assert!(nm_stripped.is_empty(), "stripped: {nm_stripped}");
+    let addr = nm_addr(&exe);
+
+    // Stripped, no flag: found by the error-site strings.
+    let note = format!(
+        "functions found by their error-site strings (stripped): ssl_read_internal at {:#x}, ssl_write_internal at {:#x} ",
+        addr("ssl_read_internal"),
+        addr("ssl_write_internal")
     );
-    let (_, symbols) = run_ok(Command::new("nm").arg(&exe));
-    let addr = |name: &str| {
-        symbols
-            .lines()
-            .find_map(|l| {
-                let mut w = l.split_whitespace();
-                let (a, kind, n) = (w.next()?, w.next()?, w.next()?);
-                (n == name && kind == "T").then(|| a.to_owned())
-            })
-            .unwrap_or_else(|| panic!("{name} in nm {}", exe.display()))
+    let found = Build {
+        libssl: stripped.clone(),
+        note: Some(note.clone()),
+        ..b.clone()
     };
+    for tlsver in ["1.2", "1.3"] {
+        plaintext_and_secrets(&found, &stripped, &dir, tlsver);
+    }
+
+    // --pid of a stripped server: its executable is probed the same way.
+    let m = marker("ossl-stripped-pid");
+    let mut rc = None;
+    let (server, client, _, _) = session(&stripped, &dir, "1.3", &m, &[], &[], |_, pid| {
+        rc = Some(Rcapture::start(&["tls", "--pid", &pid.to_string()]));
+    });
+    let rc = rc.unwrap();
+    let want = format!("rcapture: note: module tls: {note}");
+    assert!(
+        rc.stderr.iter().any(|l| l.starts_with(&want)),
+        "{want}… in {:#?}",
+        rc.stderr
+    );
+    let out = rc.stop();
+    let all = blocks(&out);
+    for (what, text) in [("recv", "REQUEST"), ("send", "RESPONSE")] {
+        assert!(
+            all.iter().any(|x| x.pid() == server
+                && x.what() == what
+                && x.body.trim_end() == format!("{text} {m}")),
+            "--pid {server}: no {what} with {text}:\n{out}"
+        );
+    }
+    assert!(
+        !all.iter()
+            .any(|x| x.pid() == client && x.what() != "masterkey"),
+        "only the server's pid: {out}"
+    );
+
+    // Stripped, with --ssl-offsets: the public functions at the given addresses.
     let offsets = [
         "SSL_write",
         "SSL_write_ex",
@@ -489,7 +573,7 @@ fn openssl_static_executable() {
         "SSL_read_ex",
         "SSL_set_fd",
     ]
-    .map(|s| format!("{s}=0x{}", addr(s)))
+    .map(|s| format!("{s}={:#x}", addr(s)))
     .join(",");
     let b = Build {
         libssl: stripped.clone(),
@@ -498,6 +582,100 @@ fn openssl_static_executable() {
     };
     for tlsver in ["1.2", "1.3"] {
         plaintext_and_secrets(&b, &stripped, &dir, tlsver);
+    }
+}
+
+/// ossl_peer linked statically against a cached release's `libssl.a` and
+/// `libcrypto.a`, stripped: captured with no flag (functions found by their
+/// error-site strings, the 5-argument `ssl_write_internal` of 3.3+), at the
+/// addresses `nm` gives for the unstripped build, marker both ways and
+/// secrets. `ebpf/tools/build-openssl.sh` installs the static libraries
+/// too (and rebuilds a cache from before it did); without them the test
+/// skips, saying so, or fails under `RCAPTURE_REQUIRE_BPF=1` (the error-site search itself is checked against the cached shared
+/// builds' symbols by the unit test
+/// `error_sites_match_the_symbols_of_the_cached_builds`).
+fn static_stripped_case(test: &str, version: &str) {
+    let Some(_serial) = bpf_available(test) else {
+        return;
+    };
+    let cache = std::env::var_os("RCAPTURE_OPENSSL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/rcapture/openssl"));
+    let root = cache.join(version);
+    let (libssl, libcrypto) = (root.join("lib/libssl.a"), root.join("lib/libcrypto.a"));
+    if !libssl.exists() || !libcrypto.exists() || !root.join("include/openssl/ssl.h").exists() {
+        let why = format!(
+            "no static OpenSSL {version} (lib/libssl.a, lib/libcrypto.a, include/) in {} (run ebpf/tools/build-openssl.sh {version}: it rebuilds a cache from before it installed them)",
+            root.display()
+        );
+        if std::env::var("RCAPTURE_REQUIRE_BPF").as_deref() == Ok("1") {
+            panic!("{test}: {why}; RCAPTURE_REQUIRE_BPF=1 forbids skipping");
+        }
+        eprintln!("skipping test {test} - {why}");
+        return;
+    }
+    let dir = TempDir::new(test);
+    std::fs::create_dir_all(dir.path("static")).unwrap();
+    let exe = dir.path("static").join("ossl_peer");
+    run_ok(
+        Command::new("cc")
+            .args(["-O1", "-Wall", "-Werror", "-o"])
+            .arg(&exe)
+            .arg(format!("-I{}", root.join("include").display()))
+            .arg(support("ossl_peer.c"))
+            .arg(&libssl)
+            .arg(&libcrypto)
+            .args(["-lpthread", "-ldl"]),
+    );
+    std::fs::create_dir_all(dir.path("stripped")).unwrap();
+    let stripped = dir.path("stripped").join("ossl_peer");
+    run_ok(Command::new("strip").arg("-o").arg(&stripped).arg(&exe));
+    let addr = nm_addr(&exe);
+    let b = Build {
+        version: version.into(),
+        include: root.join("include"),
+        lib: root.join("lib"),
+        libssl: stripped.clone(),
+        flags: Vec::new(),
+        note: Some(format!(
+            "functions found by their error-site strings (stripped): ssl_read_internal at {:#x}, ssl_write_internal at {:#x} ",
+            addr("ssl_read_internal"),
+            addr("ssl_write_internal")
+        )),
+    };
+    for tlsver in ["1.2", "1.3"] {
+        plaintext_and_secrets(&b, &stripped, &dir, tlsver);
+    }
+    // The server answers with SSL_write_ex2, then SSL_write_ex: once each
+    // (all go through ssl_write_internal); QUIC objects skipped, once per call.
+    write_ex2_is_captured_once(&b, &stripped, &dir);
+    quic_objects_are_skipped(&b, &stripped);
+}
+
+#[test]
+fn openssl_3_5_5_static_stripped() {
+    static_stripped_case("openssl_3_5_5_static_stripped", "3.5.5");
+}
+
+#[test]
+fn openssl_4_0_3_static_stripped() {
+    static_stripped_case("openssl_4_0_3_static_stripped", "4.0.3");
+}
+
+/// The address of each text symbol `nm` lists for `exe`.
+fn nm_addr(exe: &Path) -> impl Fn(&str) -> u64 {
+    let (_, symbols) = run_ok(Command::new("nm").arg(exe));
+    let exe = exe.to_path_buf();
+    move |name: &str| {
+        symbols
+            .lines()
+            .find_map(|l| {
+                let mut w = l.split_whitespace();
+                let (a, kind, n) = (w.next()?, w.next()?, w.next()?);
+                (n == name && kind.eq_ignore_ascii_case("T"))
+                    .then(|| u64::from_str_radix(a, 16).unwrap())
+            })
+            .unwrap_or_else(|| panic!("{name} in nm {}", exe.display()))
     }
 }
 
@@ -552,7 +730,7 @@ fn openssl_unknown_version_is_plaintext_only() {
     );
     let m = marker("ossl-999");
     let env = [("LD_LIBRARY_PATH", libdir.as_path())];
-    let (server, client, _, _) = session(&exe, &dir, "1.3", &m, &env, |_| {});
+    let (server, client, _, _) = session(&exe, &dir, "1.3", &m, &env, &[], |_, _| {});
     let tls = tls_status(&rc);
     assert_eq!(tls["version"], "9.9.9", "{tls}");
     let out = rc.stop();

@@ -8,6 +8,8 @@
  *   ossl_peer server CERT KEY TLSVER MARKER   prints its port, serves one
  *       connection: reads "REQUEST MARKER\n" with SSL_read_ex, answers
  *       "RESPONSE MARKER\n" with SSL_write_ex, prints the protocol version
+ *   ossl_peer server CERT KEY TLSVER MARKER ex2   the same, answering with
+ *       SSL_write_ex2 (3.3+; exits with 3 before that)
  *   ossl_peer client PORT TLSVER MARKER       sends "REQUEST MARKER\n" with
  *       SSL_write, reads the answer with SSL_read, prints it
  *   ossl_peer quic MARKER                     (3.2+) SSL_write and
@@ -86,7 +88,31 @@ static size_t read_line(SSL *ssl, char *buf, size_t cap, int ex)
 	return got;
 }
 
-static int server(const char *cert, const char *key, const char *tlsver, const char *marker)
+/* The answer: with SSL_write_ex2 (flags 0) if ex2, else SSL_write_ex
+ * (BoringSSL: SSL_write). */
+static int write_answer(SSL *ssl, const char *buf, size_t n, size_t *written, int ex2)
+{
+#if OPENSSL_VERSION_NUMBER >= 0x30300000L
+	if (ex2)
+		return SSL_write_ex2(ssl, buf, n, 0, written);
+#else
+	if (ex2)
+		die("SSL_write_ex2 needs OpenSSL 3.3+");
+#endif
+#ifdef OPENSSL_IS_BORINGSSL
+	{
+		int r = SSL_write(ssl, buf, (int)n);
+
+		*written = r > 0 ? (size_t)r : 0;
+		return r > 0;
+	}
+#else
+	return SSL_write_ex(ssl, buf, n, written);
+#endif
+}
+
+static int server(const char *cert, const char *key, const char *tlsver, const char *marker,
+		  int ex2)
 {
 	SSL_CTX *ctx = context(TLS_server_method(), tlsver);
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -116,14 +142,8 @@ static int server(const char *cert, const char *key, const char *tlsver, const c
 	if (strcmp(buf, want) != 0)
 		die("unexpected request");
 	snprintf(buf, sizeof(buf), "RESPONSE %s\n", marker);
-#ifdef OPENSSL_IS_BORINGSSL
-	written = (size_t)SSL_write(ssl, buf, (int)strlen(buf));
-	if (written != strlen(buf))
-		die("SSL_write");
-#else
-	if (SSL_write_ex(ssl, buf, strlen(buf), &written) != 1 || written != strlen(buf))
-		die("SSL_write_ex");
-#endif
+	if (write_answer(ssl, buf, strlen(buf), &written, ex2) != 1 || written != strlen(buf))
+		die(ex2 ? "SSL_write_ex2" : "SSL_write_ex");
 	printf("%s\n", SSL_get_version(ssl));
 	fflush(stdout);
 	SSL_shutdown(ssl);
@@ -198,11 +218,18 @@ static int quic(const char *marker)
 int main(int argc, char **argv)
 {
 	if (argc == 6 && strcmp(argv[1], "server") == 0)
-		return server(argv[2], argv[3], argv[4], argv[5]);
+		return server(argv[2], argv[3], argv[4], argv[5], 0);
+	if (argc == 7 && strcmp(argv[1], "server") == 0 && strcmp(argv[6], "ex2") == 0) {
+#if OPENSSL_VERSION_NUMBER < 0x30300000L
+		fprintf(stderr, "ossl_peer: no SSL_write_ex2 in this OpenSSL\n");
+		return 3;
+#endif
+		return server(argv[2], argv[3], argv[4], argv[5], 1);
+	}
 	if (argc == 5 && strcmp(argv[1], "client") == 0)
 		return client(atoi(argv[2]), argv[3], argv[4]);
 	if (argc == 3 && strcmp(argv[1], "quic") == 0)
 		return quic(argv[2]);
-	fprintf(stderr, "usage: ossl_peer server CERT KEY TLSVER MARKER | client PORT TLSVER MARKER | quic MARKER\n");
+	fprintf(stderr, "usage: ossl_peer server CERT KEY TLSVER MARKER [ex2] | client PORT TLSVER MARKER | quic MARKER\n");
 	return 2;
 }

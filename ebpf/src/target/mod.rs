@@ -11,6 +11,7 @@ pub mod nss;
 pub mod openssl;
 mod openssl_layouts;
 pub mod postgres;
+pub(crate) mod stripped;
 
 use std::collections::HashMap;
 use std::fs;

@@ -6,10 +6,12 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind};
 use rcapture_core::records::RecordKind;
 
 use super::boringssl_layout::BORING_LAYOUT;
 use super::openssl_layouts::LAYOUTS;
+use super::stripped::ErrorSites;
 use super::{Elf, exe_of, ldconfig_lookup, mapped_by};
 use crate::Error;
 use crate::module::{Attach, AttachPoint, Global, ModuleDesc, Target, TargetRequest};
@@ -47,6 +49,38 @@ const IO_PROBES: [(&str, &str, bool); 8] = [
     ("rc_ssl_read_ex_entry", "SSL_read_ex", false),
     ("rc_ssl_read_ex_return", "SSL_read_ex", true),
 ];
+
+/// 3.3+: `SSL_write_ex2(ssl, buf, num, flags, written)`, probed where
+/// exported, so that an application calling it directly is captured. From
+/// 3.3 on `SSL_write_ex` is `return SSL_write_ex2(...)` (stock 3.3.2 and
+/// 3.5.5: a direct `jmp`): where its code does reach `SSL_write_ex2` that
+/// way, `SSL_write_ex2` is probed instead of `SSL_write_ex` (one entry and
+/// one return per call). Where it does not visibly (inlined, or through the
+/// PLT), both are probed: a nested call is still recorded once (both
+/// entries save the same arguments in the thread's one call slot, the
+/// inner return takes it and records the call, the outer one finds it
+/// free), but a skipped QUIC call is counted at both entries.
+const WRITE_EX2_PROBES: [(&str, &str, bool); 2] = [
+    ("rc_ssl_write_ex2_entry", "SSL_write_ex2", false),
+    ("rc_ssl_write_ex_return", "SSL_write_ex2", true),
+];
+
+/// The internal functions every `SSL_read`, `SSL_read_ex`, `SSL_write`,
+/// `SSL_write_ex` and `SSL_write_ex2` call (and the SSL BIO's reads and
+/// writes) go through in 3.0 – 4.0, found in a stripped executable by their
+/// error-site strings (`ERR_raise` records `__func__`: both raise
+/// `SSL_R_UNINITIALIZED`). Only these two are probed there, so no call is
+/// recorded twice (`SSL_read` calls `ssl_read_internal`); `SSL_peek` goes
+/// through `ssl_peek_internal`, which is not probed (a peek is no read).
+/// Both return 1 on success and the byte count through their last argument,
+/// like the `_ex` calls; `ssl_write_internal` gained `uint64_t flags` before
+/// `written` in 3.3: `(s, buf, num, flags, written)`.
+const READ_INTERNAL: &str = "ssl_read_internal";
+const WRITE_INTERNAL: &str = "ssl_write_internal";
+
+/// The releases whose `ssl_read_internal`/`ssl_write_internal` signatures
+/// were checked in their sources (3.0.8, 3.2.1, 3.3.2, 3.5.5, 4.0.3).
+const ERROR_SITE_RELEASES: (&str, &str) = ("3.0.0", "4.0.99");
 
 /// The functions whose entry and return are probed; all must exist (every
 /// OpenSSL from 1.1.1 on has them; BoringSSL lacks the `_ex` pair).
@@ -302,6 +336,11 @@ impl Release {
             letter,
         })
     }
+
+    /// `1.1`, `3.5`.
+    fn major_minor(&self) -> String {
+        format!("{}.{}", self.major, self.minor)
+    }
 }
 
 impl fmt::Display for Release {
@@ -401,6 +440,24 @@ pub struct OpensslTarget {
     optional_symbols: Vec<&'static str>,
     /// Addresses given for a stripped file (`--ssl-offsets`).
     given: Vec<(String, u64)>,
+    /// How the probed functions were found.
+    route: Route,
+}
+
+/// How the functions to probe were found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// The ELF's symbols, and the addresses of `--ssl-offsets`.
+    Symbols,
+    /// A stripped OpenSSL 3.x/4.x executable: `ssl_read_internal` and
+    /// `ssl_write_internal` (virtual addresses) found by their error-site
+    /// strings and `.eh_frame` (see `stripped.rs`).
+    ErrorSites {
+        /// `ssl_read_internal`.
+        read: u64,
+        /// `ssl_write_internal`.
+        write: u64,
+    },
 }
 
 impl OpensslTarget {
@@ -441,11 +498,16 @@ impl OpensslTarget {
                 Some(lib) => lib,
                 None => {
                     let exe = exe_of(pid)?;
-                    let linked_in =
-                        Elf::read(MODULE.name, &exe).is_ok_and(|e| e.symbol("SSL_write").is_some());
+                    // OpenSSL linked in: with symbols, or stripped (then its
+                    // version text or 3.x's error-site strings are left).
+                    let linked_in = Elf::read(MODULE.name, &exe).is_ok_and(|e| {
+                        e.symbol("SSL_write").is_some()
+                            || memchr::memmem::find(e.bytes(), b"ssl_write_internal\0").is_some()
+                            || openssl_version(e.bytes()).is_some()
+                    });
                     if !linked_in {
                         return Err(not_found(format!(
-                            "/proc/{pid}/maps (the process maps no libssl.so*, and its executable exports no SSL_write)"
+                            "/proc/{pid}/maps (the process maps no libssl.so*, and its executable has no OpenSSL linked in: no SSL_write symbol, no OpenSSL version text)"
                         )));
                     }
                     exe
@@ -464,19 +526,27 @@ impl OpensslTarget {
 
     fn inspect_with(libssl: PathBuf, given: &[(String, u64)]) -> Result<Self, Error> {
         if let Some((name, _)) = given.iter().find(|(n, _)| {
-            !REQUIRED_SYMBOLS.contains(&n.as_str()) && !OPTIONAL_SYMBOLS.contains(&n.as_str())
+            !REQUIRED_SYMBOLS.contains(&n.as_str())
+                && !OPTIONAL_SYMBOLS.contains(&n.as_str())
+                && n != WRITE_EX2_PROBES[0].1
         }) {
             return Err(Error::Unsupported {
                 module: MODULE.name,
                 path: libssl,
                 reason: format!(
-                    "--ssl-offsets names {name}, which is not probed (only {}, {})",
+                    "--ssl-offsets names {name}, which is not probed (only {}, {}, {})",
                     REQUIRED_SYMBOLS.join(", "),
+                    WRITE_EX2_PROBES[0].1,
                     OPTIONAL_SYMBOLS.join(", ")
                 ),
             });
         }
         let elf = Elf::read(MODULE.name, &libssl)?.with_symbols(given);
+        // Stripped: none of the four functions has a symbol, and none was given.
+        let stripped = given.is_empty() && REQUIRED_SYMBOLS.iter().all(|s| elf.symbol(s).is_none());
+        if stripped {
+            return Self::inspect_stripped(libssl, &elf);
+        }
         let boring = || {
             BORING_SYMBOLS.iter().all(|s| elf.symbol(s).is_some())
                 && flavor_in(&elf) == Some(Flavor::BoringSsl)
@@ -524,6 +594,92 @@ impl OpensslTarget {
             flavor,
             optional_symbols,
             given: given.to_vec(),
+            route: Route::Symbols,
+        })
+    }
+
+    /// A file with none of the functions' symbols: a stripped executable
+    /// with OpenSSL 3.x/4.x linked in is probed at the functions its error
+    /// sites give away; anything else is refused, saying why.
+    fn inspect_stripped(libssl: PathBuf, elf: &Elf) -> Result<Self, Error> {
+        let refuse = |reason: String| Error::Unsupported {
+            module: MODULE.name,
+            path: libssl.clone(),
+            reason,
+        };
+        const OFFSETS: &str = "give the addresses with --ssl-offsets SSL_write=ADDR,SSL_write_ex=ADDR,SSL_read=ADDR,SSL_read_ex=ADDR";
+        let has_func_names = memchr::memmem::find(elf.bytes(), b"ssl_write_internal\0").is_some();
+        let release = match flavor_in(elf)
+            .or_else(|| provider_version(elf.bytes()).map(Flavor::OpenSsl))
+        {
+            Some(Flavor::OpenSsl(r)) => r,
+            Some(Flavor::BoringSsl) | None if !has_func_names => {
+                return Err(Error::ModuleSymbol {
+                    module: MODULE.name,
+                    symbol: REQUIRED_SYMBOLS[0].into(),
+                    path: libssl,
+                });
+            }
+            Some(Flavor::BoringSsl) | None => {
+                return Err(refuse(format!(
+                    "stripped (no SSL_write symbol), with OpenSSL 3.x's error-site strings but no OpenSSL version in it: \
+                     ssl_write_internal's arguments depend on the release (3.3 added one); {OFFSETS}"
+                )));
+            }
+        };
+        if release.major < 3 {
+            return Err(refuse(format!(
+                "stripped OpenSSL {release} (no SSL_write symbol): {}.x names no functions in its error sites \
+                 (it uses function codes), so they cannot be found without symbols; {OFFSETS}",
+                release.major_minor()
+            )));
+        }
+        let (first, last) = (
+            Release::parse(ERROR_SITE_RELEASES.0).unwrap_or(release),
+            Release::parse(ERROR_SITE_RELEASES.1).unwrap_or(release),
+        );
+        if !(first..=last).contains(&release) {
+            return Err(refuse(format!(
+                "stripped OpenSSL {release} (no SSL_write symbol): finding functions by their error-site strings \
+                 is checked for OpenSSL 3.0 - 4.0 only; {OFFSETS}"
+            )));
+        }
+        let sites = ErrorSites::read(elf.bytes()).map_err(|why| {
+            refuse(format!(
+                "stripped OpenSSL {release} (no SSL_write symbol): cannot find its functions by their error-site strings: {why}; {OFFSETS}"
+            ))
+        })?;
+        let mut found = sites
+            .functions(&[READ_INTERNAL, WRITE_INTERNAL])
+            .into_iter();
+        let mut next = |name: &str| {
+            found.next().unwrap_or_else(|| Err("not searched".into())).map_err(|why| {
+                refuse(format!(
+                    "stripped OpenSSL {release} (no SSL_write symbol): finding {name} by its error-site string failed: {why}; {OFFSETS}"
+                ))
+            })
+        };
+        let read = next(READ_INTERNAL)?;
+        let write = next(WRITE_INTERNAL)?;
+        if read == write {
+            return Err(refuse(format!(
+                "stripped OpenSSL {release}: {READ_INTERNAL} and {WRITE_INTERNAL} were both found at {read:#x}; {OFFSETS}"
+            )));
+        }
+        for (name, va) in [(READ_INTERNAL, read), (WRITE_INTERNAL, write)] {
+            if elf.file_offset(va).is_none() {
+                return Err(refuse(format!(
+                    "stripped OpenSSL {release}: {name} was found at {va:#x}, in no loaded segment; {OFFSETS}"
+                )));
+            }
+        }
+        Ok(Self {
+            libssl: libssl.clone(),
+            version_file: libssl,
+            flavor: Flavor::OpenSsl(release),
+            optional_symbols: Vec::new(),
+            given: Vec::new(),
+            route: Route::ErrorSites { read, write },
         })
     }
 
@@ -533,13 +689,49 @@ impl OpensslTarget {
     /// syscalls; the layout's offsets as globals, or none (plaintext only)
     /// with a note.
     pub fn target(&self) -> Result<Target, Error> {
-        let elf = Elf::read(MODULE.name, &self.libssl)?.with_symbols(&self.given);
+        let mut elf = Elf::read(MODULE.name, &self.libssl)?.with_symbols(&self.given);
         let boring = self.flavor == Flavor::BoringSsl;
         let mut attach = Vec::new();
         let mut notes = Vec::new();
-        for (program, symbol, ret) in IO_PROBES {
-            if !boring || BORING_SYMBOLS.contains(&symbol) {
-                attach.push(elf.uprobe(&MODULE, program, symbol, ret)?);
+        match self.route {
+            Route::Symbols => {
+                let ex2 = elf.symbol(WRITE_EX2_PROBES[0].1).is_some();
+                let through_ex2 = ex2 && write_ex_enters_ex2(&elf);
+                for (program, symbol, ret) in IO_PROBES {
+                    let wanted = !boring || BORING_SYMBOLS.contains(&symbol);
+                    if wanted && !(through_ex2 && symbol == "SSL_write_ex") {
+                        attach.push(elf.uprobe(&MODULE, program, symbol, ret)?);
+                    }
+                }
+                if ex2 {
+                    for (program, symbol, ret) in WRITE_EX2_PROBES {
+                        attach.push(elf.uprobe(&MODULE, program, symbol, ret)?);
+                    }
+                }
+            }
+            Route::ErrorSites { read, write } => {
+                elf = elf.with_symbols(&[
+                    (READ_INTERNAL.to_owned(), read),
+                    (WRITE_INTERNAL.to_owned(), write),
+                ]);
+                let flags_arg = matches!(self.flavor, Flavor::OpenSsl(r) if r >= Release { major: 3, minor: 3, patch: 0, letter: 0 });
+                let write_entry = if flags_arg {
+                    "rc_ssl_write_ex2_entry"
+                } else {
+                    "rc_ssl_write_ex_entry"
+                };
+                for (program, symbol, ret) in [
+                    (write_entry, WRITE_INTERNAL, false),
+                    ("rc_ssl_write_ex_return", WRITE_INTERNAL, true),
+                    ("rc_ssl_read_ex_entry", READ_INTERNAL, false),
+                    ("rc_ssl_read_ex_return", READ_INTERNAL, true),
+                ] {
+                    attach.push(elf.uprobe(&MODULE, program, symbol, ret)?);
+                }
+                notes.push(format!(
+                    "functions found by their error-site strings (stripped): {READ_INTERNAL} at {read:#x}, \
+                     {WRITE_INTERNAL} at {write:#x} (function starts from .eh_frame); every SSL_read/SSL_write call goes through them"
+                ));
             }
         }
         if boring {
@@ -649,10 +841,41 @@ impl OpensslTarget {
         }
     }
 
+    /// How the probed functions were found.
+    pub fn route(&self) -> &Route {
+        &self.route
+    }
+
     /// The layout family (`D`, `E`, … of OPENSSL-VERSIONS.md), if known.
     pub fn layout_family(&self) -> Option<&'static str> {
         self.layout().ok().map(|(f, _)| f)
     }
+}
+
+/// Whether every `SSL_write_ex` call enters `SSL_write_ex2`: its code
+/// reaches a direct `jmp` or `call` to `SSL_write_ex2` before any
+/// conditional branch or return (3.3+: `return SSL_write_ex2(s, buf, num,
+/// 0, written)`).
+fn write_ex_enters_ex2(elf: &Elf) -> bool {
+    let (Some(ex), Some(ex2)) = (elf.symbol("SSL_write_ex"), elf.symbol("SSL_write_ex2")) else {
+        return false;
+    };
+    let Some(code) = elf.bytes_at(ex, 64) else {
+        return false;
+    };
+    for insn in Decoder::with_ip(64, code, ex, DecoderOptions::NONE) {
+        let near = insn.op_count() == 1 && insn.op0_kind() == OpKind::NearBranch64;
+        match insn.mnemonic() {
+            Mnemonic::Jmp | Mnemonic::Call => return near && insn.near_branch_target() == ex2,
+            Mnemonic::Ret | Mnemonic::Retf | Mnemonic::Int3 | Mnemonic::Ud2 | Mnemonic::INVALID => {
+                return false;
+            }
+            // a conditional branch (jcc, loop, jrcxz)
+            _ if near => return false,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// The libcrypto a shared libssl needs: next to it, else `ldconfig -p`'s.
@@ -1072,5 +1295,238 @@ mod tests {
                 && note.contains("plaintext only"),
             "{note}"
         );
+    }
+
+    /// `cc SRC -o DIR/NAME ARGS…`, `None` (printed) if the compiler or the
+    /// libraries are missing.
+    fn build(dir: &Path, name: &str, src: &str, args: &[&str]) -> Option<PathBuf> {
+        let (c, exe) = (dir.join(format!("{name}.c")), dir.join(name));
+        std::fs::write(&c, src).unwrap();
+        let out = std::process::Command::new("cc")
+            .arg("-o")
+            .arg(&exe)
+            .arg(&c)
+            .args(args)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(exe),
+            Ok(o) => {
+                eprintln!(
+                    "skipping: cc {name}.c {args:?}: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("skipping: no cc: {e}");
+                None
+            }
+        }
+    }
+
+    fn strip(exe: &Path) -> PathBuf {
+        let out = exe.with_extension("stripped");
+        let st = std::process::Command::new("strip")
+            .arg("-o")
+            .arg(&out)
+            .arg(exe)
+            .status()
+            .expect("strip");
+        assert!(st.success());
+        out
+    }
+
+    /// A stripped executable with the system's OpenSSL 3.0 linked in
+    /// (libssl-dev's static libraries): `ssl_read_internal` and
+    /// `ssl_write_internal` are found by their error-site strings at the
+    /// addresses of the unstripped build's symbols, and probed with the
+    /// 4-argument write entry (3.0); with the symbols, SSL_write & co.
+    #[test]
+    fn a_stripped_static_openssl_3_is_found_by_error_sites() {
+        let lib = Path::new("/usr/lib/x86_64-linux-gnu");
+        if !lib.join("libssl.a").exists() {
+            eprintln!("skipping: no {}/libssl.a (libssl-dev)", lib.display());
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let src = "#include <openssl/ssl.h>\n\
+                   int main(int c, char **v) { SSL_CTX *x = SSL_CTX_new(TLS_method()); SSL *s = SSL_new(x);\n\
+                   char b[8]; size_t n; if (c > 5) { SSL_read(s, b, 8); SSL_write(s, b, 8); SSL_read_ex(s, b, 8, &n); SSL_write_ex(s, b, 8, &n); }\n\
+                   (void)v; return 0; }\n";
+        let libssl = lib.join("libssl.a");
+        let libcrypto = lib.join("libcrypto.a");
+        let Some(exe) = build(
+            dir.path(),
+            "ossl_static",
+            src,
+            &[
+                libssl.to_str().unwrap(),
+                libcrypto.to_str().unwrap(),
+                "-lpthread",
+                "-ldl",
+            ],
+        ) else {
+            return;
+        };
+        let unstripped = OpensslTarget::inspect(exe.clone()).unwrap();
+        assert_eq!(unstripped.route(), &Route::Symbols);
+        let symbols = Elf::read("test", &exe).unwrap();
+        let want = Route::ErrorSites {
+            read: symbols.symbol("ssl_read_internal").unwrap(),
+            write: symbols.symbol("ssl_write_internal").unwrap(),
+        };
+        let stripped = strip(&exe);
+        assert_eq!(
+            Elf::read("test", &stripped).unwrap().symbol("SSL_write"),
+            None
+        );
+        let t = OpensslTarget::inspect(stripped.clone()).unwrap();
+        assert_eq!(t.route(), &want);
+        assert!(t.version().starts_with("3.0."), "{t:?}");
+        assert_eq!(t.layout_family(), Some("E"));
+        let target = t.target().unwrap();
+        let probes: Vec<(&str, &str)> = target
+            .attach
+            .iter()
+            .filter_map(|a| match &a.point {
+                AttachPoint::Uprobe { symbol, .. } => Some((a.program, symbol.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            probes,
+            [
+                ("rc_ssl_write_ex_entry", "ssl_write_internal"),
+                ("rc_ssl_write_ex_return", "ssl_write_internal"),
+                ("rc_ssl_read_ex_entry", "ssl_read_internal"),
+                ("rc_ssl_read_ex_return", "ssl_read_internal"),
+            ]
+        );
+        assert!(
+            target.notes[0].starts_with(
+                "functions found by their error-site strings (stripped): ssl_read_internal at 0x"
+            ),
+            "{:?}",
+            target.notes
+        );
+    }
+
+    /// The cached OpenSSL builds (`ebpf/tools/build-openssl.sh`; shared
+    /// libraries, not stripped: their `.symtab` has the internal
+    /// functions): the error-site search finds `ssl_read_internal` and
+    /// `ssl_write_internal` at their symbols' addresses in each, i.e. they
+    /// are not inlined and their strings are referenced from them only.
+    #[test]
+    fn error_sites_match_the_symbols_of_the_cached_builds() {
+        let cache = std::env::var_os("RCAPTURE_OPENSSL_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/cache/rcapture/openssl"));
+        let mut checked = Vec::new();
+        for v in ["3.2.1", "3.3.2", "3.4.1", "3.5.5", "4.0.3"] {
+            let lib = cache
+                .join(v)
+                .join("lib")
+                .join(format!("libssl.so.{}", &v[..1]));
+            if !cache.join(v).join(".complete").exists() || !lib.exists() {
+                eprintln!("skipping OpenSSL {v}: not built in {}", cache.display());
+                continue;
+            }
+            let elf = Elf::read("test", &lib).unwrap();
+            let sites = super::super::stripped::ErrorSites::read(elf.bytes()).unwrap();
+            let found = sites.functions(&[READ_INTERNAL, WRITE_INTERNAL]);
+            for (name, got) in [READ_INTERNAL, WRITE_INTERNAL].iter().zip(found) {
+                let want = elf
+                    .symbol(name)
+                    .unwrap_or_else(|| panic!("{v}: no {name} in .symtab"));
+                assert_eq!(got, Ok(want), "OpenSSL {v}: {name}");
+            }
+            // 3.3+: SSL_write_ex jumps to SSL_write_ex2, which is probed instead.
+            let probed: Vec<(&str, String)> = OpensslTarget::inspect(lib.clone())
+                .unwrap()
+                .target()
+                .unwrap()
+                .attach
+                .into_iter()
+                .filter_map(|a| match a.point {
+                    AttachPoint::Uprobe { symbol, .. } => Some((a.program, symbol)),
+                    _ => None,
+                })
+                .filter(|(_, s)| s.starts_with("SSL_write_ex"))
+                .collect();
+            let want: Vec<(&str, String)> = if v == "3.2.1" {
+                assert!(!write_ex_enters_ex2(&elf));
+                vec![
+                    ("rc_ssl_write_ex_entry", "SSL_write_ex".into()),
+                    ("rc_ssl_write_ex_return", "SSL_write_ex".into()),
+                ]
+            } else {
+                assert!(write_ex_enters_ex2(&elf), "OpenSSL {v}");
+                vec![
+                    ("rc_ssl_write_ex2_entry", "SSL_write_ex2".into()),
+                    ("rc_ssl_write_ex_return", "SSL_write_ex2".into()),
+                ]
+            };
+            assert_eq!(probed, want, "OpenSSL {v}");
+            checked.push(v);
+        }
+        eprintln!("checked: {checked:?}");
+    }
+
+    /// Stripped executables the error-site route does not apply to are
+    /// refused, saying why and pointing at --ssl-offsets.
+    #[test]
+    fn stripped_executables_are_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let refusal = |name: &str, src: &str| -> Option<String> {
+            let exe = build(dir.path(), name, src, &["-O2"])?;
+            let err = OpensslTarget::inspect(strip(&exe)).expect_err("refused");
+            Some(err.to_string())
+        };
+        // 1.1.1: a version text, no function names in its error sites.
+        if let Some(e) = refusal(
+            "v111",
+            "#include <stdio.h>\nint main(void) { puts(\"OpenSSL 1.1.1w  11 Sep 2023\"); return 0; }\n",
+        ) {
+            assert!(
+                e.contains("stripped OpenSSL 1.1.1w (no SSL_write symbol): 1.1.x names no functions in its error sites")
+                    && e.contains("--ssl-offsets SSL_write=ADDR,"),
+                "{e}"
+            );
+        }
+        // 3.x error-site strings but no version.
+        let sites = "#include <stdio.h>\n\
+            __attribute__((noinline)) void raise(const char *f) { puts(f); }\n\
+            __attribute__((noinline)) int ssl_read_internal(int n) { if (n < 0) raise(__func__); return n; }\n\
+            __attribute__((noinline)) int ssl_write_internal(int n) { if (n < 0) raise(__func__); return n; }\n\
+            __attribute__((noinline)) int other(int n) { if (n > 3) raise(\"ssl_write_internal\"); return n; }\n";
+        if let Some(e) = refusal(
+            "noversion",
+            &format!(
+                "{sites}int main(int c, char **v) {{ (void)v; return ssl_read_internal(c) + ssl_write_internal(-c) + other(c); }}\n"
+            ),
+        ) {
+            assert!(
+                e.contains("with OpenSSL 3.x's error-site strings but no OpenSSL version in it")
+                    && e.contains("--ssl-offsets"),
+                "{e}"
+            );
+        }
+        // A version, and a string referenced from two functions.
+        if let Some(e) = refusal(
+            "ambiguous",
+            &format!(
+                "{sites}int main(int c, char **v) {{ (void)v; puts(\"openssl-version\\0003.0.19\"); return ssl_read_internal(c) + ssl_write_internal(-c) + other(c); }}\n"
+            ),
+        ) {
+            assert!(
+                e.contains("stripped OpenSSL 3.0.19 (no SSL_write symbol): finding ssl_write_internal by its error-site string failed: the string \"ssl_write_internal\" is referenced from 2 functions (")
+                    && e.contains("): ambiguous; give the addresses with --ssl-offsets"),
+                "{e}"
+            );
+        }
+        // Not OpenSSL at all: the missing symbol, as before.
+        if let Some(e) = refusal("plain", "int main(void) { return 0; }\n") {
+            assert!(e.starts_with("symbol SSL_write not found in "), "{e}");
+        }
     }
 }
