@@ -6,11 +6,13 @@
 
 use crate::cli::{CaptureArgs, OutputMode, ServerArgs};
 use crate::control::CaptureControl;
+use crate::discover::{Discovery, Finder, Found, Shared};
 use crate::forward_args::{event_file_config, forward_config};
 use anyhow::{Context, bail};
 use rcapture_core::event::Clock;
 use rcapture_core::output::{FramePoolConfig, OutputStats, StreamOutput};
 use rcapture_core::worker::{EventSink, LiveFilter, Worker, WorkerConfig};
+use rcapture_ebpf::libwatch::LibWatch;
 use rcapture_ebpf::module::{self, Target, TargetRequest};
 use rcapture_ebpf::{Capture, CaptureOptions, Interface, PacketCapture, packet_target};
 use rcapture_net::access::AccessConfig;
@@ -153,26 +155,69 @@ fn pcap_setup(args: &CaptureArgs, clock: Clock) -> anyhow::Result<Option<PcapSet
 }
 
 /// Resolves the target of the subcommand's module and of every `--modules`
-/// one; with `-m pcap` the conn module captures the packets too.
+/// one; with `-m pcap` the conn module captures the packets too. `tls`
+/// with neither a path nor a pid finds every OpenSSL in use: its first file
+/// is among the targets, the others come back in the [`Discovered`].
 fn targets(
     primary: &str,
     req: TargetRequest,
     args: &CaptureArgs,
     packets: Option<&PacketCapture>,
-) -> anyhow::Result<Vec<Target>> {
-    let mut t = module_targets(primary, req, args)?;
+) -> anyhow::Result<(Vec<Target>, Option<Discovered>)> {
+    let (mut t, d) = module_targets(primary, req, args)?;
     if let Some(p) = packets {
         t.retain(|t| t.module.name != "conn");
         t.push(packet_target(p)?);
     }
-    Ok(t)
+    Ok((t, d))
+}
+
+/// The `tls` files found at start-up beyond the first, and what knows them.
+#[derive(Debug)]
+struct Discovered {
+    finder: Finder,
+    /// The first tls target, when it was found through a process.
+    first: Option<Found>,
+    rest: Vec<(Found, Target)>,
+}
+
+/// Discovery applies to `tls` given neither a file nor a process.
+fn discovers(name: &str, req: &TargetRequest) -> bool {
+    name == "tls" && req.path.is_none() && req.pid.is_none() && req.symbols.is_empty()
+}
+
+fn discover_tls(req: &TargetRequest) -> anyhow::Result<(Target, Discovered)> {
+    let desc = module::module("tls").context("the tls module")?;
+    let mut finder = Finder::default();
+    let system = (desc.resolve)(req);
+    if let Ok(t) = &system {
+        finder.system(t);
+    }
+    let mut rest = finder.scan(None);
+    let (first, found) = match system {
+        Ok(t) => (t, None),
+        Err(e) if rest.is_empty() => return Err(e.into()),
+        Err(e) => {
+            eprintln!("rcapture: note: module tls: {e}");
+            let (f, t) = rest.remove(0);
+            (t, Some(f))
+        }
+    };
+    Ok((
+        first,
+        Discovered {
+            finder,
+            first: found,
+            rest,
+        },
+    ))
 }
 
 fn module_targets(
     primary: &str,
     req: TargetRequest,
     args: &CaptureArgs,
-) -> anyhow::Result<Vec<Target>> {
+) -> anyhow::Result<(Vec<Target>, Option<Discovered>)> {
     let mut wanted = vec![(primary, req)];
     for extra in &args.modules {
         if wanted.iter().any(|(n, _)| *n == extra.name) {
@@ -180,18 +225,24 @@ fn module_targets(
         }
         wanted.push((extra.name.as_str(), args.request(extra.path.clone())));
     }
-    wanted
-        .into_iter()
-        .map(|(name, req)| {
-            let desc = module::module(name).with_context(|| {
-                format!(
-                    "unknown module {name:?} (available: {})",
-                    module::module_names()
-                )
-            })?;
-            Ok((desc.resolve)(&req)?)
-        })
-        .collect()
+    let mut discovered = None;
+    let mut targets = Vec::with_capacity(wanted.len());
+    for (name, req) in wanted {
+        let desc = module::module(name).with_context(|| {
+            format!(
+                "unknown module {name:?} (available: {})",
+                module::module_names()
+            )
+        })?;
+        if discovers(name, &req) {
+            let (t, d) = discover_tls(&req)?;
+            targets.push(t);
+            discovered = Some(d);
+        } else {
+            targets.push((desc.resolve)(&req)?);
+        }
+    }
+    Ok((targets, discovered))
 }
 
 /// Runs a capture of `primary` (the subcommand's module, with `req` its
@@ -232,7 +283,7 @@ pub fn run(primary: &str, req: TargetRequest, args: CaptureArgs) -> anyhow::Resu
 
     let clock = Clock::now();
     let pcap = pcap_setup(&args, clock)?;
-    let targets = targets(primary, req, &args, pcap.as_ref().map(|p| &p.capture))?;
+    let (targets, discovered) = targets(primary, req, &args, pcap.as_ref().map(|p| &p.capture))?;
     let opts = CaptureOptions {
         max_payload: args.max_payload,
         ring_bytes_per_cpu: args.per_cpu_map_size * 1024,
@@ -248,8 +299,36 @@ pub fn run(primary: &str, req: TargetRequest, args: CaptureArgs) -> anyhow::Resu
             eprintln!("rcapture: note: module {}: {n}", t.module.name);
         }
     }
+    // The other OpenSSL copies found at start-up, each on its own: one
+    // that fails is a note, not the end of the capture.
+    let mut discovered = discovered;
+    if let Some(d) = discovered.as_mut() {
+        if let (Some(f), Some(t)) = (
+            d.first.take(),
+            targets.iter().find(|t| t.module.name == "tls"),
+        ) {
+            let n = probes
+                .modules()
+                .iter()
+                .find(|m| m.name == "tls")
+                .map_or(0, |m| m.probes);
+            d.finder.attached(&f, t, Ok(n), false);
+        }
+        for (f, t) in std::mem::take(&mut d.rest) {
+            let r = probes
+                .add_target(&t)
+                .map(|(info, warnings)| {
+                    for w in warnings {
+                        eprintln!("rcapture: warning: {w}");
+                    }
+                    info.probes
+                })
+                .map_err(|e| e.to_string());
+            d.finder.attached(&f, &t, r, false);
+        }
+    }
+    let discovery_shared = discovered.as_ref().map(|d| Arc::clone(&d.finder.shared));
     let rings = probes.take_rings();
-    let probe_count = probes.probe_count();
     let probes = Arc::new(Mutex::new(probes));
     let workers = rings.len();
     let hex = Arc::new(AtomicBool::new(args.hex));
@@ -317,7 +396,8 @@ pub fn run(primary: &str, req: TargetRequest, args: CaptureArgs) -> anyhow::Resu
             // The control needs the worker counters, which exist once the workers do;
             // so the workers are built first, then the server, then the threads.
             let outputs = (&hex, &output_stats, &pcap_stats);
-            let (srv, publishers) = build_server(cfg, &probes, &filter, outputs, workers)?;
+            let (srv, publishers) =
+                build_server(cfg, &probes, &filter, outputs, workers, &discovery_shared)?;
             server = Some(srv);
             publishers
         } else {
@@ -373,21 +453,68 @@ pub fn run(primary: &str, req: TargetRequest, args: CaptureArgs) -> anyhow::Resu
         );
     }
     for m in lock(&probes).modules() {
+        for f in &m.files {
+            eprintln!(
+                "rcapture: module {}: probing {} (version {}) with {} probes",
+                m.name,
+                f.path.display(),
+                f.version,
+                f.probes
+            );
+        }
+    }
+    // Libraries and executables processes start using from now on.
+    let discovery_stop = Arc::new(AtomicBool::new(false));
+    let mut discovery_thread = None;
+    if let Some(d) = discovered {
+        let watch = match LibWatch::load(std::process::id()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                eprintln!(
+                    "rcapture: warning: module tls: libraries started later are found only by the /proc scan every 2 s (and their first calls may be missed): {}",
+                    error_chain(&e)
+                );
+                None
+            }
+        };
+        let watching = watch.is_some();
+        let disc = Discovery::new(d.finder, watch, Arc::clone(&probes));
+        let stop = Arc::clone(&discovery_stop);
+        discovery_thread = Some(
+            std::thread::Builder::new()
+                .name("rcapture-discover".into())
+                .spawn(move || disc.run(&stop))
+                .context("starting the library discovery thread")?,
+        );
+        let files = lock(&probes)
+            .modules()
+            .iter()
+            .find(|m| m.name == "tls")
+            .map_or(0, |m| m.files.len());
         eprintln!(
-            "rcapture: module {}: probing {} (version {}) with {} probes",
-            m.name,
-            m.path.display(),
-            m.version,
-            m.probes
+            "rcapture: module tls: {files} OpenSSL file(s) at start-up{}",
+            if watching {
+                "; watching mmap and exec for the ones processes start using"
+            } else {
+                ""
+            }
         );
     }
-    eprintln!(
-        "rcapture: {probe_count} probes, {} ring buffers, {workers} workers",
-        lock(&probes).ring_count()
-    );
+    let (probe_count, ring_count) = {
+        let p = lock(&probes);
+        (p.probe_count(), p.ring_count())
+    };
+    eprintln!("rcapture: {probe_count} probes, {ring_count} ring buffers, {workers} workers");
     eprintln!("rcapture: ready");
 
     let sig = signals.forever().next();
+    // No more attaching; every process the watch holds is resumed.
+    discovery_stop.store(true, Ordering::Release);
+    if let Some(t) = discovery_thread
+        && t.join().is_err()
+    {
+        eprintln!("rcapture: the library discovery thread panicked");
+    }
     // Stop new records first (a flag the probes read: at once), then let
     // the workers drain what is already in the rings, flush every output,
     // and only then detach (handed to the kernel: no waiting).
@@ -480,6 +607,17 @@ pub fn run(primary: &str, req: TargetRequest, args: CaptureArgs) -> anyhow::Resu
     Ok(())
 }
 
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
 fn lock(p: &Mutex<Capture>) -> std::sync::MutexGuard<'_, Capture> {
     p.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -492,8 +630,10 @@ fn build_server(
     filter: &Arc<LiveFilter>,
     (hex, output, pcap): (&Arc<AtomicBool>, &Arc<OutputStats>, &Option<Arc<PcapStats>>),
     workers: usize,
+    discovery: &Option<Arc<Shared>>,
 ) -> anyhow::Result<Built> {
     let ctl = Arc::new(CaptureControl {
+        discovery: discovery.clone(),
         probes: Arc::clone(probes),
         filter: Arc::clone(filter),
         hex: Arc::clone(hex),

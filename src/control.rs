@@ -5,7 +5,7 @@ use crossbeam_utils::CachePadded;
 use rcapture_core::output::OutputStats;
 use rcapture_core::worker::{LiveFilter, WorkerStats};
 use rcapture_ebpf::Capture;
-use rcapture_net::control::{CaptureCounters, Control, LiveSettings, ModuleStatus};
+use rcapture_net::control::{CaptureCounters, Control, FileStatus, LiveSettings, ModuleStatus};
 use rcapture_net::pcapng::PcapStats;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -19,6 +19,8 @@ pub struct CaptureControl {
     pub output: Arc<OutputStats>,
     /// The pcapng output's counters (-m pcap).
     pub pcap: Option<Arc<PcapStats>>,
+    /// The tls module's library discovery, when it runs.
+    pub discovery: Option<Arc<crate::discover::Shared>>,
     /// Set once the workers exist.
     pub workers: Mutex<Vec<Arc<CachePadded<WorkerStats>>>>,
 }
@@ -42,14 +44,40 @@ impl Control for CaptureControl {
     fn modules(&self) -> Vec<ModuleStatus> {
         self.with_probes(|p| p.modules())
             .into_iter()
-            .map(|m| ModuleStatus {
-                name: m.name,
-                probes: m.probes,
-                attached: m.attached,
-                target: m.path.display().to_string(),
-                version: m.version,
-                routes: m.routes,
-                skipped: m.skipped,
+            .map(|m| {
+                let disc = self.discovery.as_ref().filter(|_| m.name == "tls");
+                let origins =
+                    disc.map(|d| d.origins.lock().unwrap_or_else(|e| e.into_inner()).clone());
+                let files = m
+                    .files
+                    .iter()
+                    .map(|f| {
+                        let origin = f.id.and_then(|id| origins.as_ref()?.get(&id).cloned());
+                        FileStatus {
+                            path: f.path.display().to_string(),
+                            process_path: origin.as_ref().and_then(|o| o.process_path.clone()),
+                            mount_ns: origin.and_then(|o| o.mount_ns),
+                            version: f.version.clone(),
+                            dev_ino: f.id.map(|id| id.display()),
+                            probes: f.probes,
+                            processes: disc.zip(f.id).and_then(|(d, id)| d.processes(id)),
+                            attached_at: crate::discover::unix_secs(f.attached_at),
+                            object: f.object,
+                        }
+                    })
+                    .collect();
+                ModuleStatus {
+                    name: m.name,
+                    probes: m.probes,
+                    attached: m.attached,
+                    target: m.path.display().to_string(),
+                    version: m.version,
+                    routes: m.routes,
+                    skipped: m.skipped,
+                    files,
+                    objects: m.objects,
+                    discovery: disc.map(|d| d.status()),
+                }
             })
             .collect()
     }

@@ -4,6 +4,7 @@
 mod capture;
 mod cli;
 mod control;
+mod discover;
 mod forward_args;
 mod secrets;
 

@@ -1,6 +1,7 @@
 //! Loading any set of modules on one set of per-CPU ring buffers:
 //! privileges, rings, maps, attachment, detachment.
 
+use std::time::SystemTime;
 use std::{fmt, io, num::NonZeroU32, path::PathBuf};
 
 use aya::{
@@ -17,6 +18,7 @@ use aya::{
 };
 use aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_RINGBUF;
 
+use crate::libwatch::FileId;
 use crate::maps::MapValue;
 use crate::module::{Attach, AttachPoint, Global, ModuleDesc, Target};
 use crate::{Counters, CpuRing, Error, Filter, sys};
@@ -98,19 +100,41 @@ pub struct ModuleInfo {
     pub name: &'static str,
     /// API routes that configure it.
     pub routes: &'static [&'static str],
-    /// The file probed.
+    /// The file probed (the first one when it probes several).
     pub path: PathBuf,
     /// Its version.
     pub version: String,
-    /// Probes it attached.
+    /// Probes it attached (over all its files).
     pub probes: usize,
     /// Still attached (false once detached).
     pub attached: bool,
     /// Notes of its target.
     pub notes: Vec<String>,
     /// Calls its programs skipped, by reason ([`ModuleDesc::skipped`]),
-    /// summed over CPUs.
+    /// summed over CPUs and over its loaded objects.
     pub skipped: Vec<(&'static str, u64)>,
+    /// Every file it probes, in attach order.
+    pub files: Vec<FileInfo>,
+    /// Its loaded BPF objects (one per distinct set of globals).
+    pub objects: usize,
+}
+
+/// One file a module probes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    /// The path it was attached through (as seen from rcapture).
+    pub path: PathBuf,
+    /// Its version.
+    pub version: String,
+    /// Its device and inode (`None` if it could not be stat'ed).
+    pub id: Option<FileId>,
+    /// Probes attached to it (uprobes, plus its object's tracepoints for
+    /// the first file of an object).
+    pub probes: usize,
+    /// When it was attached.
+    pub attached_at: SystemTime,
+    /// Which loaded object of the module its probes run (0, 1, …).
+    pub object: usize,
 }
 
 /// One attachment, owned apart from its program so that all of them can be
@@ -122,16 +146,15 @@ enum ProbeLink {
     Tc(SchedClassifierLink),
 }
 
-/// One module's loaded object.
+/// One loaded BPF object: a module with one set of globals. Every file of
+/// the module whose globals are the same attaches to its programs.
 struct Loaded {
     desc: &'static ModuleDesc,
-    path: PathBuf,
-    version: String,
+    globals: Vec<(&'static str, Global)>,
     notes: Vec<String>,
     /// Programs; `None` once detached.
     ebpf: Option<Ebpf>,
     links: Vec<ProbeLink>,
-    probe_count: usize,
     /// Keeps this object's ring slots filled.
     _rings_outer: ArrayOfMaps<MapData, MapData>,
     filter: Array<MapData, MapValue<Filter>>,
@@ -159,14 +182,34 @@ impl Loaded {
     }
 }
 
+/// A file attached to a loaded object.
+struct Attached {
+    /// Index in `Capture::objects`.
+    object: usize,
+    path: PathBuf,
+    version: String,
+    id: Option<FileId>,
+    probes: usize,
+    attached_at: SystemTime,
+}
+
 /// The loaded and attached modules with their shared rings.
 pub struct Capture {
-    modules: Vec<Loaded>,
+    objects: Vec<Loaded>,
+    files: Vec<Attached>,
+    /// The rings' map ids by CPU (each object's `rc_rings` gets them; the
+    /// rings handed out and the loaded objects keep them alive).
+    ring_maps: Vec<(u32, u32)>,
+    possible_cpus: u32,
+    wakeup_bytes: u32,
+    max_payload: u32,
+    pid: Option<u32>,
     /// The live filter as last written (`stopped` included).
     filter_value: Filter,
     rings: Vec<CpuRing>,
     ring_count: usize,
     warnings: Vec<LoadWarning>,
+    detached: bool,
 }
 
 impl fmt::Debug for Capture {
@@ -181,14 +224,21 @@ impl fmt::Debug for Capture {
 
 impl Capture {
     /// Checks privileges and BPF, creates one ring buffer per online CPU,
-    /// then loads each target's module object, gives it the same rings,
-    /// the live filter and its globals, and attaches every program.
+    /// then attaches each target: a target of a module already loaded with
+    /// the same globals only adds its uprobes to that object's programs;
+    /// otherwise the module's object is loaded (once more), given the same
+    /// rings, the live filter and its globals, and every program attached.
+    /// Two targets of one module naming the same file are refused.
     pub fn load(targets: &[Target], opts: &CaptureOptions) -> Result<Self, Error> {
         for (i, t) in targets.iter().enumerate() {
-            if targets[..i].iter().any(|o| o.module == t.module) {
-                return Err(Error::DuplicateModule {
-                    module: t.module.name,
-                });
+            if let Some(o) = targets[..i].iter().find(|o| o.module == t.module) {
+                let same_file = o.path == t.path
+                    || matches!((FileId::of(&o.path), FileId::of(&t.path)), (Ok(a), Ok(b)) if a == b);
+                if same_file || !has_uprobes(t) {
+                    return Err(Error::DuplicateModule {
+                        module: t.module.name,
+                    });
+                }
             }
         }
         if !sys::may_use_bpf() {
@@ -207,87 +257,192 @@ impl Capture {
         let ring_bytes = ring_size(opts.ring_bytes_per_cpu);
         let wakeup_bytes = u32::try_from(WAKEUP_BYTES.min(ring_bytes / 4)).unwrap_or(u32::MAX);
 
-        // The rings exist once; every module's outer map points at them.
-        let mut ring_data = Vec::with_capacity(online.len());
+        // The rings exist once; every object's outer map points at them.
+        let mut ring_maps = Vec::with_capacity(online.len());
+        let mut rings = Vec::with_capacity(online.len());
         for &cpu in &online {
-            ring_data.push((cpu, create_ring_map(cpu, ring_bytes)?));
+            let data = create_ring_map(cpu, ring_bytes)?;
+            let map_err = |source| Error::Map {
+                name: format!("rc_ring_{cpu}"),
+                source,
+            };
+            // By id: a later object opens it again for as long as it needs
+            // (the ring itself holds one descriptor per ring).
+            let id = data.info().map_err(map_err)?.id();
+            let ring = Map::from_map_data(data)
+                .and_then(RingBuf::try_from)
+                .map_err(map_err)?;
+            rings.push(CpuRing::new(cpu, ring));
+            ring_maps.push((cpu, id));
         }
         let initial = Filter {
             pid: opts.pid.unwrap_or(0),
             uid: opts.uid.unwrap_or(0),
             ..Filter::default()
         };
-        let mut modules = Vec::with_capacity(targets.len());
-        for t in targets {
-            let module = t.module.name;
-            let mut loader = EbpfLoader::new();
-            loader
-                .override_global("max_payload", &opts.max_payload, true)
-                .override_global("wakeup_bytes", &wakeup_bytes, true)
-                .map_max_entries(RINGS_MAP, possible);
-            for (name, value) in &t.globals {
-                match value {
-                    Global::U32(v) => loader.override_global(name, v, true),
-                    Global::U64(v) => loader.override_global(name, v, true),
-                    Global::Bytes(v) => loader.override_global(name, v.as_slice(), true),
-                };
-            }
-            let mut ebpf = loader
-                .load(t.module.object)
-                .map_err(|source| Error::Load { module, source })?;
-            let mut rings_outer: ArrayOfMaps<MapData, MapData> =
-                take_map(&mut ebpf, module, RINGS_MAP)?;
-            for (cpu, data) in &ring_data {
-                rings_outer
-                    .set(*cpu, data, 0)
-                    .map_err(|source| Error::Map {
-                        name: format!("{module}: rc_rings[{cpu}]"),
-                        source,
-                    })?;
-            }
-            let mut filter: Array<MapData, MapValue<Filter>> =
-                take_map(&mut ebpf, module, FILTER_MAP)?;
-            filter
-                .set(0, MapValue(initial), 0)
-                .map_err(map_err(FILTER_MAP))?;
-            let counters = take_map(&mut ebpf, module, COUNTERS_MAP)?;
-            let skipped = if t.module.skipped.is_empty() {
-                None
-            } else {
-                Some(take_map(&mut ebpf, module, SKIPPED_MAP)?)
-            };
-            let links = attach_all(&mut ebpf, t, opts.pid, &mut warnings)?;
-            modules.push(Loaded {
-                desc: t.module,
-                path: t.path.clone(),
-                version: t.version.clone(),
-                notes: t.notes.clone(),
-                ebpf: Some(ebpf),
-                probe_count: links.len(),
-                links,
-                _rings_outer: rings_outer,
-                filter,
-                counters,
-                skipped,
-            });
-        }
-        let mut rings = Vec::with_capacity(ring_data.len());
-        for (cpu, data) in ring_data {
-            let ring = Map::from_map_data(data)
-                .and_then(RingBuf::try_from)
-                .map_err(|source| Error::Map {
-                    name: format!("rc_ring_{cpu}"),
-                    source,
-                })?;
-            rings.push(CpuRing::new(cpu, ring));
-        }
-        Ok(Self {
-            modules,
+        let mut me = Self {
+            objects: Vec::with_capacity(targets.len()),
+            files: Vec::with_capacity(targets.len()),
+            ring_maps,
+            possible_cpus: possible,
+            wakeup_bytes,
+            max_payload: opts.max_payload,
+            pid: opts.pid,
             filter_value: initial,
             ring_count: rings.len(),
             rings,
             warnings,
+            detached: false,
+        };
+        for t in targets {
+            let mut w = Vec::new();
+            let r = me.attach_target(t, &mut w);
+            me.warnings.append(&mut w);
+            r?;
+        }
+        Ok(me)
+    }
+
+    /// Attaches one more target while capturing: to the loaded object of its
+    /// module with the same globals (its uprobes only), else to a new
+    /// instance of the module's object on the same rings, with the current
+    /// live filter (stopped included). Refused once detached, and for a file
+    /// already probed by the module. Returns the file as attached and the
+    /// optional probes that failed.
+    pub fn add_target(&mut self, t: &Target) -> Result<(FileInfo, Vec<LoadWarning>), Error> {
+        if self.detached {
+            return Err(Error::Detached {
+                module: t.module.name,
+            });
+        }
+        let id = FileId::of(&t.path).ok();
+        if let Some(f) = self.files.iter().find(|f| {
+            self.objects[f.object].desc == t.module
+                && (f.path == t.path || (id.is_some() && f.id == id))
+        }) {
+            return Err(Error::DuplicateTarget {
+                module: t.module.name,
+                path: t.path.clone(),
+                attached: f.path.clone(),
+            });
+        }
+        let mut warnings = Vec::new();
+        self.attach_target(t, &mut warnings)?;
+        let info = self.file_info(self.files.len() - 1);
+        Ok((info, warnings))
+    }
+
+    fn attach_target(&mut self, t: &Target, warnings: &mut Vec<LoadWarning>) -> Result<(), Error> {
+        let module = t.module.name;
+        let shared = self
+            .objects
+            .iter()
+            .position(|o| o.desc == t.module && o.globals == t.globals && o.ebpf.is_some());
+        let (object, links) = match shared {
+            Some(i) => {
+                let o = &mut self.objects[i];
+                let ebpf = o.ebpf.as_mut().ok_or(Error::Detached { module })?;
+                // The object's tracepoints are attached already.
+                let uprobes: Vec<Attach> = t
+                    .attach
+                    .iter()
+                    .filter(|a| matches!(a.point, AttachPoint::Uprobe { .. }))
+                    .cloned()
+                    .collect();
+                let links = attach_all(ebpf, module, &uprobes, self.pid, warnings)?;
+                (i, links)
+            }
+            None => {
+                let mut o = self.load_object(t)?;
+                let ebpf = o.ebpf.as_mut().ok_or(Error::Detached { module })?;
+                let links = attach_all(ebpf, module, &t.attach, self.pid, warnings)?;
+                self.objects.push(o);
+                (self.objects.len() - 1, links)
+            }
+        };
+        let probes = links.len();
+        self.objects[object].links.extend(links);
+        self.files.push(Attached {
+            object,
+            path: t.path.clone(),
+            version: t.version.clone(),
+            id: FileId::of(&t.path).ok(),
+            probes,
+            attached_at: SystemTime::now(),
+        });
+        Ok(())
+    }
+
+    /// Loads the target's module object with its globals, gives it the
+    /// rings and the current live filter; nothing attached yet.
+    fn load_object(&self, t: &Target) -> Result<Loaded, Error> {
+        let module = t.module.name;
+        let mut loader = EbpfLoader::new();
+        loader
+            .override_global("max_payload", &self.max_payload, true)
+            .override_global("wakeup_bytes", &self.wakeup_bytes, true)
+            .map_max_entries(RINGS_MAP, self.possible_cpus);
+        for (name, value) in &t.globals {
+            match value {
+                Global::U32(v) => loader.override_global(name, v, true),
+                Global::U64(v) => loader.override_global(name, v, true),
+                Global::Bytes(v) => loader.override_global(name, v.as_slice(), true),
+            };
+        }
+        let mut ebpf = loader
+            .load(t.module.object)
+            .map_err(|source| Error::Load { module, source })?;
+        let mut rings_outer: ArrayOfMaps<MapData, MapData> =
+            take_map(&mut ebpf, module, RINGS_MAP)?;
+        for (cpu, id) in &self.ring_maps {
+            let data = MapData::from_id(*id).map_err(|source| Error::Map {
+                name: format!("rc_ring_{cpu}"),
+                source,
+            })?;
+            rings_outer
+                .set(*cpu, &data, 0)
+                .map_err(|source| Error::Map {
+                    name: format!("{module}: rc_rings[{cpu}]"),
+                    source,
+                })?;
+        }
+        let mut filter: Array<MapData, MapValue<Filter>> = take_map(&mut ebpf, module, FILTER_MAP)?;
+        filter
+            .set(0, MapValue(self.filter_value), 0)
+            .map_err(map_err(FILTER_MAP))?;
+        let counters = take_map(&mut ebpf, module, COUNTERS_MAP)?;
+        let skipped = if t.module.skipped.is_empty() {
+            None
+        } else {
+            Some(take_map(&mut ebpf, module, SKIPPED_MAP)?)
+        };
+        Ok(Loaded {
+            desc: t.module,
+            globals: t.globals.clone(),
+            notes: t.notes.clone(),
+            ebpf: Some(ebpf),
+            links: Vec::new(),
+            _rings_outer: rings_outer,
+            filter,
+            counters,
+            skipped,
         })
+    }
+
+    fn file_info(&self, i: usize) -> FileInfo {
+        let f = &self.files[i];
+        let o = &self.objects[f.object];
+        FileInfo {
+            path: f.path.clone(),
+            version: f.version.clone(),
+            id: f.id,
+            probes: if o.ebpf.is_some() { f.probes } else { 0 },
+            attached_at: f.attached_at,
+            object: self.objects[..f.object]
+                .iter()
+                .filter(|p| p.desc == o.desc)
+                .count(),
+        }
     }
 
     /// Hands out the per-CPU rings (once; later calls return an empty Vec).
@@ -300,21 +455,49 @@ impl Capture {
         self.ring_count
     }
 
-    /// The loaded modules, in load order.
+    /// The loaded modules, in load order, each with all its files.
     pub fn modules(&self) -> Vec<ModuleInfo> {
-        self.modules
-            .iter()
-            .map(|m| ModuleInfo {
-                name: m.desc.name,
-                routes: m.desc.routes,
-                path: m.path.clone(),
-                version: m.version.clone(),
-                probes: m.probe_count,
-                attached: m.ebpf.is_some(),
-                notes: m.notes.clone(),
-                skipped: m.skipped(),
-            })
-            .collect()
+        let mut out: Vec<ModuleInfo> = Vec::new();
+        for (i, f) in self.files.iter().enumerate() {
+            let o = &self.objects[f.object];
+            let info = self.file_info(i);
+            match out.iter_mut().find(|m| m.name == o.desc.name) {
+                Some(m) => {
+                    m.probes += info.probes;
+                    m.files.push(info);
+                }
+                None => out.push(ModuleInfo {
+                    name: o.desc.name,
+                    routes: o.desc.routes,
+                    path: f.path.clone(),
+                    version: f.version.clone(),
+                    probes: info.probes,
+                    attached: true,
+                    notes: o.notes.clone(),
+                    skipped: Vec::new(),
+                    files: vec![info],
+                    objects: 0,
+                }),
+            }
+        }
+        for m in &mut out {
+            for o in self.objects.iter().filter(|o| o.desc.name == m.name) {
+                m.objects += 1;
+                m.attached &= o.ebpf.is_some();
+                for (k, n) in o.skipped() {
+                    match m.skipped.iter_mut().find(|(kk, _)| *kk == k) {
+                        Some((_, t)) => *t += n,
+                        None => m.skipped.push((k, n)),
+                    }
+                }
+                for n in &o.notes {
+                    if !m.notes.contains(n) {
+                        m.notes.push(n.clone());
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Changes the live filter of every module: only this pid / uid (0 = any).
@@ -328,7 +511,8 @@ impl Capture {
 
     /// Stops capturing: from now on no probe starts recording a call (the
     /// calls already entered still complete). Takes effect at once, unlike
-    /// [`Self::detach`]; the rings are then drained to their end.
+    /// [`Self::detach`]; the rings are then drained to their end. A target
+    /// added later starts stopped too.
     pub fn stop_capture(&mut self) -> Result<(), Error> {
         self.write_filter(Filter {
             stopped: 1,
@@ -337,12 +521,14 @@ impl Capture {
     }
 
     fn write_filter(&mut self, f: Filter) -> Result<(), Error> {
-        for m in &mut self.modules {
+        // Recorded first: an object loaded later starts with it even if a
+        // write below fails.
+        self.filter_value = f;
+        for m in &mut self.objects {
             m.filter
                 .set(0, MapValue(f), 0)
                 .map_err(map_err(FILTER_MAP))?;
         }
-        self.filter_value = f;
         Ok(())
     }
 
@@ -350,7 +536,7 @@ impl Capture {
     /// possible CPU (index = CPU id).
     pub fn counters(&self) -> Result<Vec<Counters>, Error> {
         let mut total: Vec<Counters> = Vec::new();
-        for m in &self.modules {
+        for m in &self.objects {
             let values = m.counters.get(&0, 0).map_err(map_err(COUNTERS_MAP))?;
             for (cpu, v) in values.iter().enumerate() {
                 if total.len() <= cpu {
@@ -368,10 +554,10 @@ impl Capture {
 
     /// Attached probe links of all modules; 0 once detached.
     pub fn probe_count(&self) -> usize {
-        self.modules
+        self.objects
             .iter()
             .filter(|m| m.ebpf.is_some())
-            .map(|m| m.probe_count)
+            .map(|m| m.links.len())
             .sum()
     }
 
@@ -384,10 +570,11 @@ impl Capture {
     /// once and without waiting for the kernel's unregistration (see
     /// `detach.rs`); call [`Self::stop_capture`] first for a clean cut. The
     /// rings (taken or not) stay readable so the caller can drain what was
-    /// already written.
+    /// already written. Targets can no longer be added.
     pub fn detach(&mut self) {
+        self.detached = true;
         let mut fd_links = Vec::new();
-        for m in &mut self.modules {
+        for m in &mut self.objects {
             for link in std::mem::take(&mut m.links) {
                 // A perf link that is not a bpf link (kernels before 5.15) is
                 // closed by the failed conversion, in turn.
@@ -403,7 +590,7 @@ impl Capture {
             }
         }
         crate::detach::release(fd_links);
-        for m in &mut self.modules {
+        for m in &mut self.objects {
             m.ebpf = None;
         }
     }
@@ -461,17 +648,17 @@ fn program_err(
 
 fn attach_all(
     ebpf: &mut Ebpf,
-    target: &Target,
+    module: &'static str,
+    attach: &[Attach],
     pid: Option<u32>,
     warnings: &mut Vec<LoadWarning>,
 ) -> Result<Vec<ProbeLink>, Error> {
-    let module = target.module.name;
     let scope = pid
         .and_then(NonZeroU32::new)
         .map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
-    let mut links = Vec::with_capacity(target.attach.len());
+    let mut links = Vec::with_capacity(attach.len());
     let mut btf = None;
-    for a in &target.attach {
+    for a in attach {
         match attach_one(ebpf, module, a, scope, &mut btf) {
             Ok(link) => links.push(link),
             Err(e) if !a.required => warnings.push(LoadWarning::OptionalProbe {
@@ -484,6 +671,13 @@ fn attach_all(
         }
     }
     Ok(links)
+}
+
+/// A target that probes a file (and so may be one of several of its module).
+fn has_uprobes(t: &Target) -> bool {
+    t.attach
+        .iter()
+        .any(|a| matches!(a.point, AttachPoint::Uprobe { .. }))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -572,6 +766,53 @@ fn attach_one(
                 .map_err(err(&at))?;
             let link = prog.take_link(id).map_err(err(&at))?;
             Ok(ProbeLink::Tc(link))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(path: &str, uprobe: bool) -> Target {
+        let point = if uprobe {
+            AttachPoint::Uprobe {
+                path: PathBuf::from(path),
+                symbol: "f".into(),
+                offset: 0x1000,
+                ret: false,
+                cookie: 0,
+            }
+        } else {
+            AttachPoint::RawTracepoint("sys_enter")
+        };
+        Target {
+            module: &crate::target::openssl::MODULE,
+            path: PathBuf::from(path),
+            version: "3.0.0".into(),
+            attach: vec![Attach {
+                program: "rc_ssl_write_entry",
+                point,
+                required: true,
+            }],
+            globals: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// One file twice, under two names of the same inode, is refused before
+    /// anything is loaded; so is a module without a file twice.
+    #[test]
+    fn a_file_is_probed_once_per_module() {
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let exe = exe.to_str().unwrap();
+        for pair in [
+            [target(exe, true), target(exe, true)],
+            [target(exe, true), target("/proc/self/exe", true)],
+            [target("/a", false), target("/b", false)],
+        ] {
+            let e = Capture::load(&pair, &CaptureOptions::default()).unwrap_err();
+            assert!(matches!(e, Error::DuplicateModule { module: "tls" }), "{e}");
         }
     }
 }

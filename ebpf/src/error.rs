@@ -141,6 +141,22 @@ pub enum Error {
         /// The module.
         module: &'static str,
     },
+    /// A module's file given twice, or attached while already probed.
+    #[error("module {module}: {path} is already probed (as {attached})")]
+    DuplicateTarget {
+        /// The module.
+        module: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The path it was attached through.
+        attached: PathBuf,
+    },
+    /// A target added after the capture was detached.
+    #[error("module {module}: the capture is detached; no target can be added")]
+    Detached {
+        /// The module.
+        module: &'static str,
+    },
     /// The CPU lists in sysfs could not be read.
     #[error("cannot list CPUs from {path}")]
     Cpus {

@@ -25,6 +25,7 @@
 mod capture;
 mod detach;
 mod error;
+pub mod libwatch;
 mod maps;
 pub mod module;
 pub mod pktfilter;
@@ -32,11 +33,11 @@ mod ring;
 mod sys;
 mod target;
 
-pub use capture::{Capture, CaptureOptions, LoadWarning, ModuleInfo};
+pub use capture::{Capture, CaptureOptions, FileInfo, LoadWarning, ModuleInfo};
 pub use error::Error;
 pub use maps::{Counters, Filter};
 pub use ring::CpuRing;
 pub use target::conn::{Interface, MAX_SNAP_LEN, PacketCapture, packet_target};
 pub use target::gotls::{Function, FunctionSource, GoTarget};
 pub use target::nss::NssTarget;
-pub use target::openssl::{Flavor, OpensslTarget, Release};
+pub use target::openssl::{Flavor, OpensslTarget, Release, defines_ssl_write};

@@ -19,6 +19,63 @@ pub struct ModuleStatus {
     pub routes: &'static [&'static str],
     /// Calls its probes skipped, by reason (e.g. `not_a_tls_connection`).
     pub skipped: Vec<(&'static str, u64)>,
+    /// Every file it probes (one, or each OpenSSL copy `tls` found).
+    pub files: Vec<FileStatus>,
+    /// Its loaded BPF objects (one per distinct struct layout).
+    pub objects: usize,
+    /// The search for libraries processes start using (`tls` without
+    /// `--pid`/`--libssl`).
+    pub discovery: Option<DiscoveryStatus>,
+}
+
+/// One file a module probes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FileStatus {
+    /// The path it was attached through, as seen from rcapture (e.g.
+    /// `/proc/PID/root/usr/lib/…/libssl.so.3` for a container's copy).
+    pub path: String,
+    /// The path inside the process's mount namespace, and that namespace
+    /// (`mnt:[4026531841]`), when it was found through a process.
+    pub process_path: Option<String>,
+    pub mount_ns: Option<String>,
+    pub version: String,
+    /// `MAJOR:MINOR:INODE`.
+    pub dev_ino: Option<String>,
+    pub probes: usize,
+    /// Processes mapping it at the last scan (`None`: not counted).
+    pub processes: Option<u64>,
+    /// When it was attached (Unix seconds).
+    pub attached_at: u64,
+    /// Which of the module's loaded objects runs its probes.
+    pub object: usize,
+}
+
+/// Counters of the library discovery.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DiscoveryStatus {
+    /// The exec/mmap watch is attached.
+    pub watching: bool,
+    /// Files attached after start-up.
+    pub attached_later: u64,
+    /// Files refused (not OpenSSL, unknown, unreadable), each once.
+    pub refused: u64,
+    /// Processes stopped at their first mmap of an unknown libssl.
+    pub held: u64,
+    /// Of those, resumed once their library was attached (or refused).
+    pub resumed: u64,
+    /// Resumed by the timeout instead.
+    pub timeouts: u64,
+    /// mmap → SIGCONT, microseconds: the last, the longest, the sum.
+    pub hold_us_last: u64,
+    pub hold_us_max: u64,
+    pub hold_us_total: u64,
+    /// Watch events lost (ring full) and SIGSTOPs that could not be sent.
+    pub events_lost: u64,
+    pub signals_failed: u64,
+    /// Executables checked for OpenSSL linked in.
+    pub executables_checked: u64,
+    /// Seconds since the last /proc scan (process counts).
+    pub last_scan_secs_ago: Option<u64>,
 }
 
 /// Counters of the capture side (summed over workers and CPUs).

@@ -469,6 +469,8 @@ fn ringbuf_maps(pid: u32) -> usize {
         .unwrap()
         .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
         .filter(|info| info.lines().any(|l| l == "map_type:\t27"))
+        // Not the tls discovery watch's own 64 KiB control ring (libwatch.bpf.c).
+        .filter(|info| !info.lines().any(|l| l == "max_entries:\t65536"))
         .count()
 }
 

@@ -6,6 +6,7 @@
 mod access;
 mod bash;
 mod boringssl;
+mod discovery;
 mod ecaptureq;
 mod gnutls;
 mod gotls;

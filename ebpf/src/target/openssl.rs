@@ -852,6 +852,13 @@ impl OpensslTarget {
     }
 }
 
+/// Whether the ELF file at `path` defines `SSL_write` (an executable with
+/// OpenSSL or a fork linked in, or a libssl); no other check. An executable
+/// that only imports it from a shared libssl does not.
+pub fn defines_ssl_write(path: &Path) -> bool {
+    Elf::read(MODULE.name, path).is_ok_and(|e| e.symbol("SSL_write").is_some())
+}
+
 /// Whether every `SSL_write_ex` call enters `SSL_write_ex2`: its code
 /// reaches a direct `jmp` or `call` to `SSL_write_ex2` before any
 /// conditional branch or return (3.3+: `return SSL_write_ex2(s, buf, num,
