@@ -3,12 +3,13 @@
 //! TLS 1.2: `CLIENT_RANDOM <random> <master secret>`. TLS 1.3: the handshake
 //! traffic secrets are derived with HKDF-Expand-Label from the handshake
 //! secret and transcript hash (RFC 8446 §7.1, OPENSSL-3.0.md); the
-//! application traffic and exporter secrets are the stored arrays. GnuTLS
+//! application traffic and exporter secrets are the stored arrays (BoringSSL
+//! records carry the handshake traffic secrets themselves). GnuTLS
 //! stores every TLS 1.3 secret itself: its lines are the stored arrays.
 //! All-zero secrets are skipped. Nothing here allocates beyond `out`'s capacity
 //! (the duplicate filter sizes its tables once, when made).
 
-use crate::records::{GnutlsSecretRecord, GoTlsKeyRecord, MasterSecretRecord};
+use crate::records::{GnutlsSecretRecord, GoTlsKeyRecord, MS_HS_TRAFFIC, MasterSecretRecord};
 use hkdf::Hkdf;
 use sha2::{Sha256, Sha384};
 use std::hash::{BuildHasher, RandomState};
@@ -20,7 +21,7 @@ pub const MAX_KEYLOG_BYTES: usize = 1280;
 /// `SSL3_VERSION`-style wire version of TLS 1.3.
 pub const TLS1_3_VERSION: u32 = 0x0304;
 
-/// Appends the key log lines of an OpenSSL 3.0 secret record to `out`.
+/// Appends the key log lines of an OpenSSL or BoringSSL secret record to `out`.
 pub fn master_secret_lines(m: &MasterSecretRecord, out: &mut Vec<u8>) {
     if m.version < TLS1_3_VERSION {
         let key = &m.master_key[..(m.master_key_len as usize).min(48)];
@@ -30,16 +31,32 @@ pub fn master_secret_lines(m: &MasterSecretRecord, out: &mut Vec<u8>) {
     let l = tls13_hash_len(m.cipher_id);
     let hs = &m.handshake_secret[..l];
     let hash = &m.handshake_traffic_hash[..l];
-    let mut derived = [0u8; 48];
-    for (label, hkdf_label) in [
-        (
-            &b"CLIENT_HANDSHAKE_TRAFFIC_SECRET"[..],
-            &b"c hs traffic"[..],
-        ),
-        (b"SERVER_HANDSHAKE_TRAFFIC_SECRET", b"s hs traffic"),
-    ] {
-        if !is_zero(hs) && expand_label(hs, hkdf_label, hash, &mut derived[..l]) {
-            push_line(out, label, &m.client_random, &derived[..l]);
+    if m.hs_form == MS_HS_TRAFFIC {
+        // BoringSSL: the handshake traffic secrets themselves.
+        push_line(
+            out,
+            b"CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+            &m.client_random,
+            hs,
+        );
+        push_line(
+            out,
+            b"SERVER_HANDSHAKE_TRAFFIC_SECRET",
+            &m.client_random,
+            hash,
+        );
+    } else {
+        let mut derived = [0u8; 48];
+        for (label, hkdf_label) in [
+            (
+                &b"CLIENT_HANDSHAKE_TRAFFIC_SECRET"[..],
+                &b"c hs traffic"[..],
+            ),
+            (b"SERVER_HANDSHAKE_TRAFFIC_SECRET", b"s hs traffic"),
+        ] {
+            if !is_zero(hs) && expand_label(hs, hkdf_label, hash, &mut derived[..l]) {
+                push_line(out, label, &m.client_random, &derived[..l]);
+            }
         }
     }
     push_line(
@@ -424,6 +441,44 @@ mod tests {
         out.clear();
         gnutls_secret_lines(&g, &mut out);
         assert!(out.is_empty());
+    }
+
+    /// BoringSSL's records: the handshake traffic secrets as they are (no
+    /// derivation), the lines of a zero one left out (a record sent after
+    /// the handshake, when they are gone).
+    #[test]
+    fn boringssl_handshake_traffic_secrets_are_stored() {
+        let mut m: MasterSecretRecord = bytemuck::Zeroable::zeroed();
+        m.version = TLS1_3_VERSION;
+        m.cipher_id = 0x0300_1301;
+        m.client_random = [0xab; 32];
+        m.hs_form = MS_HS_TRAFFIC;
+        m.handshake_secret[..32].fill(0x11);
+        m.handshake_traffic_hash[..32].fill(0x22);
+        m.client_app_traffic_secret[..32].fill(0x33);
+        m.server_app_traffic_secret[..32].fill(0x44);
+        m.exporter_master_secret[..32].fill(0x55);
+        let mut out = Vec::new();
+        master_secret_lines(&m, &mut out);
+        let r = "ab".repeat(32);
+        let want: String = [
+            ("CLIENT_HANDSHAKE_TRAFFIC_SECRET", "11"),
+            ("SERVER_HANDSHAKE_TRAFFIC_SECRET", "22"),
+            ("CLIENT_TRAFFIC_SECRET_0", "33"),
+            ("SERVER_TRAFFIC_SECRET_0", "44"),
+            ("EXPORTER_SECRET", "55"),
+        ]
+        .iter()
+        .map(|(l, b)| format!("{l} {r} {}\n", b.repeat(32)))
+        .collect();
+        assert_eq!(String::from_utf8(out).unwrap(), want);
+        m.handshake_secret = [0; 64];
+        m.handshake_traffic_hash = [0; 64];
+        let mut out = Vec::new();
+        master_secret_lines(&m, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("HANDSHAKE"), "{text}");
+        assert_eq!(text.lines().count(), 3, "{text}");
     }
 
     #[test]

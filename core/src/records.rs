@@ -164,7 +164,7 @@ pub struct DataRecord {
     pub tuple: Tuple,
 }
 
-/// `struct rc_master_secret`: OpenSSL 3.0 secrets.
+/// `struct rc_master_secret`: OpenSSL and BoringSSL secrets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
 #[repr(C)]
 pub struct MasterSecretRecord {
@@ -179,8 +179,19 @@ pub struct MasterSecretRecord {
     pub client_app_traffic_secret: [u8; 64],
     pub server_app_traffic_secret: [u8; 64],
     pub exporter_master_secret: [u8; 64],
-    pub _pad: [u8; 4],
+    /// What the two handshake fields hold: [`MS_HS_DERIVE`] (OpenSSL: the
+    /// handshake secret and transcript hash) or [`MS_HS_TRAFFIC`]
+    /// (BoringSSL: the client and server handshake traffic secrets).
+    pub hs_form: u8,
+    pub _pad: [u8; 3],
 }
+
+/// `RC_MS_HS_DERIVE`: the handshake traffic secrets are derived from
+/// `handshake_secret` and `handshake_traffic_hash`.
+pub const MS_HS_DERIVE: u8 = 0;
+/// `RC_MS_HS_TRAFFIC`: `handshake_secret` and `handshake_traffic_hash` are
+/// the client and server handshake traffic secrets themselves.
+pub const MS_HS_TRAFFIC: u8 = 1;
 
 /// `struct rc_gnutls_secret`: GnuTLS session secrets at `gnutls_handshake` return.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
@@ -376,6 +387,7 @@ pub fn layout_table() -> Vec<LayoutRow> {
                 client_app_traffic_secret,
                 server_app_traffic_secret,
                 exporter_master_secret,
+                hs_form,
                 _pad
             ]
         ),

@@ -95,7 +95,7 @@ struct rc_data {
 	/* __u8 data[chunk.len]; */
 };
 
-/* OpenSSL 3.0 secrets read at SSL_read/SSL_write entry: 456 bytes. */
+/* OpenSSL, BoringSSL secrets read at SSL_read/SSL_write entry (see RC_MS_HS_*): 456 bytes. */
 struct rc_master_secret {
 	struct rc_hdr hdr;
 	__u32 version;                       /* ssl.version: 0x0303, 0x0304 */
@@ -103,12 +103,12 @@ struct rc_master_secret {
 	__u8 client_random[32];
 	__u32 master_key_len;                /* session.master_key_length */
 	__u8 master_key[48];                 /* session.master_key (TLS 1.2) */
-	__u8 handshake_secret[64];           /* TLS 1.3 */
-	__u8 handshake_traffic_hash[64];
+	__u8 handshake_secret[64];           /* TLS 1.3 (RC_MS_HS_TRAFFIC: client handshake traffic secret) */
+	__u8 handshake_traffic_hash[64];     /* (RC_MS_HS_TRAFFIC: server handshake traffic secret) */
 	__u8 client_app_traffic_secret[64];
 	__u8 server_app_traffic_secret[64];
 	__u8 exporter_master_secret[64];
-	__u8 _pad[4];
+	__u8 hs_form, _pad[3];               /* hs_form: RC_MS_HS_* (end of file) */
 };
 
 /*
@@ -233,5 +233,13 @@ struct rc_counters {
 	__u64 lost_bytes;  /* payload bytes of those records */
 	__u64 filtered;    /* calls skipped by the live filter */
 };
+
+/*
+ * rc_master_secret.hs_form: what its two handshake fields hold. BoringSSL
+ * sends its secrets also when its handshake ends (its handshake state, with
+ * the handshake traffic secrets, is freed then).
+ */
+#define RC_MS_HS_DERIVE 0  /* OpenSSL: the handshake secret and transcript hash to derive from */
+#define RC_MS_HS_TRAFFIC 1 /* BoringSSL: the client and server handshake traffic secrets */
 
 #endif /* RCAPTURE_RECORDS_H */

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: (MIT OR Apache-2.0)
 /*
- * openssl.bpf.c — OpenSSL 3.0 plaintext and secrets.
+ * openssl.bpf.c — OpenSSL 1.1.1 – 4.0 and BoringSSL plaintext and secrets.
  *
  * Hooks (see ebpf/README.md):
  *  - uprobe + uretprobe on SSL_write, SSL_write_ex, SSL_read, SSL_read_ex:
@@ -26,6 +26,18 @@
  * objects, which are skipped and counted). With no known layout
  * (`layout_known` = 0) no SSL field is read: plaintext only, the fd from
  * SSL_set_fd or the socket syscalls.
+ *
+ * BoringSSL (`flavor_boring` = 1, layout of boring-sys 5.4.0's BoringSSL,
+ * target/boringssl_layout.rs): no SSL_write_ex/SSL_read_ex; the state is in
+ * s3 (behind a pointer): the handshake is complete when s3->hs is NULL and
+ * s3->established_session is set; the application traffic secrets are
+ * s3's write/read secrets (by the `server` bit), TLS 1.2's master secret is
+ * the established session's. The handshake traffic secrets live only in
+ * s3->hs, freed when the handshake ends: they are read when the internal
+ * bssl::ssl_run_handshake returns (entry + return probes, where the symbol
+ * is there). Secrets that fail the checks (version, cipher suite, secret
+ * lengths: another BoringSSL than the one the layout is of) are not sent,
+ * counted in rc_skipped.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -61,6 +73,25 @@ const volatile __u32 cipher_id_off = 0;
 const volatile __u32 bio_method_off = 0;
 const volatile __u32 bio_num_off = 0;
 
+/* BoringSSL (with layout_known = 1, s3_off, rbio_off, wbio_off, bio_*_off). */
+const volatile __u32 flavor_boring = 0;
+const volatile __u32 b_server_byte = 0;   /* ssl: the byte of the `server` bit-field */
+const volatile __u32 b_server_mask = 0;
+const volatile __u32 b_client_random = 0; /* in s3 */
+const volatile __u32 b_version = 0;       /* s3: u16 */
+const volatile __u32 b_hs = 0;            /* s3: SSL_HANDSHAKE * */
+const volatile __u32 b_write_secret = 0;  /* s3: InplaceVector<u8, 48> */
+const volatile __u32 b_read_secret = 0;
+const volatile __u32 b_exporter_secret = 0;
+const volatile __u32 b_established = 0;   /* s3: SSL_SESSION * */
+const volatile __u32 b_secret_len = 0;    /* the length byte in an InplaceVector<u8, 48> */
+const volatile __u32 b_hs_ssl = 0;        /* hs: SSL * */
+const volatile __u32 b_hs_client_secret = 0; /* hs: client handshake traffic secret */
+const volatile __u32 b_hs_server_secret = 0;
+const volatile __u32 b_session_secret = 0;   /* session: InplaceVector<u8, 48> */
+const volatile __u32 b_session_cipher = 0;
+const volatile __u32 b_cipher_protocol_id = 0; /* cipher: u16 */
+
 #define BIO_TYPE_FD 0x504
 #define BIO_TYPE_SOCKET 0x505
 #define TLS_ST_OK 1
@@ -70,6 +101,12 @@ const volatile __u32 bio_num_off = 0;
  * hand_state, s3 (1.1.1: its pointer). Must match RC_SSL_HEAD in
  * target/openssl.rs. */
 #define RC_SSL_HEAD 0x1c0
+/* BoringSSL: the bytes of s3 read at every entry, from offset 0 (client_random,
+ * version, hs, the traffic secrets, established_session). Must match
+ * RC_BORING_S3_HEAD in target/openssl.rs. */
+#define RC_BORING_S3_HEAD 0x1d8
+/* An InplaceVector<u8, 48> secret: its data then its length byte. */
+#define RC_BORING_SECRET 49
 
 /* Why a call or a secret was skipped (rc_skipped, per CPU; the names are
  * MODULE.skipped in target/openssl.rs). */
@@ -155,6 +192,25 @@ static __always_inline bool version_plausible(__s32 v)
 	return (v >= 0x0300 && v <= 0x0304) || v == 0xfeff || v == 0xfefd;
 }
 
+/* The per-CPU secret record, its header and identity filled in; NULL if none. */
+static __always_inline struct rc_master_secret *secret_record(__u64 pid_tgid, const __u8 *cr,
+							       __u32 version, __u32 cipher_id,
+							       __u8 hs_form)
+{
+	__u32 zero = 0;
+	struct rc_master_secret *ms = bpf_map_lookup_elem(&rc_secret_scratch, &zero);
+
+	if (!ms)
+		return NULL;
+	rc_fill_hdr(&ms->hdr, RC_KIND_MASTER_SECRET, pid_tgid);
+	__builtin_memcpy(ms->client_random, cr, sizeof(ms->client_random));
+	ms->version = version;
+	ms->cipher_id = cipher_id;
+	ms->hs_form = hs_form;
+	__builtin_memset(ms->_pad, 0, sizeof(ms->_pad));
+	return ms;
+}
+
 /*
  * Sends the secrets of ssl (handshake complete, protocol version, client_random
  * cr); true if sent. A session, cipher or version that does not look like
@@ -164,7 +220,7 @@ static __always_inline bool emit_secret(__u64 ssl, __u64 pid_tgid, __s32 version
 {
 	struct rc_master_secret *ms;
 	__u64 session = 0, cipher = 0, mkl = 0;
-	__u32 zero = 0, cipher_id = 0;
+	__u32 cipher_id = 0;
 
 	if (bpf_probe_read_user(&session, sizeof(session), (void *)(ssl + session_off)) ||
 	    !session)
@@ -177,13 +233,9 @@ static __always_inline bool emit_secret(__u64 ssl, __u64 pid_tgid, __s32 version
 		count_skip(RC_SKIP_BAD_SECRET);
 		return false;
 	}
-	ms = bpf_map_lookup_elem(&rc_secret_scratch, &zero);
+	ms = secret_record(pid_tgid, cr, version, cipher_id, RC_MS_HS_DERIVE);
 	if (!ms)
 		return false;
-	rc_fill_hdr(&ms->hdr, RC_KIND_MASTER_SECRET, pid_tgid);
-	__builtin_memcpy(ms->client_random, cr, sizeof(ms->client_random));
-	ms->version = version;
-	ms->cipher_id = cipher_id;
 	bpf_probe_read_user(&mkl, sizeof(mkl), (void *)(session + session_master_key_length_off));
 	ms->master_key_len = mkl > sizeof(ms->master_key) ? sizeof(ms->master_key) : (__u32)mkl;
 	bpf_probe_read_user(ms->master_key, sizeof(ms->master_key),
@@ -198,7 +250,6 @@ static __always_inline bool emit_secret(__u64 ssl, __u64 pid_tgid, __s32 version
 			    (void *)(ssl + server_app_traffic_secret_off));
 	bpf_probe_read_user(ms->exporter_master_secret, sizeof(ms->exporter_master_secret),
 			    (void *)(ssl + exporter_master_secret_off));
-	__builtin_memset(ms->_pad, 0, sizeof(ms->_pad));
 	/* not marked if lost: retried at the next call */
 	return rc_output(rc_ring(), ms, sizeof(*ms), 0);
 }
@@ -226,6 +277,7 @@ static __always_inline struct rc_ssl_state *ssl_state_get(__u64 ssl)
 struct rc_ssl_head {
 	__u8 b[RC_SSL_HEAD];
 	__u8 cr[32]; /* client_random read through the s3 pointer (1.1.1) */
+	__u8 s3[RC_BORING_S3_HEAD]; /* BoringSSL: the head of s3 */
 };
 
 struct {
@@ -235,18 +287,18 @@ struct {
 	__type(value, struct rc_ssl_head);
 } rc_head_scratch SEC(".maps");
 
+/* The TYPE at buf + off, 0 unless it lies in buf's first cap bytes. */
+#define RC_LOAD(type, buf, cap, off) \
+	((off) > (cap) - sizeof(type) ? (type)0 : *(const type *)((buf) + (off)))
+
 static __always_inline __s32 head_s32(const struct rc_ssl_head *h, __u32 off)
 {
-	if (off > RC_SSL_HEAD - sizeof(__s32))
-		return 0;
-	return *(const __s32 *)(h->b + off);
+	return RC_LOAD(__s32, h->b, RC_SSL_HEAD, off);
 }
 
 static __always_inline __u64 head_u64(const struct rc_ssl_head *h, __u32 off)
 {
-	if (off > RC_SSL_HEAD - sizeof(__u64))
-		return 0;
-	return *(const __u64 *)(h->b + off);
+	return RC_LOAD(__u64, h->b, RC_SSL_HEAD, off);
 }
 
 /* The connection's client_random (in the head, or read through s3), NULL if unreadable. */
@@ -264,6 +316,183 @@ static __always_inline const __u8 *head_client_random(struct rc_ssl_head *h)
 	if (!s3 || bpf_probe_read_user(h->cr, sizeof(h->cr), (void *)(s3 + client_random_off)))
 		return NULL;
 	return h->cr;
+}
+
+static __always_inline __u64 s3_u64(const struct rc_ssl_head *h, __u32 off)
+{
+	return RC_LOAD(__u64, h->s3, RC_BORING_S3_HEAD, off);
+}
+
+static __always_inline __u16 s3_u16(const struct rc_ssl_head *h, __u32 off)
+{
+	return RC_LOAD(__u16, h->s3, RC_BORING_S3_HEAD, off);
+}
+
+/*
+ * BoringSSL: reads s3 (its pointer in the SSL head) into h->s3; the
+ * connection's client_random, NULL if unreadable.
+ */
+static __always_inline const __u8 *boring_read_s3(struct rc_ssl_head *h, __u64 *s3)
+{
+	*s3 = head_u64(h, s3_off);
+	if (!*s3 || bpf_probe_read_user(h->s3, sizeof(h->s3), (void *)*s3))
+		return NULL;
+	if (b_client_random > RC_BORING_S3_HEAD - 32)
+		return NULL;
+	return h->s3 + b_client_random;
+}
+
+/* The length byte of an InplaceVector<u8, 48> copied to v[0..49): v[48] is cleared. */
+static __always_inline __u8 secret_take_len(__u8 *v)
+{
+	__u8 n = v[48];
+
+	v[48] = 0;
+	return n;
+}
+
+/* One InplaceVector secret of s3 (in the head) into out[0..64): its length. */
+static __always_inline __u32 boring_s3_secret(const struct rc_ssl_head *h, __u32 off, __u8 *out)
+{
+	__builtin_memset(out, 0, 64);
+	if (off > RC_BORING_S3_HEAD - RC_BORING_SECRET || b_secret_len != 48)
+		return 0xff;
+	__builtin_memcpy(out, h->s3 + off, RC_BORING_SECRET);
+	return secret_take_len(out);
+}
+
+/* One InplaceVector secret at user address at into out[0..64): its length (0xff unreadable). */
+static __always_inline __u32 boring_user_secret(__u64 at, __u8 *out)
+{
+	__builtin_memset(out, 0, 64);
+	if (b_secret_len != 48 || bpf_probe_read_user(out, RC_BORING_SECRET, (void *)at))
+		return 0xff;
+	return secret_take_len(out);
+}
+
+/*
+ * BoringSSL: sends the secrets of ssl, whose s3 is in h (handshake complete,
+ * client_random cr); hs: its SSL_HANDSHAKE while it still exists (the
+ * handshake traffic secrets), else 0. True if sent. Anything implausible
+ * for this layout (version, cipher suite, a secret's length) sends nothing:
+ * counted.
+ */
+static __always_inline bool emit_secret_boring(__u64 pid_tgid, const struct rc_ssl_head *h,
+					       const __u8 *cr, __u64 hs)
+{
+	struct rc_master_secret *ms;
+	__u64 session = s3_u64(h, b_established), cipher = 0;
+	__u16 version = s3_u16(h, b_version), id = 0;
+	__u32 want, n1, n2, n3;
+	__u8 hi, server = 0;
+	bool ok;
+
+	if (!session)
+		return false;
+	if (b_server_byte < RC_SSL_HEAD)
+		server = (h->b[b_server_byte] & b_server_mask) != 0;
+	hi = 0;
+	ok = version >= 0x0301 && version <= 0x0304 &&
+	     !bpf_probe_read_user(&cipher, sizeof(cipher), (void *)(session + b_session_cipher)) &&
+	     cipher &&
+	     !bpf_probe_read_user(&id, sizeof(id), (void *)(cipher + b_cipher_protocol_id));
+	if (ok) {
+		hi = id >> 8;
+		ok = version == 0x0304 ? hi == 0x13 : (hi == 0x00 || hi == 0xc0 || hi == 0xcc);
+	}
+	if (!ok) {
+		count_skip(RC_SKIP_BAD_SECRET);
+		return false;
+	}
+	ms = secret_record(pid_tgid, cr, version, 0x03000000 | id, RC_MS_HS_TRAFFIC);
+	if (!ms)
+		return false;
+	__builtin_memset(ms->master_key, 0, sizeof(ms->master_key));
+	ms->master_key_len = 0;
+	if (version < 0x0304) {
+		/* TLS 1.2: the master secret, 48 bytes. */
+		__builtin_memset(ms->client_app_traffic_secret, 0, 64);
+		__builtin_memset(ms->server_app_traffic_secret, 0, 64);
+		__builtin_memset(ms->exporter_master_secret, 0, 64);
+		__builtin_memset(ms->handshake_secret, 0, 64);
+		__builtin_memset(ms->handshake_traffic_hash, 0, 64);
+		n1 = boring_user_secret(session + b_session_secret, ms->handshake_secret);
+		__builtin_memcpy(ms->master_key, ms->handshake_secret, sizeof(ms->master_key));
+		__builtin_memset(ms->handshake_secret, 0, 64);
+		if (n1 != 48) {
+			count_skip(RC_SKIP_BAD_SECRET);
+			return false;
+		}
+		ms->master_key_len = n1;
+		return rc_output(rc_ring(), ms, sizeof(*ms), 0);
+	}
+	/* TLS 1.3: every secret has the length of the suite's hash. */
+	want = id == 0x1302 ? 48 : 32;
+	n1 = boring_s3_secret(h, b_write_secret,
+			      server ? ms->server_app_traffic_secret : ms->client_app_traffic_secret);
+	n2 = boring_s3_secret(h, b_read_secret,
+			      server ? ms->client_app_traffic_secret : ms->server_app_traffic_secret);
+	n3 = boring_s3_secret(h, b_exporter_secret, ms->exporter_master_secret);
+	if (n1 != want || n2 != want || n3 != want) {
+		count_skip(RC_SKIP_BAD_SECRET);
+		return false;
+	}
+	__builtin_memset(ms->handshake_secret, 0, 64);
+	__builtin_memset(ms->handshake_traffic_hash, 0, 64);
+	if (hs) {
+		n1 = boring_user_secret(hs + b_hs_client_secret, ms->handshake_secret);
+		n2 = boring_user_secret(hs + b_hs_server_secret, ms->handshake_traffic_hash);
+		if (n1 != want || n2 != want) {
+			count_skip(RC_SKIP_BAD_SECRET);
+			return false;
+		}
+	}
+	/* not marked if lost: retried at the next call */
+	return rc_output(rc_ring(), ms, sizeof(*ms), 0);
+}
+
+/* Secrets sent for (ssl, cr): the calls of this connection use its cache. */
+static __always_inline struct rc_ssl_state *mark_sent(__u64 ssl, struct rc_ssl_state *st,
+						      const __u8 *cr, __u32 tgid)
+{
+	if (!st)
+		st = ssl_state_get(ssl);
+	if (st) {
+		__builtin_memcpy(st->client_random, cr, sizeof(st->client_random));
+		st->tgid = tgid;
+		st->bio_valid[0] = 0;
+		st->bio_valid[1] = 0;
+		st->sock_valid = 0;
+		st->conn_valid = 1;
+	}
+	return st;
+}
+
+/*
+ * BoringSSL at an SSL_write/SSL_read entry (the SSL head read): once the
+ * handshake is complete (s3->hs freed, the session established), the
+ * secrets once per (SSL *, client_random). The connection's state entry if
+ * its secrets were sent (its caches usable), else NULL.
+ */
+static __always_inline struct rc_ssl_state *boring_entry(__u64 ssl, __u64 pid_tgid,
+						    struct rc_ssl_head *head)
+{
+	__u32 tgid = (__u32)(pid_tgid >> 32);
+	struct rc_ssl_state *st;
+	const __u8 *cr;
+	__u64 s3;
+
+	if (!head)
+		return NULL;
+	cr = boring_read_s3(head, &s3);
+	if (!cr || s3_u64(head, b_hs) || !s3_u64(head, b_established))
+		return NULL;
+	st = bpf_map_lookup_elem(&rc_ssl, &ssl);
+	if (st && st->conn_valid && st->tgid == tgid && cr_equal(st->client_random, cr))
+		return st;
+	if (!emit_secret_boring(pid_tgid, head, cr, 0))
+		return NULL;
+	return mark_sent(ssl, st, cr, tgid);
 }
 
 static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr, __u8 direction)
@@ -295,25 +524,24 @@ static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr, __u8 di
 			return 0;
 		}
 		bio = head_u64(head, bio_off);
-		cr = head_client_random(head);
-		/* Secrets, once per (SSL *, client_random) after the handshake. */
-		if (cr && head_s32(head, hand_state_off) == TLS_ST_OK) {
-			st = bpf_map_lookup_elem(&rc_ssl, &ssl);
-			if (st && st->conn_valid && st->tgid == tgid &&
-			    cr_equal(st->client_random, cr)) {
+		if (flavor_boring) {
+			/* (for OpenSSL targets this branch is dead code, removed at load) */
+			st = boring_entry(ssl, pid_tgid, head);
+			if (st)
 				known = true;
-			} else if (emit_secret(ssl, pid_tgid, head_s32(head, version_off), cr)) {
-				if (!st)
-					st = ssl_state_get(ssl);
-				if (st) {
-					__builtin_memcpy(st->client_random, cr,
-							 sizeof(st->client_random));
-					st->tgid = tgid;
-					st->bio_valid[0] = 0;
-					st->bio_valid[1] = 0;
-					st->sock_valid = 0;
-					st->conn_valid = 1;
+		} else {
+			cr = head_client_random(head);
+			/* Secrets, once per (SSL *, client_random) after the handshake. */
+			if (cr && head_s32(head, hand_state_off) == TLS_ST_OK) {
+				st = bpf_map_lookup_elem(&rc_ssl, &ssl);
+				if (st && st->conn_valid && st->tgid == tgid &&
+				    cr_equal(st->client_random, cr)) {
 					known = true;
+				} else if (emit_secret(ssl, pid_tgid, head_s32(head, version_off),
+						       cr)) {
+					st = mark_sent(ssl, st, cr, tgid);
+					if (st)
+						known = true;
 				}
 			}
 		}
@@ -472,6 +700,65 @@ SEC("uretprobe")
 int rc_ssl_read_ex_return(struct pt_regs *ctx)
 {
 	return on_return(ctx, true);
+}
+
+/*
+ * BoringSSL's bssl::ssl_run_handshake(SSL_HANDSHAKE *hs, bool *early_return):
+ * at its return (> 0: the handshake is done; SSL_do_handshake frees hs right
+ * after) every secret is readable, the handshake traffic secrets too.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);   /* pid_tgid */
+	__type(value, __u64); /* hs */
+} rc_boring_hs SEC(".maps");
+
+SEC("uprobe")
+int BPF_KPROBE(rc_boring_handshake_entry, void *hs)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid(), h = (__u64)hs;
+
+	if (!flavor_boring || !hs || !rc_filter_pass(pid_tgid))
+		return 0;
+	bpf_map_update_elem(&rc_boring_hs, &pid_tgid, &h, BPF_ANY);
+	return 0;
+}
+
+SEC("uretprobe")
+int rc_boring_handshake_return(struct pt_regs *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid(), hs, ssl = 0, s3;
+	__u32 zero = 0;
+	struct rc_ssl_head *head;
+	struct rc_ssl_state *st;
+	const __u8 *cr;
+	__u64 *saved;
+
+	saved = bpf_map_lookup_elem(&rc_boring_hs, &pid_tgid);
+	if (!saved)
+		return 0;
+	hs = *saved;
+	bpf_map_delete_elem(&rc_boring_hs, &pid_tgid);
+	if ((int)PT_REGS_RC(ctx) <= 0 || !flavor_boring)
+		return 0;
+	head = bpf_map_lookup_elem(&rc_head_scratch, &zero);
+	if (!head)
+		return 0;
+	if (bpf_probe_read_user(&ssl, sizeof(ssl), (void *)(hs + b_hs_ssl)) || !ssl ||
+	    bpf_probe_read_user(head->b, sizeof(head->b), (void *)ssl))
+		return 0;
+	cr = boring_read_s3(head, &s3);
+	/* this SSL's handshake, finished (its session established) */
+	if (!cr || s3_u64(head, b_hs) != hs || !s3_u64(head, b_established))
+		return 0;
+	st = bpf_map_lookup_elem(&rc_ssl, &ssl);
+	if (st && st->conn_valid && st->tgid == (__u32)(pid_tgid >> 32) &&
+	    cr_equal(st->client_random, cr))
+		return 0;
+	if (emit_secret_boring(pid_tgid, head, cr, hs))
+		mark_sent(ssl, st, cr, (__u32)(pid_tgid >> 32));
+	return 0;
 }
 
 /* SSL_set_fd(ssl, fd), SSL_set_rfd, SSL_set_wfd: remember the fd. */

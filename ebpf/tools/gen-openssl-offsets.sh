@@ -77,14 +77,4 @@ done
   echo "];"
 } | rustfmt --edition 2024 >"$work/layouts.rs"
 
-if [ "${1:-}" = --check ]; then
-  if ! cmp -s "$work/layouts.rs" "$out"; then
-    diff -u "$out" "$work/layouts.rs" >&2 || true
-    echo "gen-openssl-offsets: $out is stale (run ebpf/tools/gen-openssl-offsets.sh)" >&2
-    exit 1
-  fi
-  echo "gen-openssl-offsets: $out up to date"
-else
-  cp "$work/layouts.rs" "$out"
-  echo "gen-openssl-offsets: wrote $out" >&2
-fi
+"$here/install-generated.sh" "$work/layouts.rs" "$out" gen-openssl-offsets "$@"

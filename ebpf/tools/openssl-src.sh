@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Prints the source directory of OpenSSL VERSION (e.g. 3.5.5, 1.1.1w), from
-# the openssl-src crate on crates.io (fetched with cargo into a scratch
-# project the first time; cargo's registry keeps it).
+# the openssl-src crate on crates.io (see crate-src.sh).
 #   ebpf/tools/openssl-src.sh 3.5.5   ->  ~/.cargo/registry/src/*/openssl-src-300.5.5+3.5.5/openssl
 set -euo pipefail
 
@@ -29,17 +28,6 @@ crate_of() {
 }
 
 crate=$(crate_of "$1")
-find_src() { ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"openssl-src-$crate"/openssl 2>/dev/null | head -1; }
-src=$(find_src || true)
-if [ -z "$src" ]; then
-  scratch=$(mktemp -d)
-  trap 'rm -rf "$scratch"' EXIT
-  mkdir -p "$scratch/src"
-  printf '[package]\nname = "fetch-openssl-src"\nversion = "0.0.0"\nedition = "2021"\n\n[dependencies]\nopenssl-src = "=%s"\n' \
-    "$crate" >"$scratch/Cargo.toml"
-  echo 'fn main() {}' >"$scratch/src/main.rs"
-  (cd "$scratch" && cargo fetch -q)
-  src=$(find_src)
-fi
+src=$("$(dirname "$0")/crate-src.sh" openssl-src "$crate" openssl)
 [ -f "$src/Configure" ] || { echo "openssl-src.sh: $src has no Configure" >&2; exit 1; }
 echo "$src"

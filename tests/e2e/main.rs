@@ -5,6 +5,7 @@
 
 mod access;
 mod bash;
+mod boringssl;
 mod discovery;
 mod ecaptureq;
 mod gnutls;

@@ -26,39 +26,63 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// An OpenSSL to test: where its headers and libraries are.
+/// An OpenSSL (or BoringSSL, tests/e2e/boringssl.rs) to test: where its
+/// headers and libraries are.
 #[derive(Clone)]
-struct Build {
-    /// `1.1.1w`, `3.5.5`, … (for the system's: what its libcrypto says).
-    version: String,
-    include: PathBuf,
-    lib: PathBuf,
+pub(crate) struct Build {
+    /// `1.1.1w`, `3.5.5`, … (for the system's: what its libcrypto says;
+    /// `BoringSSL`): the version rcapture must show.
+    pub(crate) version: String,
+    pub(crate) include: PathBuf,
+    pub(crate) lib: PathBuf,
     /// The libssl rcapture is given.
-    libssl: PathBuf,
+    pub(crate) libssl: PathBuf,
     /// More rcapture flags (`--ssl-offsets …`).
-    flags: Vec<String>,
+    pub(crate) flags: Vec<String>,
     /// The one note rcapture prints for this target (its text starts so),
     /// if any.
-    note: Option<String>,
+    pub(crate) note: Option<String>,
+}
+
+/// Runs the build script `ebpf/tools/SCRIPT ARGS` (which builds what its
+/// cache lacks, else says it is cached); fails naming `what` and the script.
+/// Returns the cache directory: `$cache_env`, else `default_cache`.
+pub(crate) fn run_build_script(
+    script: &str,
+    args: &[&str],
+    what: &str,
+    cache_env: &str,
+    default_cache: &str,
+) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("ebpf/tools")
+        .join(script);
+    let out = Command::new(&path)
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("running ebpf/tools/{script}: {e}"));
+    assert!(
+        out.status.success(),
+        "building {what} (run ebpf/tools/{script} {}): {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    eprint!("{}", String::from_utf8_lossy(&out.stdout));
+    std::env::var_os(cache_env)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default_cache))
 }
 
 /// Builds (or finds in the cache) OpenSSL `version` as shared libraries.
 fn cached_build(version: &str) -> Build {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("ebpf/tools/build-openssl.sh");
-    let out = Command::new(&script)
-        .arg(version)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("running ebpf/tools/build-openssl.sh");
-    assert!(
-        out.status.success(),
-        "building OpenSSL {version}: {}",
-        String::from_utf8_lossy(&out.stdout)
+    let cache = run_build_script(
+        "build-openssl.sh",
+        &[version],
+        &format!("OpenSSL {version}"),
+        "RCAPTURE_OPENSSL_CACHE",
+        "/var/cache/rcapture/openssl",
     );
-    eprint!("{}", String::from_utf8_lossy(&out.stdout));
-    let cache = std::env::var_os("RCAPTURE_OPENSSL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/rcapture/openssl"));
     let root = cache.join(version);
     let soname = if version.starts_with("1.1.") {
         "libssl.so.1.1".to_owned()
@@ -386,7 +410,9 @@ fn write_ex2_is_captured_once(b: &Build, exe: &Path, dir: &TempDir) {
     }
 }
 
-fn matrix_case(test: &str, build: impl FnOnce() -> Build) {
+/// Per TLS 1.2 / 1.3: plaintext and secrets, and a key log tshark decrypts
+/// with; from 3.2, QUIC objects skipped; from 3.3, SSL_write_ex2.
+pub(crate) fn matrix_case(test: &str, build: impl FnOnce() -> Build) {
     let Some(_serial) = bpf_available(test) else {
         return;
     };
@@ -397,11 +423,12 @@ fn matrix_case(test: &str, build: impl FnOnce() -> Build) {
         plaintext_and_secrets(&b, &exe, &dir, tlsver);
         keylog_decrypts(&b, &exe, &dir, tlsver);
     }
-    let release = rcapture_ebpf::Release::parse(&b.version).unwrap();
-    if release >= rcapture_ebpf::Release::parse("3.2.0").unwrap() {
+    // (BoringSSL has no release number, and no QUIC objects of its own)
+    let release = rcapture_ebpf::Release::parse(&b.version);
+    if release >= rcapture_ebpf::Release::parse("3.2.0") {
         quic_objects_are_skipped(&b, &exe);
     }
-    if release >= rcapture_ebpf::Release::parse("3.3.0").unwrap() {
+    if release >= rcapture_ebpf::Release::parse("3.3.0") {
         write_ex2_is_captured_once(&b, &exe, &dir);
     }
 }

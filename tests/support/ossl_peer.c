@@ -1,7 +1,9 @@
 /*
  * ossl_peer.c — a TLS client and server for the OpenSSL version matrix
  * (tests/e2e/openssl_matrix.rs), built against each OpenSSL under test
- * (1.1.1 – 4.0: only API common to all of them).
+ * (1.1.1 – 4.0: only API common to all of them), and for BoringSSL
+ * (tests/e2e/boringssl.rs: OPENSSL_IS_BORINGSSL, which has no
+ * SSL_read_ex/SSL_write_ex: SSL_read/SSL_write instead).
  *
  *   ossl_peer server CERT KEY TLSVER MARKER   prints its port, serves one
  *       connection: reads "REQUEST MARKER\n" with SSL_read_ex, answers
@@ -63,8 +65,16 @@ static size_t read_line(SSL *ssl, char *buf, size_t cap, int ex)
 		size_t n = 0;
 
 		if (ex) {
+#ifdef OPENSSL_IS_BORINGSSL
+			int r = SSL_read(ssl, buf + got, (int)(cap - 1 - got));
+
+			if (r <= 0)
+				die("SSL_read");
+			n = (size_t)r;
+#else
 			if (SSL_read_ex(ssl, buf + got, cap - 1 - got, &n) != 1)
 				die("SSL_read_ex");
+#endif
 		} else {
 			int r = SSL_read(ssl, buf + got, (int)(cap - 1 - got));
 
@@ -78,7 +88,8 @@ static size_t read_line(SSL *ssl, char *buf, size_t cap, int ex)
 	return got;
 }
 
-/* The answer: with SSL_write_ex2 (flags 0) if ex2, else SSL_write_ex. */
+/* The answer: with SSL_write_ex2 (flags 0) if ex2, else SSL_write_ex
+ * (BoringSSL: SSL_write). */
 static int write_answer(SSL *ssl, const char *buf, size_t n, size_t *written, int ex2)
 {
 #if OPENSSL_VERSION_NUMBER >= 0x30300000L
@@ -88,7 +99,16 @@ static int write_answer(SSL *ssl, const char *buf, size_t n, size_t *written, in
 	if (ex2)
 		die("SSL_write_ex2 needs OpenSSL 3.3+");
 #endif
+#ifdef OPENSSL_IS_BORINGSSL
+	{
+		int r = SSL_write(ssl, buf, (int)n);
+
+		*written = r > 0 ? (size_t)r : 0;
+		return r > 0;
+	}
+#else
 	return SSL_write_ex(ssl, buf, n, written);
+#endif
 }
 
 static int server(const char *cert, const char *key, const char *tlsver, const char *marker,

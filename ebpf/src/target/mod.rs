@@ -2,6 +2,7 @@
 //! process helpers they share.
 
 pub mod bash;
+mod boringssl_layout;
 pub mod conn;
 pub mod gnutls;
 pub mod gotls;

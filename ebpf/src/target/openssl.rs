@@ -1,6 +1,7 @@
 //! The `tls` module (OpenSSL 1.1.1 – 4.0: `libssl.so.1.1`, `.so.3`, `.so.4`,
-//! or a statically linked executable): finding the libssl to probe, reading
-//! its version from the ELF and choosing the struct layout the probes read.
+//! or a statically linked executable; BoringSSL: its unversioned
+//! `libssl.so`): finding the libssl to probe, reading its version from the
+//! ELF and choosing the struct layout the probes read.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind};
 use rcapture_core::records::RecordKind;
 
+use super::boringssl_layout::BORING_LAYOUT;
 use super::openssl_layouts::LAYOUTS;
 use super::stripped::ErrorSites;
 use super::{Elf, exe_of, ldconfig_lookup, mapped_by};
@@ -17,7 +19,7 @@ use crate::module::{Attach, AttachPoint, Global, ModuleDesc, Target, TargetReque
 /// The OpenSSL module.
 pub static MODULE: ModuleDesc = ModuleDesc {
     name: "tls",
-    about: "OpenSSL 1.1.1 - 4.0 (libssl) plaintext and secrets",
+    about: "OpenSSL 1.1.1 - 4.0 and BoringSSL (libssl) plaintext and secrets",
     object: include_bytes!("../../obj/openssl.bpf.o"),
     kinds: &[RecordKind::TlsData, RecordKind::MasterSecret],
     routes: &["/tls", "/openssl"],
@@ -25,7 +27,8 @@ pub static MODULE: ModuleDesc = ModuleDesc {
     skipped: &[
         // RC_SKIP_NOT_CONNECTION: 3.2+ QUIC objects
         "not_a_tls_connection",
-        // RC_SKIP_BAD_SECRET: session, cipher or version not OpenSSL's
+        // RC_SKIP_BAD_SECRET: session, cipher, version or secret lengths
+        // not those of the layout's library
         "secrets_failed_checks",
     ],
     resolve,
@@ -83,6 +86,12 @@ const ERROR_SITE_RELEASES: (&str, &str) = ("3.0.0", "4.0.99");
 /// OpenSSL from 1.1.1 on has them; BoringSSL lacks the `_ex` pair).
 pub(crate) const REQUIRED_SYMBOLS: [&str; 4] =
     ["SSL_write", "SSL_write_ex", "SSL_read", "SSL_read_ex"];
+/// BoringSSL's: [`IO_PROBES`] without the `_ex` pair.
+const BORING_SYMBOLS: [&str; 2] = ["SSL_write", "SSL_read"];
+/// BoringSSL's internal `bssl::ssl_run_handshake(SSL_HANDSHAKE *, bool *)`
+/// (a local symbol of `.symtab`, mangled): at its return the handshake
+/// traffic secrets are readable, freed right after.
+const BORING_HANDSHAKE_PREFIX: &str = "_ZN4bssl17ssl_run_handshakeE";
 /// fd sources probed when present.
 pub(crate) const OPTIONAL_SYMBOLS: [&str; 3] = ["SSL_set_fd", "SSL_set_rfd", "SSL_set_wfd"];
 
@@ -95,6 +104,108 @@ const LIBSSL_PREFIX: &str = "libssl.so";
 /// The bytes the entry probe reads from `SSL*` + 0 at every call
 /// (`RC_SSL_HEAD` in openssl.bpf.c): every field it reads there must lie in them.
 const RC_SSL_HEAD: u32 = 0x1c0;
+
+/// The bytes of `s3` the BoringSSL entry probe reads at every call
+/// (`RC_BORING_S3_HEAD` in openssl.bpf.c).
+const RC_BORING_S3_HEAD: u32 = 0x1d8;
+
+/// The struct offsets the BoringSSL probes read (bytes), generated
+/// (`ebpf/tools/gen-boringssl-offsets.sh` → `boringssl_layout.rs`) with
+/// offsetof against the headers of boring-sys 5.4.0's BoringSSL
+/// (`BORINGSSL_API_VERSION` 44). Offsets are in `SSL` unless named `s3_`
+/// (in `SSL3_STATE`), `hs_` (`SSL_HANDSHAKE`), `session_`, `cipher_`, `bio_`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BoringLayout {
+    pub rbio: u32,
+    pub wbio: u32,
+    /// The `SSL3_STATE *`.
+    pub s3: u32,
+    /// The byte and bit of the `server` bit-field.
+    pub server_byte: u32,
+    pub server_mask: u32,
+    pub s3_client_random: u32,
+    /// `uint16_t version`.
+    pub s3_version: u32,
+    /// The `SSL_HANDSHAKE *`, NULL once the handshake is complete.
+    pub s3_hs: u32,
+    /// `InplaceVector<uint8_t, 48>`s: this side's write and read traffic
+    /// secrets, the exporter secret.
+    pub s3_write_secret: u32,
+    pub s3_read_secret: u32,
+    pub s3_exporter_secret: u32,
+    pub s3_established_session: u32,
+    /// The length byte in an `InplaceVector<uint8_t, 48>` (after the data).
+    pub secret_len: u32,
+    pub hs_ssl: u32,
+    pub hs_client_hs_secret: u32,
+    pub hs_server_hs_secret: u32,
+    /// TLS 1.2's master secret (`InplaceVector<uint8_t, 48>`).
+    pub session_secret: u32,
+    pub session_cipher: u32,
+    /// `uint16_t protocol_id` (e.g. 0x1301).
+    pub cipher_protocol_id: u32,
+    pub bio_method: u32,
+    pub bio_num: u32,
+    /// `bio_method_st.type` (the probes assume 0).
+    pub bio_method_type: u32,
+}
+
+impl BoringLayout {
+    /// The globals of openssl.bpf.c for this layout.
+    fn globals(&self) -> Vec<(&'static str, Global)> {
+        [
+            ("layout_known", 1),
+            ("flavor_boring", 1),
+            ("rbio_off", self.rbio),
+            ("wbio_off", self.wbio),
+            ("s3_off", self.s3),
+            ("b_server_byte", self.server_byte),
+            ("b_server_mask", self.server_mask),
+            ("b_client_random", self.s3_client_random),
+            ("b_version", self.s3_version),
+            ("b_hs", self.s3_hs),
+            ("b_write_secret", self.s3_write_secret),
+            ("b_read_secret", self.s3_read_secret),
+            ("b_exporter_secret", self.s3_exporter_secret),
+            ("b_established", self.s3_established_session),
+            ("b_secret_len", self.secret_len),
+            ("b_hs_ssl", self.hs_ssl),
+            ("b_hs_client_secret", self.hs_client_hs_secret),
+            ("b_hs_server_secret", self.hs_server_hs_secret),
+            ("b_session_secret", self.session_secret),
+            ("b_session_cipher", self.session_cipher),
+            ("b_cipher_protocol_id", self.cipher_protocol_id),
+            ("bio_method_off", self.bio_method),
+            ("bio_num_off", self.bio_num),
+        ]
+        .map(|(n, v)| (n, Global::U32(v)))
+        .into()
+    }
+
+    /// Whether the fields read from the heads of `SSL` and `s3` lie in the
+    /// bytes the probe reads, and what the probes assume holds.
+    fn fits_probes(&self) -> bool {
+        let within =
+            |head: u32| move |off: u32, len: u32| off.checked_add(len).is_some_and(|e| e <= head);
+        let (ssl, s3) = (within(RC_SSL_HEAD), within(RC_BORING_S3_HEAD));
+        let secret = 48 + 1;
+        ssl(self.rbio, 8)
+            && ssl(self.wbio, 8)
+            && ssl(self.s3, 8)
+            && ssl(self.server_byte, 1)
+            && self.server_mask.count_ones() == 1
+            && self.server_mask <= 0x80
+            && s3(self.s3_client_random, 32)
+            && s3(self.s3_version, 2)
+            && s3(self.s3_hs, 8)
+            && s3(self.s3_write_secret, secret)
+            && s3(self.s3_read_secret, secret)
+            && s3(self.s3_exporter_secret, secret)
+            && s3(self.s3_established_session, 8)
+            && self.secret_len == 48
+            && self.bio_method_type == 0
+    }
+}
 
 /// The struct offsets the probes read for one OpenSSL layout (bytes). The
 /// values are generated (`ebpf/tools/gen-openssl-offsets.sh` →
@@ -167,9 +278,8 @@ impl Layout {
             ("bio_method_off", self.bio_method),
             ("bio_num_off", self.bio_num),
         ]
-        .into_iter()
         .map(|(n, v)| (n, Global::U32(v)))
-        .collect()
+        .into()
     }
 
     /// Whether every field read from the head of `SSL*` lies in the
@@ -437,19 +547,15 @@ impl OpensslTarget {
         if stripped {
             return Self::inspect_stripped(libssl, &elf);
         }
+        let boring = || {
+            BORING_SYMBOLS.iter().all(|s| elf.symbol(s).is_some())
+                && flavor_in(&elf) == Some(Flavor::BoringSsl)
+        };
         if let Some(symbol) = REQUIRED_SYMBOLS
             .into_iter()
             .find(|s| elf.symbol(s).is_none())
+            .filter(|_| !boring())
         {
-            if elf.symbol("SSL_write").is_some() && flavor_in(&elf) == Some(Flavor::BoringSsl) {
-                return Err(Error::Unsupported {
-                    module: MODULE.name,
-                    path: libssl,
-                    reason: format!(
-                        "this is BoringSSL (it has no {symbol}): BoringSSL is recognised but not captured yet"
-                    ),
-                });
-            }
             return Err(Error::ModuleSymbol {
                 module: MODULE.name,
                 symbol: symbol.into(),
@@ -577,11 +683,14 @@ impl OpensslTarget {
         })
     }
 
-    /// Every attach point: the four I/O calls (entry and return),
-    /// `SSL_set_fd`/`_rfd`/`_wfd` where exported, and the socket syscalls;
-    /// the layout's offsets as globals, or none (plaintext only) with a note.
+    /// Every attach point: the four I/O calls (entry and return; BoringSSL:
+    /// `SSL_write` and `SSL_read`, and its handshake's end where its symbol
+    /// is there), `SSL_set_fd`/`_rfd`/`_wfd` where exported, and the socket
+    /// syscalls; the layout's offsets as globals, or none (plaintext only)
+    /// with a note.
     pub fn target(&self) -> Result<Target, Error> {
         let mut elf = Elf::read(MODULE.name, &self.libssl)?.with_symbols(&self.given);
+        let boring = self.flavor == Flavor::BoringSsl;
         let mut attach = Vec::new();
         let mut notes = Vec::new();
         match self.route {
@@ -589,7 +698,8 @@ impl OpensslTarget {
                 let ex2 = elf.symbol(WRITE_EX2_PROBES[0].1).is_some();
                 let through_ex2 = ex2 && write_ex_enters_ex2(&elf);
                 for (program, symbol, ret) in IO_PROBES {
-                    if !(through_ex2 && symbol == "SSL_write_ex") {
+                    let wanted = !boring || BORING_SYMBOLS.contains(&symbol);
+                    if wanted && !(through_ex2 && symbol == "SSL_write_ex") {
                         attach.push(elf.uprobe(&MODULE, program, symbol, ret)?);
                     }
                 }
@@ -624,6 +734,25 @@ impl OpensslTarget {
                 ));
             }
         }
+        if boring {
+            let handshake = elf.symbols_matching(|n| n.starts_with(BORING_HANDSHAKE_PREFIX));
+            match handshake.as_slice() {
+                [symbol] => {
+                    for (program, ret) in [
+                        ("rc_boring_handshake_entry", false),
+                        ("rc_boring_handshake_return", true),
+                    ] {
+                        attach.push(elf.uprobe(&MODULE, program, symbol, ret)?);
+                    }
+                }
+                found => notes.push(format!(
+                    "BoringSSL in {}: {} bssl::ssl_run_handshake symbols (stripped?): no TLS 1.3 \
+                     handshake traffic secrets in the key log (tshark needs them to decrypt TLS 1.3)",
+                    self.libssl.display(),
+                    if found.is_empty() { "no".to_owned() } else { found.len().to_string() }
+                )),
+            }
+        }
         for symbol in &self.optional_symbols {
             attach.push(elf.uprobe(&MODULE, "rc_ssl_set_fd", symbol, false)?);
         }
@@ -632,8 +761,12 @@ impl OpensslTarget {
             point: AttachPoint::RawTracepoint("sys_enter"),
             required: true,
         });
-        let globals = match self.layout() {
-            Ok((_, layout)) => layout.globals(),
+        let layout = match &self.flavor {
+            Flavor::BoringSsl => self.boring_layout().map(BoringLayout::globals),
+            Flavor::OpenSsl(_) => self.layout().map(|(_, l)| l.globals()),
+        };
+        let globals = match layout {
+            Ok(globals) => globals,
             Err(why) => {
                 notes.push(format!(
                     "no key log: {why}; plaintext only, the fd from SSL_set_fd or the socket calls"
@@ -651,12 +784,25 @@ impl OpensslTarget {
         })
     }
 
+    /// BoringSSL's offsets (those of boring-sys 5.4.0's BoringSSL: the
+    /// probes check what they read), or why there are none.
+    fn boring_layout(&self) -> Result<&'static BoringLayout, String> {
+        if BORING_LAYOUT.fits_probes() {
+            Ok(&BORING_LAYOUT)
+        } else {
+            Err(format!(
+                "BoringSSL (recognised in {}): its layout does not fit the probes",
+                self.version_file.display()
+            ))
+        }
+    }
+
     /// The layout family and offsets, or why there are none.
     fn layout(&self) -> Result<(&'static str, &'static Layout), String> {
         let from = self.version_file.display();
         match self.flavor {
             Flavor::BoringSsl => Err(format!(
-                "BoringSSL (recognised in {from}): its struct layout is not known to the probes"
+                "BoringSSL (recognised in {from}) has no OpenSSL layout"
             )),
             Flavor::OpenSsl(r) => match layout_of(r) {
                 Some((family, layout)) if layout.fits_probes() => Ok((family, layout)),
@@ -959,33 +1105,132 @@ mod tests {
     }
 
     /// A shared library with BoringSSL's exports (and no `SSL_write_ex`)
-    /// is named as BoringSSL in the refusal.
+    /// resolves to a BoringSSL target: `SSL_write`/`SSL_read` entry and
+    /// return, no `_ex` probes, the boring layout's globals; the end of the
+    /// handshake is probed where `bssl::ssl_run_handshake` is in the symbol
+    /// table, else a note says the TLS 1.3 handshake secrets are missing.
     #[test]
-    fn boringssl_is_recognised_and_refused_by_name() {
+    fn boringssl_is_recognised_with_its_own_probes() {
         let dir = std::env::temp_dir().join(format!("rcapture-boring-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let (src, lib) = (dir.join("boring.c"), dir.join("libssl.so"));
-        std::fs::write(
-            &src,
-            "int SSL_write(void *s, const void *b, int n) { return n; }\n\
-             int SSL_read(void *s, void *b, int n) { return n; }\n\
-             int BORINGSSL_self_test(void) { return 1; }\n",
-        )
-        .unwrap();
-        let st = std::process::Command::new("cc")
-            .args(["-shared", "-fPIC", "-o"])
-            .arg(&lib)
-            .arg(&src)
-            .status()
-            .expect("cc");
-        assert!(st.success());
-        let err = OpensslTarget::inspect(lib.clone()).expect_err("BoringSSL is not captured");
-        std::fs::remove_dir_all(&dir).ok();
+        let fake = |name: &str, handshake: bool| {
+            let (src, lib) = (
+                dir.join(format!("{name}.c")),
+                dir.join(name).join("libssl.so"),
+            );
+            std::fs::create_dir_all(lib.parent().unwrap()).unwrap();
+            let mut c = "int SSL_write(void *s, const void *b, int n) { return n; }\n\
+                         int SSL_read(void *s, void *b, int n) { return n; }\n\
+                         int SSL_set_fd(void *s, int fd) { return 1; }\n\
+                         int BORINGSSL_self_test(void) { return 1; }\n"
+                .to_owned();
+            if handshake {
+                c += "__attribute__((visibility(\"hidden\"))) int run(void *hs, _Bool *e) \
+                      __asm__(\"_ZN4bssl17ssl_run_handshakeEPNS_13SSL_HANDSHAKEEPb\");\n\
+                      int run(void *hs, _Bool *e) { return hs != 0; }\n\
+                      int SSL_do_handshake(void *s) { return run(s, 0); }\n";
+            }
+            std::fs::write(&src, c).unwrap();
+            let st = std::process::Command::new("cc")
+                .args(["-shared", "-fPIC", "-o"])
+                .arg(&lib)
+                .arg(&src)
+                .status()
+                .expect("cc");
+            assert!(st.success());
+            lib
+        };
+        let probes = |t: &Target| -> Vec<(&str, String, bool)> {
+            t.attach
+                .iter()
+                .filter_map(|a| match &a.point {
+                    AttachPoint::Uprobe { symbol, ret, .. } => {
+                        Some((a.program, symbol.clone(), *ret))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let (plain, with_hs) = (fake("plain", false), fake("hs", true));
+        let t = OpensslTarget::inspect(plain.clone()).expect("BoringSSL is captured");
+        assert_eq!(t.flavor(), &Flavor::BoringSsl);
+        assert_eq!(t.version(), "BoringSSL");
+        let target = t.target().unwrap();
+        assert_eq!(target.version, "BoringSSL");
+        assert_eq!(
+            probes(&target),
+            [
+                ("rc_ssl_write_entry", "SSL_write", false),
+                ("rc_ssl_write_return", "SSL_write", true),
+                ("rc_ssl_read_entry", "SSL_read", false),
+                ("rc_ssl_read_return", "SSL_read", true),
+                ("rc_ssl_set_fd", "SSL_set_fd", false),
+            ]
+            .map(|(p, s, r)| (p, s.to_owned(), r))
+        );
         assert!(
-            err.to_string().contains(
-                "this is BoringSSL (it has no SSL_write_ex): BoringSSL is recognised but not captured yet"
+            target.attach.iter().any(|a| a.program == "rc_sys_enter"),
+            "{:?}",
+            target.attach
+        );
+        assert_eq!(global(&target, "flavor_boring"), Some(Global::U32(1)));
+        assert_eq!(global(&target, "layout_known"), Some(Global::U32(1)));
+        assert_eq!(global(&target, "s3_off"), Some(Global::U32(0x30)));
+        let note = target.notes.join("\n");
+        assert!(
+            note.contains("no bssl::ssl_run_handshake symbols (stripped?)")
+                && note.contains("no TLS 1.3 handshake traffic secrets"),
+            "{note}"
+        );
+
+        let target = OpensslTarget::inspect(with_hs).unwrap().target().unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(target.notes.is_empty(), "{:?}", target.notes);
+        let hs = "_ZN4bssl17ssl_run_handshakeEPNS_13SSL_HANDSHAKEEPb".to_owned();
+        let p = probes(&target);
+        assert!(
+            p.contains(&("rc_boring_handshake_entry", hs.clone(), false))
+                && p.contains(&("rc_boring_handshake_return", hs, true)),
+            "{p:?}"
+        );
+        assert!(!p.iter().any(|(_, s, _)| s.ends_with("_ex")), "{p:?}");
+    }
+
+    /// The generated BoringSSL layout fits the probes and is the one
+    /// measured on boring-sys 5.4.0's BoringSSL (OPENSSL-VERSIONS.md).
+    #[test]
+    fn boring_layout_matches_the_measured_one() {
+        let b = BORING_LAYOUT;
+        assert!(b.fits_probes(), "{b:?}");
+        assert_eq!(
+            (b.rbio, b.wbio, b.s3, b.server_byte, b.server_mask),
+            (0x18, 0x20, 0x30, 0xa4, 0x1)
+        );
+        assert_eq!(
+            (
+                b.s3_client_random,
+                b.s3_version,
+                b.s3_hs,
+                b.s3_write_secret,
+                b.s3_read_secret,
+                b.s3_exporter_secret,
+                b.s3_established_session,
+                b.secret_len
             ),
-            "{err}"
+            (0x30, 0xd0, 0x118, 0x120, 0x151, 0x182, 0x1d0, 0x30)
+        );
+        assert_eq!(
+            (
+                b.hs_ssl,
+                b.hs_client_hs_secret,
+                b.hs_server_hs_secret,
+                b.session_secret,
+                b.session_cipher,
+                b.cipher_protocol_id,
+                b.bio_method,
+                b.bio_num
+            ),
+            (0x0, 0x82, 0xb3, 0xa, 0xc8, 0x10, 0x8, 0x28)
         );
     }
 
