@@ -591,8 +591,9 @@ fn openssl_static_executable() {
 /// addresses `nm` gives for the unstripped build, marker both ways and
 /// secrets. `ebpf/tools/build-openssl.sh` installs the static libraries
 /// too (and rebuilds a cache from before it did); without them the test
-/// skips, saying so, or fails under `RCAPTURE_REQUIRE_BPF=1` (the error-site search itself is checked against the cached shared
-/// builds' symbols by the unit test
+/// skips, saying so, or fails under `RCAPTURE_REQUIRE_BPF=1` (the
+/// error-site search itself is checked against the cached shared builds'
+/// symbols by the unit test
 /// `error_sites_match_the_symbols_of_the_cached_builds`).
 fn static_stripped_case(test: &str, version: &str) {
     let Some(_serial) = bpf_available(test) else {
