@@ -14,7 +14,9 @@ use rcapture_core::output::{FramePoolConfig, OutputStats, StreamOutput};
 use rcapture_core::worker::{EventSink, LiveFilter, Worker, WorkerConfig};
 use rcapture_ebpf::libwatch::LibWatch;
 use rcapture_ebpf::module::{self, Target, TargetRequest};
-use rcapture_ebpf::{Capture, CaptureOptions, Interface, PacketCapture, packet_target};
+use rcapture_ebpf::{
+    Capture, CaptureOptions, Interface, PacketCapture, error_chain, packet_target,
+};
 use rcapture_net::access::AccessConfig;
 use rcapture_net::config::StartSettings;
 use rcapture_net::control::LiveSettings;
@@ -616,17 +618,6 @@ pub fn run(primary: &str, req: TargetRequest, args: CaptureArgs) -> anyhow::Resu
         );
     }
     Ok(())
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 fn lock(p: &Mutex<Capture>) -> std::sync::MutexGuard<'_, Capture> {

@@ -680,7 +680,8 @@ fn has_uprobes(t: &Target) -> bool {
         .any(|a| matches!(a.point, AttachPoint::Uprobe { .. }))
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error with its sources, `: `-separated (for one-line messages).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(c) = src {

@@ -33,7 +33,7 @@ mod ring;
 mod sys;
 mod target;
 
-pub use capture::{Capture, CaptureOptions, FileInfo, LoadWarning, ModuleInfo};
+pub use capture::{Capture, CaptureOptions, FileInfo, LoadWarning, ModuleInfo, error_chain};
 pub use error::Error;
 pub use maps::{Counters, Filter};
 pub use ring::CpuRing;

@@ -7,7 +7,8 @@
 //! mount namespace, processes mapping it); the system's libssl, mapped by
 //! several processes, is attached once.
 
-use crate::server::{http, marker};
+use crate::openssl_matrix::tls_status;
+use crate::server::marker;
 use crate::testutil::{
     Proc, Rcapture, TempDir, blocks, bpf_available, make_cert, run_ok, spawn_with_port, support,
 };
@@ -16,20 +17,6 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// The `tls` module of `/status`.
-fn tls_status(rc: &Rcapture) -> Value {
-    let (code, body) = http(rc.addr.as_deref().unwrap(), "GET", "/status", "");
-    assert_eq!(code, 200, "{body}");
-    let st: Value = serde_json::from_str(&body).unwrap();
-    st["data"]["modules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "tls")
-        .cloned()
-        .unwrap_or_else(|| panic!("no tls module: {st}"))
-}
 
 /// The files of `/status` whose dev:ino is `id`'s.
 fn files_of(tls: &Value, id: FileId) -> Vec<Value> {

@@ -344,7 +344,7 @@ fn keylog_decrypts(b: &Build, exe: &Path, dir: &TempDir, tlsver: &str) {
 }
 
 /// The `tls` module of `/status`.
-fn tls_status(rc: &Rcapture) -> Value {
+pub(crate) fn tls_status(rc: &Rcapture) -> Value {
     let (code, body) = http(rc.addr.as_deref().unwrap(), "GET", "/status", "");
     assert_eq!(code, 200, "{body}");
     let st: Value = serde_json::from_str(&body).unwrap();

@@ -947,6 +947,7 @@ pub(crate) fn openssl_version(bytes: &[u8]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::stripped::tests::strip;
     use super::*;
     use std::path::PathBuf;
 
@@ -1329,18 +1330,6 @@ mod tests {
                 None
             }
         }
-    }
-
-    fn strip(exe: &Path) -> PathBuf {
-        let out = exe.with_extension("stripped");
-        let st = std::process::Command::new("strip")
-            .arg("-o")
-            .arg(&out)
-            .arg(exe)
-            .status()
-            .expect("strip");
-        assert!(st.success());
-        out
     }
 
     /// A stripped executable with the system's OpenSSL 3.0 linked in

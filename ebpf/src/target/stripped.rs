@@ -441,7 +441,7 @@ impl<'a> ErrorSites<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn uleb(mut v: u64, out: &mut Vec<u8>) {
@@ -606,7 +606,8 @@ mod tests {
         }
     }
 
-    fn strip(exe: &std::path::Path) -> std::path::PathBuf {
+    /// A stripped copy of `exe` (`strip -o`), next to it.
+    pub(crate) fn strip(exe: &std::path::Path) -> std::path::PathBuf {
         let out = exe.with_extension("stripped");
         let st = std::process::Command::new("strip")
             .arg("-o")
